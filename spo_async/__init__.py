@@ -1,0 +1,125 @@
+"""spo-async: an asyncio SDK for 302.AI's hosted SPO prompt optimization service.
+
+Submit a prompt with a few question/answer examples, and the service rewrites
+it over several rounds; :class:`AsyncSPOClient` submits, polls and returns the
+best prompt::
+
+    from spo_async import AsyncSPOClient, OptimizationRequest, QAPair
+
+    async with AsyncSPOClient() as client:            # key from AI302_API_KEY
+        result = await client.optimize(OptimizationRequest(
+            prompt="Act as the user's girlfriend",
+            qa=[QAPair(question="Good morning", answer="[thoughts][reply]")],
+            model="claude-3-5-sonnet-20240620",
+        ))
+        print(result.best_prompt)
+
+The public surface is exactly :data:`__all__`; every other module is private.
+"""
+
+from ._client import API_KEY_ENV_VARS, DEFAULT_BASE_URL, DEFAULT_WAIT_TIMEOUT, AsyncSPOClient
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    ClientClosedError,
+    ConfigurationError,
+    ConnectError,
+    ConnectionLostError,
+    InsufficientBalanceError,
+    InvalidRequestError,
+    NoAvailableChannelError,
+    NotFoundError,
+    ProtocolError,
+    QuotaExceededError,
+    RateLimitError,
+    RequestTimeoutError,
+    RequestValidationError,
+    ResponseTooLargeError,
+    SPOError,
+    SubmitOutcomeUnknownError,
+    TaskFailedError,
+    TaskStateError,
+    ToolDisabledError,
+    TransientError,
+    TransportError,
+    UnsupportedError,
+    WaitTimeoutError,
+)
+from ._logging import configure_from_env as _configure_logging_from_env
+from ._models import (
+    MAX_ROUNDS_LIMIT,
+    OptimizationRequest,
+    Progress,
+    QAPair,
+    Round,
+    Sample,
+    TaskError,
+    TaskResult,
+)
+from ._polling import RetryNotice
+from ._retry import RetryPolicy
+from ._schedules import (
+    ExponentialSchedule,
+    FixedSchedule,
+    PollMode,
+    PollSchedule,
+    PollState,
+    ScheduleLike,
+)
+from ._state import TaskStatus
+from ._transport import AiohttpTransport, Transport
+from ._version import __version__
+
+__all__ = [
+    "API_KEY_ENV_VARS",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_WAIT_TIMEOUT",
+    "MAX_ROUNDS_LIMIT",
+    "APIError",
+    "AiohttpTransport",
+    "AsyncSPOClient",
+    "AuthenticationError",
+    "ClientClosedError",
+    "ConfigurationError",
+    "ConnectError",
+    "ConnectionLostError",
+    "ExponentialSchedule",
+    "FixedSchedule",
+    "InsufficientBalanceError",
+    "InvalidRequestError",
+    "NoAvailableChannelError",
+    "NotFoundError",
+    "OptimizationRequest",
+    "PollMode",
+    "PollSchedule",
+    "PollState",
+    "Progress",
+    "ProtocolError",
+    "QAPair",
+    "QuotaExceededError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "RequestValidationError",
+    "ResponseTooLargeError",
+    "RetryNotice",
+    "RetryPolicy",
+    "Round",
+    "SPOError",
+    "Sample",
+    "ScheduleLike",
+    "SubmitOutcomeUnknownError",
+    "TaskError",
+    "TaskFailedError",
+    "TaskResult",
+    "TaskStateError",
+    "TaskStatus",
+    "ToolDisabledError",
+    "TransientError",
+    "Transport",
+    "TransportError",
+    "UnsupportedError",
+    "WaitTimeoutError",
+    "__version__",
+]
+
+_configure_logging_from_env()

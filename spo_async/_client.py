@@ -1,0 +1,393 @@
+"""``AsyncSPOClient``: submit optimizations, read them, wait for them.
+
+The client is glue: the sans-I/O core builds and reads messages, the transport
+moves them, the polling layer decides when to look again. What lives here is
+configuration (key, base URL, policies), the lifecycle (lazy session,
+``aclose``), and the rules that protect a user's money: a submit is never
+retried when it may have created a task, and a task id is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, Self
+
+from ._errors import (
+    ClientClosedError,
+    ConfigurationError,
+    RequestValidationError,
+    SPOError,
+    SubmitOutcomeUnknownError,
+    TaskFailedError,
+)
+from ._models import OptimizationRequest, TaskResult
+from ._polling import RetryHook, SnapshotHook, poll_until_done, retry_call
+from ._retry import RetryPolicy, is_submit_retryable, is_submit_unknown
+from ._sansio import (
+    HTTPRequest,
+    HTTPResponse,
+    build_submit_request,
+    build_task_request,
+    normalize_base_url,
+    parse_submit_response,
+    parse_task_response,
+    quote_task_id,
+)
+from ._schedules import ExponentialSchedule, PollMode, ScheduleLike, as_schedule
+from ._transport import DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport, Transport
+
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["API_KEY_ENV_VARS", "DEFAULT_BASE_URL", "DEFAULT_WAIT_TIMEOUT", "AsyncSPOClient"]
+
+log = logging.getLogger("spo_async")
+
+#: Where the API key is looked for, in this order, when none is passed.
+API_KEY_ENV_VARS: Final = ("AI302_API_KEY", "302AI_API_KEY", "AI302_KEY", "NEXT_PUBLIC_302_API_KEY")
+BASE_URL_ENV_VAR: Final = "AI302_BASE_URL"
+DEFAULT_BASE_URL: Final = "https://api.302.ai"
+#: The overall wait deadline, in seconds, when none is given.
+DEFAULT_WAIT_TIMEOUT: Final = 900.0
+#: How many submitted tasks the client remembers (for ``max_rounds`` and ``model``).
+_REMEMBERED_TASKS: Final = 100_000
+
+
+def _resolve_api_key(api_key: str | None, environ: Mapping[str, str]) -> str:
+    if api_key is None:
+        for name in API_KEY_ENV_VARS:
+            value = environ.get(name, "").strip()
+            if value:
+                api_key = value
+                break
+        else:
+            raise ConfigurationError(
+                "no API key: pass api_key=... or set one of " + ", ".join(API_KEY_ENV_VARS)
+            )
+    if not isinstance(api_key, str):
+        raise ConfigurationError(f"api_key must be a string, got {type(api_key).__name__}")
+    api_key = api_key.strip()
+    if not api_key:
+        raise ConfigurationError("api_key is empty")
+    if any(ch.isspace() or ord(ch) < 0x20 for ch in api_key):
+        raise ConfigurationError("api_key contains whitespace or control characters")
+    return api_key
+
+
+class _TaskFacts:
+    """What the client knows of a task it submitted itself."""
+
+    __slots__ = ("max_rounds", "model")
+
+    def __init__(self, max_rounds: int, model: str) -> None:
+        self.max_rounds = max_rounds
+        self.model = model
+
+
+class AsyncSPOClient:
+    """An asyncio client for 302.AI's SPO prompt optimization service.
+
+    Use it as an async context manager, or call :meth:`aclose` when done::
+
+        async with AsyncSPOClient() as client:      # key from AI302_API_KEY
+            result = await client.optimize(request)
+
+    The API key comes from ``api_key``, else the first of
+    :data:`API_KEY_ENV_VARS` that is set. The base URL comes from ``base_url``,
+    else ``AI302_BASE_URL``, else ``https://api.302.ai``.
+
+    One client holds one connection pool (at most ``max_connections``
+    connections), created on the first request. ``request_timeout`` bounds each
+    HTTP request; the overall deadline of a wait is separate (``timeout`` of
+    :meth:`wait_for_result`). ``retry`` says how passing failures are retried,
+    ``schedule`` when a running task is looked at again.
+
+    ``session`` lets you bring your own :class:`aiohttp.ClientSession` (the
+    client then never closes it); ``transport`` replaces the HTTP stack
+    altogether. ``clock`` and ``sleep`` replace :func:`time.monotonic` and
+    :func:`asyncio.sleep`, so tests can run waits at zero delay.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        request_timeout: float = 30.0,
+        max_connections: int = 100,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        retry: RetryPolicy | None = None,
+        schedule: ScheduleLike | None = None,
+        lang: str | None = None,
+        strict_status: bool = False,
+        allow_insecure_http: bool = False,
+        session: aiohttp.ClientSession | None = None,
+        transport: Transport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._closed = True  # until construction succeeds; keeps __del__ quiet on errors
+        environ = os.environ
+        self._api_key = _resolve_api_key(api_key, environ)
+        self.base_url = normalize_base_url(
+            base_url or environ.get(BASE_URL_ENV_VAR, "").strip() or DEFAULT_BASE_URL,
+            allow_insecure_http=allow_insecure_http,
+        )
+        if not request_timeout > 0:
+            raise ConfigurationError(f"request_timeout must be > 0, got {request_timeout!r}")
+        if lang is not None and lang not in {"en", "cn", "jp"}:
+            raise ConfigurationError(f"lang must be 'en', 'cn' or 'jp', got {lang!r}")
+        if session is not None and transport is not None:
+            raise ConfigurationError("pass either session or transport, not both")
+        self.request_timeout = float(request_timeout)
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.schedule = as_schedule(schedule if schedule is not None else ExponentialSchedule())
+        self.lang = lang
+        self.strict_status = strict_status
+        try:
+            self._transport: Transport = transport or AiohttpTransport(
+                session=session,
+                max_connections=max_connections,
+                max_response_bytes=max_response_bytes,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        self._clock = clock
+        self._sleep = sleep
+        self._known: collections.OrderedDict[str, _TaskFacts] = collections.OrderedDict()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<AsyncSPOClient base_url={self.base_url!r} api_key=<redacted> {state}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
+    async def aclose(self) -> None:
+        """Close the connection pool. Calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._transport.aclose()
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            _warn(
+                f"unclosed {self!r}: use 'async with' or call 'await client.aclose()'",
+                ResourceWarning,
+                source=self,
+                stacklevel=2,
+            )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError("this AsyncSPOClient is closed; create a new one")
+
+    # -- one HTTP exchange -------------------------------------------------------------------
+
+    async def _send(self, request: HTTPRequest, *, task_id: str | None) -> HTTPResponse:
+        self._check_open()
+        started = self._clock()
+        try:
+            response = await self._transport.send(request, timeout=self.request_timeout)
+        except SPOError as exc:
+            log.debug(
+                "%s %s -> %s after %.3f s",
+                request.method,
+                request.path,
+                type(exc).__name__,
+                self._clock() - started,
+                extra={"task_id": task_id},
+            )
+            raise
+        log.debug(
+            "%s %s -> %d after %.3f s",
+            request.method,
+            request.path,
+            response.status,
+            self._clock() - started,
+            extra={"task_id": task_id},
+        )
+        return response
+
+    # -- the API -----------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        request: OptimizationRequest,
+        *,
+        retry: RetryPolicy | None = None,
+        on_retry: RetryHook | None = None,
+    ) -> str:
+        """Start an optimization and return its task id at once.
+
+        The submit is retried only when the service certainly created no task
+        (the connection was never made, HTTP 429, or the service's own
+        transient error envelope). When a failure leaves it open whether a task
+        was created, :class:`SubmitOutcomeUnknownError` is raised, carrying the
+        request, and nothing is resubmitted: a blind retry could bill twice.
+        """
+        self._check_open()
+        if not isinstance(request, OptimizationRequest):
+            raise RequestValidationError(
+                "request", f"expected an OptimizationRequest, got {type(request).__name__}"
+            )
+        http = build_submit_request(self.base_url, self._api_key, request, lang=self.lang)
+
+        async def once() -> str:
+            return parse_submit_response(await self._send(http, task_id=None), now=time.time())
+
+        try:
+            task_id = await retry_call(
+                once,
+                operation="POST submit",
+                policy=retry or self.retry,
+                retryable=is_submit_retryable,
+                sleep=self._sleep,
+                clock=self._clock,
+                on_retry=on_retry,
+            )
+        except SPOError as exc:
+            if is_submit_unknown(exc):
+                raise SubmitOutcomeUnknownError(request, exc) from exc
+            raise
+        self._remember(task_id, request)
+        log.info("submitted task %s (%d rounds of %s)", task_id, request.max_rounds, request.model)
+        return task_id
+
+    def _remember(self, task_id: str, request: OptimizationRequest) -> None:
+        self._known[task_id] = _TaskFacts(request.max_rounds, request.model)
+        if len(self._known) > _REMEMBERED_TASKS:
+            self._known.popitem(last=False)
+
+    async def _fetch(self, task_id: str, max_rounds: int | None) -> TaskResult:
+        http = build_task_request(self.base_url, self._api_key, task_id, lang=self.lang)
+        response = await self._send(http, task_id=task_id)
+        return parse_task_response(
+            response,
+            task_id,
+            max_rounds=max_rounds,
+            strict_status=self.strict_status,
+            now=time.time(),
+        )
+
+    def _max_rounds(self, task_id: str, max_rounds: int | None) -> int | None:
+        if max_rounds is not None:
+            return max_rounds
+        facts = self._known.get(task_id)
+        return facts.max_rounds if facts is not None else None
+
+    async def get_task(self, task_id: str, *, max_rounds: int | None = None) -> TaskResult:
+        """Read the task's current snapshot with exactly one GET (no retry, no waiting).
+
+        ``max_rounds`` fills :attr:`TaskResult.max_rounds` for a task this client
+        did not submit (the service does not report it).
+        """
+        self._check_open()
+        quote_task_id(task_id)
+        return await self._fetch(task_id, self._max_rounds(task_id, max_rounds))
+
+    async def wait_for_result(
+        self,
+        task_id: str,
+        *,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        on_progress: SnapshotHook | None = None,
+        schedule: ScheduleLike | None = None,
+        retry: RetryPolicy | None = None,
+        on_retry: RetryHook | None = None,
+        max_rounds: int | None = None,
+        raise_on_failure: bool = True,
+    ) -> TaskResult:
+        """Poll the task until it finishes and return its final snapshot.
+
+        ``timeout`` is the overall deadline in seconds (``None`` waits forever);
+        when it passes, :class:`WaitTimeoutError` carries the last snapshot, and
+        the task keeps running (and billing) on the service. ``on_progress``
+        (sync or async) receives every snapshot whose status or rounds changed.
+        Passing failures of a poll are retried per ``retry``; a task that ends in
+        ``fail`` raises :class:`TaskFailedError` unless ``raise_on_failure`` is
+        false. Any error that escapes carries ``task_id``.
+
+        Cancelling the caller stops only the local polling, at once.
+        """
+        self._check_open()
+        quote_task_id(task_id)
+        if timeout is not None and not timeout >= 0:
+            raise RequestValidationError("timeout", f"must be >= 0 or None, got {timeout!r}")
+        facts = self._known.get(task_id)
+        rounds = self._max_rounds(task_id, max_rounds)
+        try:
+            result = await poll_until_done(
+                lambda: self._fetch(task_id, rounds),
+                task_id=task_id,
+                schedule=as_schedule(schedule) if schedule is not None else self.schedule,
+                policy=retry or self.retry,
+                timeout=timeout,
+                sleep=self._sleep,
+                clock=self._clock,
+                mode=PollMode.PROGRESS if on_progress is not None else PollMode.COMPLETION,
+                max_rounds=rounds,
+                model=facts.model if facts is not None else None,
+                on_snapshot=on_progress,
+                on_retry=on_retry,
+            )
+        except SPOError as exc:
+            if exc.task_id is None:
+                exc.task_id = task_id
+                exc.add_note(f"task_id: {task_id} (the task may still be running)")
+            raise
+        if result.failed and raise_on_failure:
+            raise TaskFailedError(task_id, result)
+        return result
+
+    async def optimize(
+        self,
+        request: OptimizationRequest,
+        *,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        on_progress: SnapshotHook | None = None,
+        schedule: ScheduleLike | None = None,
+        retry: RetryPolicy | None = None,
+        on_retry: RetryHook | None = None,
+        raise_on_failure: bool = True,
+    ) -> TaskResult:
+        """Submit ``request`` and wait for its result: :meth:`submit` then :meth:`wait_for_result`.
+
+        If the wait fails, the error's ``task_id`` says which task to look for later.
+        """
+        task_id = await self.submit(request, retry=retry, on_retry=on_retry)
+        return await self.wait_for_result(
+            task_id,
+            timeout=timeout,
+            on_progress=on_progress,
+            schedule=schedule,
+            retry=retry,
+            on_retry=on_retry,
+            raise_on_failure=raise_on_failure,
+        )

@@ -1,0 +1,368 @@
+"""The sans-I/O core: build the service's HTTP requests, read its answers.
+
+Nothing here awaits or touches a socket (gidgethub's ``sansio.py`` and h11 are
+the models). Every function maps plain values to plain values, so the whole
+wire contract is tested synchronously, table by table, and a hostile answer can
+only ever come out as a model or a typed :class:`~spo_async.SPOError`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import json
+import math
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+import cattrs
+
+from ._convert import request_to_wire, task_from_wire
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    InsufficientBalanceError,
+    InvalidRequestError,
+    NoAvailableChannelError,
+    NotFoundError,
+    ProtocolError,
+    QuotaExceededError,
+    RateLimitError,
+    RequestValidationError,
+    ToolDisabledError,
+    TransientError,
+    UnsupportedError,
+)
+from ._models import OptimizationRequest, TaskResult
+from ._state import TaskStatus
+from ._version import __version__
+
+__all__ = [
+    "ERR_CODE_ERRORS",
+    "SUBMIT_PATH",
+    "TASK_PATH",
+    "HTTPRequest",
+    "HTTPResponse",
+    "build_submit_request",
+    "build_task_request",
+    "error_from_response",
+    "normalize_base_url",
+    "parse_retry_after",
+    "parse_submit_response",
+    "parse_task_response",
+    "quote_task_id",
+]
+
+SUBMIT_PATH: Final = "/302/prompt/spo/submit"
+TASK_PATH: Final = "/302/prompt/spo/tasks/"
+USER_AGENT: Final = f"spo-async/{__version__}"
+MAX_TASK_ID_LENGTH: Final = 256
+
+#: The service's err_codes and what they mean (spec §4.1).
+ERR_CODE_ERRORS: Mapping[int, type[APIError]] = {
+    -10001: AuthenticationError,
+    -10002: ToolDisabledError,
+    -10003: TransientError,
+    -10004: InsufficientBalanceError,
+    -10005: AuthenticationError,
+    -10006: QuotaExceededError,
+    -10007: QuotaExceededError,
+    -10008: NoAvailableChannelError,
+    -10009: UnsupportedError,
+    -10010: NotFoundError,
+    -10011: InvalidRequestError,
+    -10012: QuotaExceededError,
+    -10018: QuotaExceededError,
+    -1024: TransientError,
+}
+
+#: What an HTTP status means when the body carries no known err_code (spec §4.2).
+_STATUS_ERRORS: Mapping[int, type[APIError]] = {
+    401: AuthenticationError,
+    403: AuthenticationError,
+    402: InsufficientBalanceError,
+    404: NotFoundError,
+    408: TransientError,
+    429: RateLimitError,
+}
+
+
+def _redact_headers(headers: Mapping[str, str]) -> str:
+    return repr(
+        {k: ("<redacted>" if k.lower() == "authorization" else v) for k, v in headers.items()}
+    )
+
+
+@attrs.frozen
+class HTTPRequest:
+    """One HTTP request, ready to send. Its ``repr`` never shows the API key."""
+
+    method: str
+    url: str
+    #: The URL's path, for logs and errors (the base URL may hold secrets of its own).
+    path: str
+    headers: Mapping[str, str] = attrs.field(repr=_redact_headers)
+    body: bytes | None = None
+
+
+@attrs.frozen
+class HTTPResponse:
+    """One HTTP answer: status, headers with lower-cased names, and the whole body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def normalize_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
+    """Check a base URL and strip its trailing slash.
+
+    Plain ``http://`` is refused for any host but loopback unless
+    ``allow_insecure_http`` is set, since the API key travels in a header.
+    """
+    if not isinstance(url, str):
+        raise ConfigurationError(f"base_url must be a string, got {type(url).__name__}")
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigurationError(
+            f"base_url must be an absolute http(s) URL such as https://api.302.ai, got {url!r}"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigurationError(f"base_url must not have a query or fragment: {url!r}")
+    if parts.username or parts.password:
+        raise ConfigurationError("base_url must not hold credentials; pass api_key instead")
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            f"refusing plain http:// to {parts.hostname}: the API key would travel unencrypted; "
+            "use https:// or pass allow_insecure_http=True"
+        )
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def quote_task_id(task_id: str) -> str:
+    """Check a task id and percent-encode it for the query path."""
+    if not isinstance(task_id, str):
+        raise RequestValidationError("task_id", f"expected a string, got {type(task_id).__name__}")
+    if not task_id or task_id.strip() != task_id:
+        raise RequestValidationError("task_id", "must be non-empty, without surrounding spaces")
+    if len(task_id) > MAX_TASK_ID_LENGTH:
+        raise RequestValidationError("task_id", f"longer than {MAX_TASK_ID_LENGTH} characters")
+    if task_id in {".", ".."} or any(ch in task_id for ch in "/\\?#"):
+        raise RequestValidationError("task_id", f"{task_id!r} is not a task id")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in task_id):
+        raise RequestValidationError("task_id", "contains control characters")
+    return urllib.parse.quote(task_id, safe="")
+
+
+def _headers(api_key: str, lang: str | None) -> dict[str, str]:
+    headers = {
+        "Authorization": f"Bearer {api_key}",
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+    }
+    if lang is not None:
+        headers["Lang"] = lang
+    return headers
+
+
+def build_submit_request(
+    base_url: str, api_key: str, request: OptimizationRequest, *, lang: str | None = None
+) -> HTTPRequest:
+    """The ``POST`` that submits ``request``."""
+    body = json.dumps(request_to_wire(request), ensure_ascii=False, allow_nan=False).encode()
+    headers = _headers(api_key, lang)
+    headers["Content-Type"] = "application/json"
+    return HTTPRequest("POST", base_url + SUBMIT_PATH, SUBMIT_PATH, headers, body)
+
+
+def build_task_request(
+    base_url: str, api_key: str, task_id: str, *, lang: str | None = None
+) -> HTTPRequest:
+    """The ``GET`` that reads one snapshot of ``task_id``."""
+    path = TASK_PATH + quote_task_id(task_id)
+    return HTTPRequest("GET", base_url + path, path, _headers(api_key, lang))
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Read a ``Retry-After`` header in either form: seconds or an HTTP-date.
+
+    ``now`` is the current wall-clock time (``time.time()``), passed in so that
+    the function stays pure. A date in the past means "now" (0 s).
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        return max(0.0, when.timestamp() - now)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def _decode_json(body: bytes) -> Any:
+    """Decode JSON, or raise ``ValueError`` (also for non-UTF-8 bytes)."""
+    return json.loads(body)
+
+
+def _envelope(payload: Any) -> Mapping[str, Any] | None:
+    """The ``error`` object of a 302 error envelope, if ``payload`` is one."""
+    if isinstance(payload, Mapping):
+        error = payload.get("error")
+        if isinstance(error, Mapping):
+            return error
+    return None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _api_error_from_envelope(
+    status: int, envelope: Mapping[str, Any], body: bytes, retry_after: float | None
+) -> APIError:
+    raw_code = envelope.get("err_code")
+    code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
+    cls = ERR_CODE_ERRORS.get(code) if code is not None else None
+    if cls is None:
+        cls = _class_for_status(status)
+    messages = {
+        lang: text
+        for lang, key in (("en", "message"), ("cn", "message_cn"), ("jp", "message_jp"))
+        if (text := _text(envelope.get(key))) is not None
+    }
+    message = next(iter(messages.values()), None) or f"the service returned HTTP {status}"
+    return cls(
+        message,
+        status=status,
+        err_code=code,
+        error_type=_text(envelope.get("type")),
+        messages=messages,
+        body=body,
+        retry_after=retry_after,
+    )
+
+
+def _class_for_status(status: int) -> type[APIError]:
+    if status in _STATUS_ERRORS:
+        return _STATUS_ERRORS[status]
+    if status >= 500:
+        return TransientError
+    if 400 <= status < 500:
+        return InvalidRequestError
+    return APIError
+
+
+def error_from_response(response: HTTPResponse, *, now: float = 0.0) -> APIError:
+    """The typed error for a non-2xx answer, or a 2xx answer holding an error envelope.
+
+    The service's ``err_code`` decides the class when the body is a 302 error
+    envelope; otherwise the HTTP status does. Non-JSON bodies (a gateway's HTML
+    page) keep a snippet of their text. ``now`` is the wall-clock time used to
+    read a ``Retry-After`` date.
+    """
+    retry_after = parse_retry_after(response.headers.get("retry-after"), now=now)
+    try:
+        payload = _decode_json(response.body)
+    except ValueError:
+        payload = None
+    envelope = _envelope(payload)
+    if envelope is not None:
+        return _api_error_from_envelope(response.status, envelope, response.body, retry_after)
+    cls = _class_for_status(response.status)
+    reason = "an empty body" if not response.body.strip() else "a body that is not an error object"
+    return cls(
+        f"the service returned HTTP {response.status} with {reason}",
+        status=response.status,
+        body=response.body,
+        retry_after=retry_after,
+    )
+
+
+def _ok_json(response: HTTPResponse, *, now: float) -> Mapping[str, Any]:
+    """The JSON object of a 2xx answer; any other answer raises a typed error."""
+    if not 200 <= response.status < 300:
+        raise error_from_response(response, now=now)
+    try:
+        payload = _decode_json(response.body)
+    except ValueError:
+        raise ProtocolError(
+            f"HTTP {response.status} answer is not valid JSON",
+            status=response.status,
+            body=response.body,
+        ) from None
+    if not isinstance(payload, Mapping):
+        raise ProtocolError(
+            f"HTTP {response.status} answer is JSON but not an object",
+            status=response.status,
+            body=response.body,
+        )
+    return payload
+
+
+def parse_submit_response(response: HTTPResponse, *, now: float = 0.0) -> str:
+    """The task id from a submit answer, or a typed error."""
+    payload = _ok_json(response, now=now)
+    task_id = payload.get("task_id")
+    if isinstance(task_id, str) and task_id:
+        return task_id
+    envelope = _envelope(payload)
+    if envelope is not None and "err_code" in envelope:
+        raise _api_error_from_envelope(response.status, envelope, response.body, None)
+    raise ProtocolError(
+        "submit answer has no task_id string", status=response.status, body=response.body
+    )
+
+
+def parse_task_response(
+    response: HTTPResponse,
+    task_id: str,
+    *,
+    max_rounds: int | None = None,
+    strict_status: bool = False,
+    now: float = 0.0,
+) -> TaskResult:
+    """One :class:`TaskResult` from a query answer, or a typed error.
+
+    With ``strict_status`` an unknown ``status`` string raises
+    :class:`ProtocolError`; by default it becomes ``TaskStatus.UNKNOWN``.
+    """
+    payload = _ok_json(response, now=now)
+    envelope = _envelope(payload)
+    if envelope is not None and "err_code" in envelope and "status" not in payload:
+        raise _api_error_from_envelope(response.status, envelope, response.body, None)
+    try:
+        result = task_from_wire(payload, task_id=task_id, max_rounds=max_rounds)
+    except cattrs.BaseValidationError as exc:
+        detail = "; ".join(cattrs.transform_error(exc))
+        raise ProtocolError(
+            f"task answer breaks the contract: {detail}", status=response.status, body=response.body
+        ) from None
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(
+            f"task answer breaks the contract: {exc}", status=response.status, body=response.body
+        ) from None
+    if strict_status and result.status is TaskStatus.UNKNOWN:
+        raise ProtocolError(
+            f"unknown task status {result.raw_status!r}", status=response.status, body=response.body
+        )
+    return result

@@ -1,0 +1,174 @@
+"""The only module that imports aiohttp: ``send(HTTPRequest) -> HTTPResponse``.
+
+It owns the connection pool and turns every aiohttp failure into a
+:class:`~spo_async.TransportError` that says whether the request may have reached
+the service (``request_sent``), since that decides whether a submit is safe to
+retry. Anything smarter (retries, logging, polling) lives above it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Protocol, runtime_checkable
+
+import aiohttp
+
+from ._errors import (
+    ClientClosedError,
+    ConnectError,
+    ConnectionLostError,
+    RequestTimeoutError,
+    ResponseTooLargeError,
+    TransportError,
+)
+from ._sansio import HTTPRequest, HTTPResponse
+
+__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "AiohttpTransport", "Transport"]
+
+#: Answers larger than this are refused unread: a task with 100 rounds of long
+#: prompts and samples stays well under it, a runaway gateway page does not.
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+
+_CHUNK = 64 * 1024
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """What the client needs from an HTTP stack; implement it to swap aiohttp out."""
+
+    async def send(self, request: HTTPRequest, *, timeout: float) -> HTTPResponse:
+        """Send ``request`` and return the whole answer, or raise a ``TransportError``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; called once by the client's ``aclose()``."""
+        ...
+
+
+class AiohttpTransport:
+    """A :class:`Transport` on one lazily created :class:`aiohttp.ClientSession`.
+
+    The session is created on the first request, inside the running event
+    loop, with a connector bounded to ``max_connections``. A session passed in
+    by the caller is used as it is and never closed here: its owner closes it.
+    """
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        max_connections: int = 100,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        connect_timeout: float = 10.0,
+        verify_ssl: bool | ssl.SSLContext = True,
+        trust_env: bool = False,
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if max_response_bytes < 1:
+            raise ValueError("max_response_bytes must be at least 1")
+        self._session = session
+        self._owns_session = session is None
+        self._max_connections = max_connections
+        self._max_response_bytes = max_response_bytes
+        self._connect_timeout = connect_timeout
+        self._ssl: bool | ssl.SSLContext = verify_ssl
+        self._trust_env = trust_env
+        self._closed = False
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClientClosedError("the transport is closed")
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, limit_per_host=self._max_connections, ssl=self._ssl
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None),
+                trust_env=self._trust_env,
+                auto_decompress=True,
+            )
+        return self._session
+
+    @property
+    def connector(self) -> aiohttp.BaseConnector | None:
+        """The pool in use, for tests and diagnostics (``None`` before the first request)."""
+        return self._session.connector if self._session is not None else None
+
+    async def send(self, request: HTTPRequest, *, timeout: float) -> HTTPResponse:
+        """Send one request; see :class:`Transport`."""
+        session = self._get_session()
+        client_timeout = aiohttp.ClientTimeout(
+            total=timeout, sock_connect=min(timeout, self._connect_timeout)
+        )
+        method, path = request.method, request.path
+        try:
+            async with session.request(
+                request.method,
+                request.url,
+                headers=dict(request.headers),
+                data=request.body,
+                timeout=client_timeout,
+                allow_redirects=False,
+            ) as resp:
+                body = await self._read_limited(resp)
+                headers = {k.lower(): v for k, v in resp.headers.items()}
+                return HTTPResponse(resp.status, headers, body)
+        except aiohttp.ConnectionTimeoutError:
+            raise RequestTimeoutError(
+                f"{request.method} {request.path}: timed out connecting after {timeout:g} s",
+                request_sent=False,
+                method=method,
+                path=path,
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectError(
+                f"{request.method} {request.path}: cannot connect ({exc.os_error})",
+                method=method,
+                path=path,
+            ) from None
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise RequestTimeoutError(
+                f"{request.method} {request.path}: no complete answer within {timeout:g} s",
+                method=method,
+                path=path,
+            ) from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
+            raise ConnectionLostError(
+                f"{request.method} {request.path}: the connection broke before the whole answer "
+                "arrived",
+                method=method,
+                path=path,
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise TransportError(
+                f"{request.method} {request.path}: {type(exc).__name__}", method=method, path=path
+            ) from None
+
+    async def _read_limited(self, resp: aiohttp.ClientResponse) -> bytes:
+        limit = self._max_response_bytes
+        if resp.content_length is not None and "Content-Encoding" not in resp.headers:
+            if resp.content_length > limit:
+                resp.close()
+                raise ResponseTooLargeError(limit=limit, status=resp.status)
+            return await resp.read()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                resp.close()
+                raise ResponseTooLargeError(limit=limit, status=resp.status)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def aclose(self) -> None:
+        """Close the session if this transport created it."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session and not session.closed:
+            await session.close()
+            # Give the SSL transports a tick to shut down (aiohttp's documented advice).
+            await asyncio.sleep(0)
