@@ -41,6 +41,7 @@ from ._sansio import (
     quote_task_id,
 )
 from ._schedules import ExponentialSchedule, PollMode, ScheduleLike, as_schedule
+from ._sharing import SharedPolls
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport, Transport
 
 if TYPE_CHECKING:
@@ -162,6 +163,7 @@ class AsyncSPOClient:
         self._clock = clock
         self._sleep = sleep
         self._known: collections.OrderedDict[str, _TaskFacts] = collections.OrderedDict()
+        self._shared = SharedPolls()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -342,20 +344,32 @@ class AsyncSPOClient:
             raise RequestValidationError("timeout", f"must be >= 0 or None, got {timeout!r}")
         facts = self._known.get(task_id)
         rounds = self._max_rounds(task_id, max_rounds)
-        try:
-            result = await poll_until_done(
+        policy = retry or self.retry
+        chosen = as_schedule(schedule) if schedule is not None else self.schedule
+
+        def run(
+            remaining: float | None,
+            publish: Callable[[TaskResult], Awaitable[None]],
+            mode: Callable[[], PollMode],
+        ) -> Awaitable[TaskResult]:
+            return poll_until_done(
                 lambda: self._fetch(task_id, rounds),
                 task_id=task_id,
-                schedule=as_schedule(schedule) if schedule is not None else self.schedule,
-                policy=retry or self.retry,
-                timeout=timeout,
+                schedule=chosen,
+                policy=policy,
+                timeout=remaining,
                 sleep=self._sleep,
                 clock=self._clock,
-                mode=PollMode.PROGRESS if on_progress is not None else PollMode.COMPLETION,
+                mode=mode,
                 max_rounds=rounds,
                 model=facts.model if facts is not None else None,
-                on_snapshot=on_progress,
+                on_snapshot=publish,
                 on_retry=on_retry,
+            )
+
+        try:
+            result = await self._shared.wait(
+                task_id, run, timeout=timeout, clock=self._clock, on_progress=on_progress
             )
         except SPOError as exc:
             if exc.task_id is None:

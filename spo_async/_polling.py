@@ -185,7 +185,7 @@ class _TaskWatch:
         task_id: str,
         *,
         clock: Clock,
-        mode: PollMode,
+        mode: PollMode | Callable[[], PollMode],
         max_rounds: int | None,
         model: str | None,
     ) -> None:
@@ -213,7 +213,7 @@ class _TaskWatch:
             model=self.model,
             round_seen_at=tuple(self.round_seen_at),
             started_at=self.started_at,
-            mode=self.mode,
+            mode=self.mode() if callable(self.mode) else self.mode,
         )
 
     def believe(self, result: TaskResult) -> bool:
@@ -266,7 +266,7 @@ async def poll_until_done(
     timeout: float | None,
     sleep: Sleep,
     clock: Clock,
-    mode: PollMode = PollMode.COMPLETION,
+    mode: PollMode | Callable[[], PollMode] = PollMode.COMPLETION,
     max_rounds: int | None = None,
     model: str | None = None,
     on_snapshot: SnapshotHook | None = None,
