@@ -71,11 +71,8 @@ from ._transport import AiohttpTransport, Transport
 from ._version import __version__
 
 __all__ = [
-    "API_KEY_ENV_VARS",
-    "DEFAULT_BASE_URL",
-    "DEFAULT_WAIT_TIMEOUT",
-    "MAX_ROUNDS_LIMIT",
     "APIError",
+    "API_KEY_ENV_VARS",
     "AiohttpTransport",
     "AsyncSPOClient",
     "AuthenticationError",
@@ -83,10 +80,13 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "ConnectionLostError",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_WAIT_TIMEOUT",
     "ExponentialSchedule",
     "FixedSchedule",
     "InsufficientBalanceError",
     "InvalidRequestError",
+    "MAX_ROUNDS_LIMIT",
     "NoAvailableChannelError",
     "NotFoundError",
     "OptimizationRequest",

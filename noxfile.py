@@ -1,0 +1,66 @@
+"""Every check the project runs, as nox sessions.
+
+``nox -s check`` is what CI and the README run: lint, types and the whole test
+suite with coverage, in the current environment (no new virtualenv), so one
+command works on a fresh machine with only Python 3.11 and pip. ``nox -s tests``
+runs the suite on every supported Python found on the machine.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["check"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHONS = ["3.11", "3.12", "3.13"]
+COVERAGE_FLOOR = 95
+
+
+def _lint(session: nox.Session) -> None:
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+def _typing(session: nox.Session) -> None:
+    session.run("mypy")
+
+
+def _tests(session: nox.Session) -> None:
+    session.run(
+        "pytest",
+        "--cov=spo_async",
+        "--cov-branch",
+        "--cov-report=term-missing:skip-covered",
+        f"--cov-fail-under={COVERAGE_FLOOR}",
+        *session.posargs,
+    )
+
+
+@nox.session(venv_backend="none")
+def check(session: nox.Session) -> None:
+    """Lint, type-check and test in the current environment (what CI runs)."""
+    _lint(session)
+    _typing(session)
+    _tests(session)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff: lint rules and formatting."""
+    session.install("-e", ".[lint]")
+    _lint(session)
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """mypy --strict over the package, the tests and the typing examples."""
+    session.install("-e", ".[test,lint]")
+    _typing(session)
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The test suite on each supported Python that is installed."""
+    session.install("-e", ".[test]")
+    _tests(session)

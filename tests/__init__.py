@@ -1,0 +1,1 @@
+"""The spo-async test suite."""

@@ -1,0 +1,73 @@
+"""Shared fixtures: a real emulator on loopback and a client pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from spo_async import AsyncSPOClient, FixedSchedule, OptimizationRequest, QAPair, RetryPolicy
+from spo_async.testing import Emulator, EmulatorConfig
+
+#: Fast enough that a 5-round task finishes in a few tens of milliseconds.
+FAST = EmulatorConfig(round_seconds=0.004, seed=1)
+
+
+def make_request(
+    prompt: str = "Act as the user's girlfriend", **changes: object
+) -> OptimizationRequest:
+    """The spec's example request, with any field changed."""
+    fields: dict[str, object] = {
+        "prompt": prompt,
+        "qa": [
+            QAPair("Good morning", "[thoughts][reply]"),
+            QAPair("Do you love me?", "[thoughts][reply]"),
+        ],
+        "max_rounds": 3,
+        "model": "claude-3-5-sonnet-20240620",
+    }
+    fields.update(changes)
+    return OptimizationRequest(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def emulator_config() -> EmulatorConfig:
+    """Override in a test module to shape the emulator."""
+    return FAST
+
+
+@pytest.fixture
+async def emu(emulator_config: EmulatorConfig) -> AsyncIterator[Emulator]:
+    """A running emulator on 127.0.0.1 with a free port."""
+    async with Emulator(emulator_config) as emulator:
+        yield emulator
+
+
+ClientFactory = Callable[..., AsyncSPOClient]
+
+
+@pytest.fixture
+async def make_client(emu: Emulator) -> AsyncIterator[ClientFactory]:
+    """Build clients for the emulator with zero-wait retries and fast polling; closes them all."""
+    clients: list[AsyncSPOClient] = []
+
+    def factory(**options: object) -> AsyncSPOClient:
+        settings: dict[str, object] = {
+            "api_key": emu.api_key,
+            "base_url": emu.base_url,
+            "retry": RetryPolicy.no_wait(),
+            "schedule": FixedSchedule(interval=0.002),
+        }
+        settings.update(options)
+        client = AsyncSPOClient(**settings)  # type: ignore[arg-type]
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+def client(make_client: ClientFactory) -> AsyncSPOClient:
+    """A client for the emulator with zero-wait retries and fast polling."""
+    return make_client()

@@ -1,0 +1,449 @@
+"""AsyncSPOClient end to end against the emulator over real loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import warnings
+from typing import Any
+
+import aiohttp
+import pytest
+from spo_async import (
+    API_KEY_ENV_VARS,
+    AsyncSPOClient,
+    AuthenticationError,
+    ClientClosedError,
+    ConfigurationError,
+    FixedSchedule,
+    InsufficientBalanceError,
+    InvalidRequestError,
+    NoAvailableChannelError,
+    NotFoundError,
+    ProtocolError,
+    RequestValidationError,
+    TaskFailedError,
+    TaskResult,
+    TaskStatus,
+    WaitTimeoutError,
+)
+from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind, TaskOutcome
+
+from .conftest import ClientFactory, make_request
+
+
+async def test_submit_returns_the_task_id_and_sends_the_wire_body(
+    client: AsyncSPOClient, emu: Emulator
+) -> None:
+    """A submit is one POST whose body holds every request field under its wire name."""
+    request = make_request(requirements="reply in Chinese", language="en", temperature=0.3)
+    task_id = await client.submit(request)
+
+    assert isinstance(task_id, str)
+    assert task_id
+    assert emu.tasks_created == 1
+    (record,) = emu.submits
+    assert record.task_id == task_id
+    assert record.body == {
+        "prompt": request.prompt,
+        "qa": [{"question": p.question, "answer": p.answer} for p in request.qa],
+        "max_rounds": 3,
+        "model": "claude-3-5-sonnet-20240620",
+        "requirements": "reply in Chinese",
+        "language": "en",
+        "temperature": 0.3,
+    }
+
+
+async def test_get_task_sends_exactly_one_get(client: AsyncSPOClient, emu: Emulator) -> None:
+    """get_task reads one snapshot with one GET, and knows max_rounds of its own tasks."""
+    task_id = await client.submit(make_request(max_rounds=4))
+    snapshot = await client.get_task(task_id)
+
+    assert emu.task_gets[task_id] == 1
+    assert snapshot.task_id == task_id
+    assert snapshot.max_rounds == 4
+    assert snapshot.status in set(TaskStatus)
+
+
+async def test_wait_for_result_returns_the_final_snapshot(
+    client: AsyncSPOClient, emu: Emulator
+) -> None:
+    """A finished task has every round, and the best prompt is its best round's prompt."""
+    task_id = await client.submit(make_request(max_rounds=5))
+    result = await client.wait_for_result(task_id, timeout=30)
+
+    assert result.succeeded
+    assert result.is_terminal
+    assert [r.number for r in result.rounds] == [1, 2, 3, 4, 5]
+    assert result.rounds[0].prompt == "Act as the user's girlfriend"
+    assert result.best is not None
+    assert result.best_prompt == result.best.prompt
+    assert result.best_round == result.best.number
+    assert result.progress.done == result.progress.total == 5
+    assert emu.task_gets[task_id] >= 1
+
+
+async def test_optimize_is_submit_then_wait(client: AsyncSPOClient, emu: Emulator) -> None:
+    """optimize() creates one task and returns its final snapshot."""
+    result = await client.optimize(make_request(), timeout=30)
+
+    assert result.succeeded
+    assert emu.tasks_created == 1
+    assert result.task_id == emu.submits[0].task_id
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_on_progress_sees_each_change_once_in_order(
+    client: AsyncSPOClient, kind: str
+) -> None:
+    """on_progress (sync or async) gets every snapshot whose rounds or status changed, in order."""
+    seen: list[TaskResult] = []
+
+    def sync_hook(snapshot: TaskResult) -> None:
+        seen.append(snapshot)
+
+    async def async_hook(snapshot: TaskResult) -> None:
+        await asyncio.sleep(0)
+        seen.append(snapshot)
+
+    hook = sync_hook if kind == "sync" else async_hook
+    result = await client.optimize(make_request(max_rounds=4), on_progress=hook, timeout=30)
+
+    assert seen
+    assert seen[-1] == result
+    done = [s.progress.done for s in seen]
+    assert done == sorted(done)
+    keys = [(s.raw_status, s.progress.done, s.best_round) for s in seen]
+    assert len(keys) == len(set(keys))
+
+
+async def test_a_failed_task_raises_task_failed_with_the_final_result(
+    client: AsyncSPOClient, emu: Emulator
+) -> None:
+    """A task ending in fail raises TaskFailedError carrying the task id and final snapshot."""
+    emu.script_next(TaskOutcome(fail_at_round=2, error={"err_code": -1024, "message": "boom"}))
+    task_id = await client.submit(make_request())
+
+    with pytest.raises(TaskFailedError) as info:
+        await client.wait_for_result(task_id, timeout=30)
+
+    assert info.value.task_id == task_id
+    assert info.value.result.failed
+    assert info.value.result.error is not None
+    assert info.value.result.error.err_code == -1024
+    assert "boom" in str(info.value)
+
+
+async def test_raise_on_failure_false_returns_the_failed_snapshot(
+    client: AsyncSPOClient, emu: Emulator
+) -> None:
+    """With raise_on_failure=False a failed task comes back as a result, error included."""
+    emu.script_next(TaskOutcome(fail_at_round=3, error="upstream exploded"))
+    result = await client.optimize(make_request(), raise_on_failure=False, timeout=30)
+
+    assert result.failed
+    assert result.error is not None
+    assert result.error.message == "upstream exploded"
+
+
+async def test_an_error_with_status_processing_still_means_failure(
+    client: AsyncSPOClient, emu: Emulator
+) -> None:
+    """The service's rule: a truthy error fails the task whatever its status says."""
+    emu.script_next(TaskOutcome(fail_at_round=2, error="bad", fail_status="processing"))
+    result = await client.optimize(make_request(), raise_on_failure=False, timeout=30)
+
+    assert result.status is TaskStatus.FAIL
+    assert result.raw_status == "processing"
+
+
+@pytest.mark.parametrize(
+    ("config", "request_changes", "error", "err_code", "status"),
+    [
+        pytest.param(
+            EmulatorConfig(api_keys=frozenset({"another-key"})),
+            {},
+            AuthenticationError,
+            -10001,
+            401,
+            id="bad-key",
+        ),
+        pytest.param(
+            EmulatorConfig(insufficient_balance_keys=frozenset({"sk-spo-emulator"})),
+            {},
+            InsufficientBalanceError,
+            -10004,
+            402,
+            id="no-balance",
+        ),
+        pytest.param(
+            EmulatorConfig(),
+            {"model": "no-such-model"},
+            NoAvailableChannelError,
+            -10008,
+            503,
+            id="unknown-model",
+        ),
+        pytest.param(
+            EmulatorConfig(max_rounds_limit=3),
+            {"max_rounds": 5},
+            InvalidRequestError,
+            -10011,
+            400,
+            id="invalid-request",
+        ),
+    ],
+)
+async def test_submit_errors_map_to_typed_errors(
+    config: EmulatorConfig,
+    request_changes: dict[str, Any],
+    error: type[Exception],
+    err_code: int,
+    status: int,
+) -> None:
+    """Each error envelope the service sends on submit comes out as its own error class."""
+    async with (
+        Emulator(config) as emu,
+        AsyncSPOClient(api_key="sk-spo-emulator", base_url=emu.base_url) as client,
+    ):
+        with pytest.raises(error) as info:
+            await client.submit(make_request(**request_changes))
+    assert info.value.err_code == err_code  # type: ignore[attr-defined]
+    assert info.value.status == status  # type: ignore[attr-defined]
+    assert info.value.messages["en"]  # type: ignore[attr-defined]
+    assert emu.tasks_created == 0
+    assert len(emu.submits) == 1, "a permanent error is never retried"
+
+
+async def test_an_unknown_task_id_raises_not_found(client: AsyncSPOClient) -> None:
+    """Both get_task and wait_for_result report an unknown task id as NotFoundError."""
+    with pytest.raises(NotFoundError):
+        await client.get_task("no-such-task")
+    with pytest.raises(NotFoundError) as info:
+        await client.wait_for_result("no-such-task", timeout=5)
+    assert info.value.task_id == "no-such-task"
+
+
+async def test_bad_input_fails_before_any_request(client: AsyncSPOClient, emu: Emulator) -> None:
+    """Validation errors name the field and no request reaches the service."""
+    with pytest.raises(RequestValidationError) as info:
+        make_request(max_rounds=1)
+    assert info.value.field == "max_rounds"
+    with pytest.raises(RequestValidationError):
+        await client.submit({"prompt": "x"})  # type: ignore[arg-type]
+    with pytest.raises(RequestValidationError):
+        await client.get_task("../etc/passwd")
+    with pytest.raises(RequestValidationError):
+        await client.wait_for_result("a/b")
+    with pytest.raises(RequestValidationError):
+        await client.wait_for_result("task", timeout=-1)
+    assert emu.request_log == []
+
+
+async def test_the_deadline_raises_wait_timeout_with_the_last_snapshot(
+    make_client: ClientFactory, emu: Emulator
+) -> None:
+    """A task still running at the deadline raises WaitTimeoutError, a TimeoutError too."""
+    client = make_client(schedule=FixedSchedule(interval=0.01))
+    emu.script_next(TaskOutcome(round_seconds=60.0))
+    task_id = await client.submit(make_request())
+
+    with pytest.raises(WaitTimeoutError) as info:
+        await client.wait_for_result(task_id, timeout=0.05)
+
+    assert isinstance(info.value, TimeoutError)
+    assert info.value.task_id == task_id
+    assert info.value.last_result is not None
+    assert not info.value.last_result.is_terminal
+    assert "keeps running" in str(info.value)
+
+
+async def test_no_sleep_crosses_the_deadline(make_client: ClientFactory, emu: Emulator) -> None:
+    """With a fake clock, the sleeps of a wait add up to the deadline and never beyond it."""
+    now = [0.0]
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    client = make_client(
+        clock=lambda: now[0], sleep=fake_sleep, schedule=FixedSchedule(interval=7.0)
+    )
+    emu.script_next(TaskOutcome(round_seconds=600.0))
+    task_id = await client.submit(make_request())
+
+    with pytest.raises(WaitTimeoutError):
+        await client.wait_for_result(task_id, timeout=30.0)
+
+    assert sleeps == [7.0, 7.0, 7.0, 7.0, 2.0]
+    assert sum(sleeps) == pytest.approx(30.0)
+
+
+async def test_unknown_status_keeps_waiting_by_default(
+    client: AsyncSPOClient, emu: Emulator
+) -> None:
+    """An unknown status is not terminal: the wait goes on until a known end."""
+    emu.inject(Fault(FaultKind.UNKNOWN_STATUS, endpoint="task", times=3))
+    result = await client.optimize(make_request(), timeout=30)
+
+    assert result.succeeded
+    assert emu.faults_fired[FaultKind.UNKNOWN_STATUS] == 3
+
+
+async def test_strict_status_refuses_an_unknown_status(
+    make_client: ClientFactory, emu: Emulator
+) -> None:
+    """With strict_status=True an unknown status is a ProtocolError for get_task."""
+    client = make_client(strict_status=True)
+    task_id = await client.submit(make_request())
+    emu.inject(Fault(FaultKind.UNKNOWN_STATUS, endpoint="task", times=1))
+
+    with pytest.raises(ProtocolError, match="paused"):
+        await client.get_task(task_id)
+
+
+async def test_concurrent_waiters_share_one_poll_loop(
+    make_client: ClientFactory, emu: Emulator
+) -> None:
+    """Five waiters on one task cost one GET per poll: GETs = sleeps + 1, as for one waiter."""
+    sleeps = 0
+
+    async def counting_sleep(seconds: float) -> None:
+        nonlocal sleeps
+        sleeps += 1
+        await asyncio.sleep(seconds)
+
+    client = make_client(sleep=counting_sleep, schedule=FixedSchedule(interval=0.003))
+    task_id = await client.submit(make_request(max_rounds=4))
+    progress: list[int] = []
+
+    results = await asyncio.gather(
+        *(
+            client.wait_for_result(task_id, timeout=30, on_progress=lambda s: progress.append(1))
+            for _ in range(5)
+        )
+    )
+
+    assert all(r == results[0] for r in results)
+    assert emu.task_gets[task_id] == sleeps + 1
+    assert len(client._shared) == 0
+    assert progress
+
+
+async def test_a_follower_takes_over_when_the_leader_times_out(
+    client: AsyncSPOClient, emu: Emulator
+) -> None:
+    """When the polling waiter leaves at its deadline, a waiter with more time keeps polling."""
+    emu.script_next(TaskOutcome(round_seconds=0.02))
+    task_id = await client.submit(make_request(max_rounds=3))
+
+    short = asyncio.create_task(client.wait_for_result(task_id, timeout=0.01))
+    await asyncio.sleep(0)
+    long = asyncio.create_task(client.wait_for_result(task_id, timeout=30))
+
+    with pytest.raises(WaitTimeoutError):
+        await short
+    assert (await long).succeeded
+
+
+async def test_the_api_key_comes_from_the_environment_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without api_key, the first variable set in API_KEY_ENV_VARS wins; none set is an error."""
+    for name in API_KEY_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigurationError) as info:
+        AsyncSPOClient()
+    for name in API_KEY_ENV_VARS:
+        assert name in str(info.value)
+
+    monkeypatch.setenv("NEXT_PUBLIC_302_API_KEY", "key-4")
+    monkeypatch.setenv("AI302_KEY", "key-3")
+    async with AsyncSPOClient() as client:
+        assert client._api_key == "key-3"
+    monkeypatch.setenv("AI302_API_KEY", "key-1")
+    async with AsyncSPOClient() as client:
+        assert client._api_key == "key-1"
+    async with AsyncSPOClient("explicit") as client:
+        assert client._api_key == "explicit"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param({"api_key": ""}, "empty", id="empty-key"),
+        pytest.param({"api_key": "a b"}, "whitespace", id="key-with-space"),
+        pytest.param({"api_key": 5}, "string", id="key-not-str"),
+        pytest.param({"api_key": "k", "base_url": "ftp://x"}, "http", id="bad-scheme"),
+        pytest.param({"api_key": "k", "base_url": "http://api.302.ai"}, "unencrypted", id="http"),
+        pytest.param({"api_key": "k", "request_timeout": 0}, "request_timeout", id="timeout"),
+        pytest.param({"api_key": "k", "lang": "fr"}, "lang", id="lang"),
+        pytest.param({"api_key": "k", "max_connections": 0}, "max_connections", id="pool"),
+    ],
+)
+def test_bad_settings_fail_at_construction(options: dict[str, Any], message: str) -> None:
+    """A client that cannot work refuses to be built, with a message that says why."""
+    with pytest.raises(ConfigurationError, match=message):
+        AsyncSPOClient(**options)
+
+
+async def test_the_base_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AI302_BASE_URL is used when base_url is not passed; the default is api.302.ai."""
+    monkeypatch.delenv("AI302_BASE_URL", raising=False)
+    async with AsyncSPOClient("k") as client:
+        assert client.base_url == "https://api.302.ai"
+    monkeypatch.setenv("AI302_BASE_URL", "https://proxy.example/302/")
+    async with AsyncSPOClient("k") as client:
+        assert client.base_url == "https://proxy.example/302"
+
+
+async def test_a_closed_client_refuses_work_and_closes_once(client: AsyncSPOClient) -> None:
+    """After aclose() every call raises ClientClosedError; aclose() again does nothing."""
+    await client.aclose()
+    await client.aclose()
+    assert client.closed
+    assert "closed" in repr(client)
+    with pytest.raises(ClientClosedError):
+        await client.submit(make_request())
+    with pytest.raises(ClientClosedError):
+        await client.get_task("t")
+    with pytest.raises(ClientClosedError):
+        await client.wait_for_result("t")
+    with pytest.raises(ClientClosedError):
+        async with client:
+            pass
+
+
+async def test_a_forgotten_client_warns_once(emu: Emulator) -> None:
+    """A client dropped without aclose() emits one ResourceWarning naming the fix."""
+    client = AsyncSPOClient(emu.api_key, base_url=emu.base_url)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del client
+        gc.collect()
+    messages = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert len(messages) == 1
+    assert "aclose" in messages[0]
+
+
+async def test_a_session_passed_in_is_used_and_left_open(emu: Emulator) -> None:
+    """The client sends through the caller's session and never closes it."""
+    async with aiohttp.ClientSession() as session:
+        async with AsyncSPOClient(emu.api_key, base_url=emu.base_url, session=session) as client:
+            await client.submit(make_request())
+        assert not session.closed
+        async with session.get(emu.base_url + "/302/prompt/spo/tasks/x") as resp:
+            assert resp.status == 401
+    with pytest.raises(ConfigurationError):
+        AsyncSPOClient("k", session=session, transport=client._transport)
+
+
+async def test_lang_is_sent_as_a_header(make_client: ClientFactory, emu: Emulator) -> None:
+    """lang='en' travels as the Lang header the 302 template uses."""
+    client = make_client(lang="en")
+    await client.submit(make_request())
+    assert emu.submits[0].headers.get("Lang") == "en"
+    assert json.dumps(emu.submits[0].headers).count("sk-spo-emulator") == 0
