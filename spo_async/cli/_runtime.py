@@ -1,0 +1,136 @@
+"""What every command needs: where output goes, and a client for the service or an emulator.
+
+Results go to stdout, diagnostics (warnings, progress lines, errors) to stderr. Colour
+and animation are used only when stdout is a terminal and ``NO_COLOR`` is unset; then
+progress is a live view on stdout, otherwise one plain line per change on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import attrs
+from rich.console import Console
+
+from spo_async import API_KEY_ENV_VARS, AsyncSPOClient, FixedSchedule, OptimizationRequest, QAPair
+from spo_async.testing import Emulator, EmulatorConfig
+
+from ._exit import AUTH, InputError
+from ._limited import RateLimitedTransport
+
+__all__ = ["DEMO_REQUEST", "Output", "open_client", "read_api_key"]
+
+#: The spec's example (§2.2): what ``status``/``wait --emulator`` start when given no id.
+DEMO_REQUEST = OptimizationRequest(
+    prompt="Act as the user's girlfriend",
+    requirements="Act as the user's girlfriend and reply in Chinese",
+    qa=[
+        QAPair("Good morning", "[Rich thoughts, actions, or others][Reply]"),
+        QAPair("Do you love me?", "[Rich thoughts, actions, or others][Reply]"),
+        QAPair("What are you doing?", "[Rich thoughts, actions, or others][Reply]"),
+    ],
+    max_rounds=5,
+    model="claude-3-5-sonnet-20240620",
+)
+
+
+@attrs.frozen
+class Output:
+    """The two consoles and how to use them."""
+
+    out: Console
+    err: Console
+    #: Draw live views and progress bars on stdout.
+    animate: bool
+    json: bool
+    quiet: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Output:
+        """Consoles for the parsed arguments and the environment."""
+        no_color = bool(os.environ.get("NO_COLOR"))
+        out = Console(no_color=no_color or None, highlight=False)
+        err = Console(stderr=True, no_color=no_color or None, highlight=False, soft_wrap=True)
+        json = bool(getattr(args, "json", False))
+        quiet = bool(getattr(args, "quiet", False))
+        animate = out.is_terminal and not no_color and not json and not quiet
+        return cls(out=out, err=err, animate=animate, json=json, quiet=quiet)
+
+    def note(self, message: str) -> None:
+        """A diagnostic line on stderr, unless ``--quiet``."""
+        if not self.quiet:
+            print(f"spo-async: {message}", file=sys.stderr, flush=True)
+
+    def warn(self, message: str) -> None:
+        """A warning on stderr, even with ``--quiet``."""
+        print(f"spo-async: warning: {message}", file=sys.stderr, flush=True)
+
+
+def read_api_key(args: argparse.Namespace) -> str:
+    """The key from ``--api-key-file``, else from the environment, else an auth error."""
+    if args.api_key_file:
+        path = Path(args.api_key_file)
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read the API key: {exc.strerror or exc}") from None
+        if not key:
+            raise InputError(f"{path}: the API key file is empty")
+        return key
+    for name in API_KEY_ENV_VARS:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    raise InputError(
+        "no API key: set AI302_API_KEY, or pass --api-key-file FILE (or try --emulator)",
+        exit_code=AUTH,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_client(
+    args: argparse.Namespace, client_class: type[AsyncSPOClient] = AsyncSPOClient
+) -> AsyncIterator[AsyncSPOClient]:
+    """A client for the service, or for an in-process emulator with ``--emulator``.
+
+    ``--rate`` (batch) holds its requests to that many per second.
+    """
+    interval = args.poll_interval
+    rate = getattr(args, "rate", None)
+    transport = RateLimitedTransport(rate) if rate else None
+    if not args.emulator:
+        schedule = FixedSchedule(interval=interval) if interval else None
+        async with client_class(
+            api_key=read_api_key(args),
+            base_url=args.base_url,
+            schedule=schedule,
+            transport=transport,
+        ) as client:
+            yield client
+        return
+    seconds = args.emulator_round_seconds
+    config = EmulatorConfig(
+        round_seconds=seconds,
+        queue_seconds=seconds / 2,
+        jitter=0.2,
+        win_probability=0.7,
+        seed=args.emulator_seed,
+        record_requests=False,
+    )
+    if interval is None:
+        interval = min(max(seconds / 4, 0.01), 1.0)
+    async with (
+        Emulator(config) as emulator,
+        client_class(
+            api_key=emulator.api_key,
+            base_url=emulator.base_url,
+            schedule=FixedSchedule(interval=interval),
+            transport=transport,
+        ) as client,
+    ):
+        yield client

@@ -1,0 +1,77 @@
+"""Run the ``spo-async`` command line in subprocesses, as a user would."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+#: The installed console script ``spo-async``, next to the interpreter running the tests.
+_SCRIPT = Path(sys.executable).parent / "spo-async"
+COMMAND: Sequence[str] = (str(_SCRIPT),)
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a run: no key, no colour hints from the outside, 100 columns."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AI302", "302AI", "NEXT_PUBLIC_302", "SPO_ASYNC"))
+        and name not in {"NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "COLUMNS", "LINES"}
+    }
+    env["COLUMNS"] = "100"
+    # The console script's directory comes first, as in an activated virtualenv, so that
+    # the resume commands the CLI prints run as printed.
+    env["PATH"] = os.pathsep.join([str(_SCRIPT.parent), env.get("PATH", "")])
+    env.update(extra or {})
+    return env
+
+
+def cli(*args: str) -> list[str]:
+    """The argv that runs ``spo-async ARGS``."""
+    return [*COMMAND, *args]
+
+
+def run_cli(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 15.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``spo-async ARGS`` to the end, capturing stdout and stderr as text."""
+    return subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        cli(*args),
+        env=cli_env(env),
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_cli(
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[str]:
+    """Start ``spo-async ARGS`` in the background, stdout and stderr piped."""
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        cli(*args),
+        env=cli_env(env),
+        cwd=cwd or ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal escape sequences."""
+    return _ANSI.sub("", text)

@@ -1,0 +1,92 @@
+"""``spo-async optimize --emulator`` on a terminal: a live view, then the best prompt last.
+
+The command runs under a pseudo-terminal (TERM=xterm, COLUMNS=100), as in a user's
+shell. A ``--json`` run of the same deterministic emulator, started alongside, says
+which prompt must end the screen; a run with ``NO_COLOR`` set must draw no colour and
+no animation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import subprocess
+import time
+
+import pytest
+
+from tests.cli_helpers import EXAMPLES, ROOT, cli, cli_env, run_cli, strip_ansi
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs a pseudo-terminal")
+
+#: An SGR sequence that sets a foreground colour (30-38, 90-97).
+COLOUR = re.compile(r"\x1b\[(?:[\d;]*;)?(?:3[0-8]|9[0-7])(?:;[\d;]*)?m")
+SETTINGS = str(EXAMPLES / "girlfriend.yaml")
+ARGS = ("optimize", "--emulator", "--emulator-round-seconds", "0.15", SETTINGS)
+
+
+class Terminal:
+    """A command running on a fresh pseudo-terminal; :meth:`read_all` collects its screen."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.master, slave = os.openpty()
+        extra = {"TERM": "xterm", "COLUMNS": "100", "LINES": "40", **(env or {})}
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            cli(*args), stdin=slave, stdout=slave, stderr=slave, env=cli_env(extra), cwd=ROOT
+        )
+        os.close(slave)
+
+    def read_all(self, timeout: float = 12.0) -> bytes:
+        """Everything written until the command exits (and the terminal closes)."""
+        deadline = time.monotonic() + timeout
+        chunks: list[bytes] = []
+        try:
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([self.master], [], [], 0.1)
+                if not ready:
+                    continue
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:  # EIO: the other side closed
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            else:
+                pytest.fail("the command did not finish in time")
+        finally:
+            self.process.kill()
+            self.process.wait(5)
+            os.close(self.master)
+        return b"".join(chunks)
+
+
+def test_optimize_on_a_terminal_shows_a_live_view_and_ends_with_the_best_prompt() -> None:
+    terminal = Terminal(*ARGS)
+    plain = Terminal(*ARGS, env={"NO_COLOR": "1"})
+    expected = run_cli(*ARGS, "--json")
+
+    screen = terminal.read_all()
+    no_color = plain.read_all()
+
+    assert terminal.process.returncode == 0
+    assert expected.returncode == 0, expected.stderr
+    best = json.loads(expected.stdout)["best_prompt"]
+    text = screen.decode("utf-8", errors="replace")
+    assert "\x1b[?25l" in text  # the live view hides the cursor while it redraws
+    assert "best prompt so far" in text
+    assert "processing" in text
+    assert "round 3/5" in text
+    assert COLOUR.search(text)
+    lines = strip_ansi(text).replace("\r\n", "\n").rstrip().splitlines()
+    assert "\n".join(lines[-len(best.splitlines()) :]) == best
+    assert lines[-len(best.splitlines()) - 1].startswith("best prompt (round ")
+
+    assert plain.process.returncode == 0
+    calm = no_color.decode("utf-8", errors="replace")
+    assert not COLOUR.search(calm)  # bold and italic may stay: NO_COLOR is about colour
+    assert "best prompt so far" not in calm  # no live view: plain progress lines instead
+    assert "round 1/5: original" in calm
+    assert calm.replace("\r\n", "\n").rstrip().endswith(best)

@@ -1,0 +1,174 @@
+"""The command line's pure parts, in process: settings loading, diffs, exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from spo_async import (
+    AuthenticationError,
+    ConfigurationError,
+    ProtocolError,
+    RequestValidationError,
+    Round,
+    TaskFailedError,
+    TaskResult,
+    TaskStatus,
+    WaitTimeoutError,
+)
+from spo_async.cli._exit import (
+    AUTH,
+    ERROR,
+    FAILED,
+    INTERRUPTED,
+    TIMEOUT,
+    USAGE,
+    InputError,
+    exit_code_for,
+)
+from spo_async.cli._render import best_before, final_report, word_diff
+from spo_async.cli._settings import Overrides, load_batch, load_settings
+
+from tests.cli_helpers import EXAMPLES
+
+NAVIGATE = """\
+prompt: |
+  Please solve the following problem.
+requirements: |
+  <answer>Yes or No</answer>
+count: 40
+qa:
+  - question: |
+      Always face forward. Take 2 steps left. Take 2 steps right. Options:
+      - Yes
+      - No
+    answer: Yes
+  - question: Is 7 prime?
+    answer:
+  - question: 42
+    answer: no
+"""
+
+
+def test_navigate_style_yes_no_answers_stay_text_and_count_is_dropped_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "Navigate.yaml"
+    path.write_text(NAVIGATE)
+    warnings: list[str] = []
+
+    request = load_settings(path, Overrides(), warnings.append)
+
+    assert [(p.question[:6], p.answer) for p in request.qa] == [
+        ("Always", "Yes"),
+        ("Is 7 p", ""),
+        ("42", "no"),
+    ]
+    assert request.requirements == "<answer>Yes or No</answer>"
+    assert (request.model, request.max_rounds) == ("claude-3-5-sonnet-20240620", 5)
+    assert warnings == [f"{path}: 'count' (a word limit) has no 302.AI API field; it is ignored"]
+
+
+def test_poem_example_reads_none_as_the_text_none_without_a_warning() -> None:
+    warnings: list[str] = []
+
+    request = load_settings(EXAMPLES / "poem.yaml", Overrides(), warnings.append)
+
+    assert request.requirements == "None"
+    assert {p.answer for p in request.qa} == {"None"}
+    assert len(request.qa) == 3
+    assert warnings == []
+
+
+def test_a_flag_wins_over_the_file_and_the_file_over_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.write_text(
+        '{"prompt": "p", "qa": [{"question": "q"}], "model": "gpt-4o", "max_rounds": 3}'
+    )
+
+    request = load_settings(path, Overrides(max_rounds=7, language="en"), print)
+
+    assert (request.model, request.max_rounds, request.language) == ("gpt-4o", 7, "en")
+    assert request.temperature == 0.7
+
+
+def test_batch_keys_are_the_id_column_or_else_the_line_number(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        '{"id": 10, "prompt": "a", "qa": [{"question": "q"}]}\n\n'
+        '{"prompt": "b", "qa": [{"question": "q"}]}\n'
+    )
+
+    rows = load_batch(path, Overrides(model="gpt-4o"), print)
+
+    assert [(r.key, r.line, r.request.model) for r in rows] == [
+        ("10", 1, "gpt-4o"),
+        ("3", 3, "gpt-4o"),
+    ]
+
+
+def test_a_boolean_answer_asks_to_be_quoted(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("prompt: p\nqa:\n  - question: q\n    answer: true\n")
+
+    with pytest.raises(InputError, match=r"qa\[0\]\.answer: expected text, got bool \(quote it\)"):
+        load_settings(path, Overrides(), print)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "shown"),
+    [
+        ("Be kind.", "Be kind.\n- be brief.", "Be kind.{+\n- be brief.+}"),
+        ("Be kind and warm.", "Be warm.", "Be [-kind and -]warm."),
+        ("Reply in English.", "Reply in Chinese.", "Reply in [-English-]{+Chinese+}."),
+        ("same", "same", "same"),
+    ],
+    ids=["added", "removed", "replaced", "unchanged"],
+)
+def test_word_diff_marks_changes_git_style(before: str, after: str, shown: str) -> None:
+    assert word_diff(before, after).plain == shown
+
+
+def result(*success: bool) -> TaskResult:
+    rounds = tuple(
+        Round(number=i, prompt=f"p{i}", success=ok) for i, ok in enumerate(success, start=1)
+    )
+    return TaskResult(
+        task_id="t", status=TaskStatus.SUCCESS, raw_status="success", rounds=rounds, best_round=3
+    )
+
+
+def test_each_round_is_compared_with_the_latest_successful_round_before_it() -> None:
+    rounds = result(True, False, True, False).rounds
+
+    assert [getattr(best_before(rounds, n), "number", None) for n in (1, 2, 3, 4)] == [
+        None,
+        1,
+        1,
+        3,
+    ]
+
+
+def test_the_final_report_ends_with_the_best_prompt() -> None:
+    last = final_report(result(True, False, True, False)).renderables[-1]
+
+    assert getattr(last, "plain", None) == "p3"
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (InputError("bad"), USAGE),
+        (RequestValidationError("qa", "empty"), USAGE),
+        (ConfigurationError("bad base URL"), USAGE),
+        (AuthenticationError("no", status=401, err_code=-10001), AUTH),
+        (InputError("no key", exit_code=AUTH), AUTH),
+        (TaskFailedError("t", result(True)), FAILED),
+        (WaitTimeoutError("t", 1.0, None), TIMEOUT),
+        (ProtocolError("html"), ERROR),
+        (KeyboardInterrupt(), INTERRUPTED),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_exit_codes(error: BaseException, code: int) -> None:
+    assert exit_code_for(error) == code
