@@ -85,7 +85,7 @@ class SharedPoll:
                 raise self.error
             remaining = None if deadline is None else max(0.0, deadline - clock())
             if not self.leading:
-                return await self._lead(run, remaining)
+                return await self._lead(run, remaining, timeout)
             if remaining is not None and remaining <= 0:
                 raise WaitTimeoutError(self.task_id, timeout or 0.0, self.last)
             try:
@@ -94,12 +94,18 @@ class SharedPoll:
             except TimeoutError:
                 raise WaitTimeoutError(self.task_id, timeout or 0.0, self.last) from None
 
-    async def _lead(self, run: PollRunner, remaining: float | None) -> TaskResult:
+    async def _lead(
+        self, run: PollRunner, remaining: float | None, timeout: float | None
+    ) -> TaskResult:
         self.leading = True
         try:
             result = await run(remaining, self.publish, self.mode)
-        except WaitTimeoutError:
-            raise  # only this waiter's deadline passed; a follower may take over
+        except WaitTimeoutError as exc:
+            # Only this waiter's deadline passed; a follower may take over. Report the
+            # timeout the caller gave, not what was left of it when this waiter took the lead.
+            raise WaitTimeoutError(
+                self.task_id, timeout or 0.0, exc.last_result or self.last
+            ) from exc.__cause__
         except SPOError as exc:
             self.error = exc  # about the task itself: every waiter gets it
             raise
