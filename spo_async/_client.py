@@ -28,7 +28,7 @@ from ._errors import (
     TaskFailedError,
 )
 from ._models import OptimizationRequest, TaskResult
-from ._polling import RetryHook, SnapshotHook, poll_until_done, retry_call
+from ._polling import RetryHook, SnapshotHook, current_attempt, poll_until_done, retry_call
 from ._retry import RetryPolicy, is_submit_retryable, is_submit_unknown
 from ._sansio import (
     HTTPRequest,
@@ -213,28 +213,28 @@ class AsyncSPOClient:
     # -- one HTTP exchange -------------------------------------------------------------------
 
     async def _send(self, request: HTTPRequest, *, task_id: str | None) -> HTTPResponse:
+        """Send one request, logging one DEBUG line for the attempt whatever its outcome."""
         self._check_open()
         started = self._clock()
+        attempt = current_attempt()
+        outcome: int | str = "CancelledError"
         try:
             response = await self._transport.send(request, timeout=self.request_timeout)
+            outcome = response.status
         except SPOError as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
             log.debug(
-                "%s %s -> %s after %.3f s",
+                "%s %s -> %s after %.3f s (attempt %d, task %s)",
                 request.method,
                 request.path,
-                type(exc).__name__,
+                outcome,
                 self._clock() - started,
-                extra={"task_id": task_id},
+                attempt,
+                task_id or "-",
+                extra={"task_id": task_id, "attempt": attempt},
             )
-            raise
-        log.debug(
-            "%s %s -> %d after %.3f s",
-            request.method,
-            request.path,
-            response.status,
-            self._clock() - started,
-            extra={"task_id": task_id},
-        )
         return response
 
     # -- the API -----------------------------------------------------------------------------

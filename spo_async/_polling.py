@@ -17,6 +17,8 @@ with :class:`~spo_async.TaskStateError`.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import inspect
 import logging
 import random
@@ -27,11 +29,24 @@ import tenacity
 
 from ._errors import SPOError, TaskStateError, WaitTimeoutError
 from ._models import TaskResult
-from ._retry import RetryPolicy, backoff_delay, exceeds_retry_after, is_query_retryable
+from ._retry import (
+    RetryPolicy,
+    backoff_delay,
+    exceeds_retry_after,
+    is_query_retryable,
+    retry_after_of,
+)
 from ._schedules import PollMode, PollSchedule, PollState
 from ._state import TaskStatus, is_legal_move
 
-__all__ = ["MAX_CONTRADICTIONS", "RetryNotice", "poll_until_done", "retry_call"]
+__all__ = [
+    "DEADLINE_GRACE",
+    "MAX_CONTRADICTIONS",
+    "RetryNotice",
+    "current_attempt",
+    "poll_until_done",
+    "retry_call",
+]
 
 T = TypeVar("T")
 log = logging.getLogger("spo_async")
@@ -44,7 +59,24 @@ SnapshotHook = Callable[[TaskResult], Any]
 #: Consecutive contradicting snapshots tolerated before the wait gives up.
 MAX_CONTRADICTIONS = 3
 
+#: Seconds a poll still in flight at the deadline may take to land. A poll that
+#: hangs (a stalled gateway, a long ``request_timeout``) is abandoned then, so a
+#: wait ends at most this long after its deadline; the grace lets the last look,
+#: taken at the deadline itself, complete.
+DEADLINE_GRACE = 0.25
+
 _rng = random.Random()
+
+_attempt: contextvars.ContextVar[int] = contextvars.ContextVar("spo_async_attempt", default=1)
+
+
+def current_attempt() -> int:
+    """The try number of the call running now: 1 at first, ``n`` after ``n - 1`` failures.
+
+    Set by :func:`retry_call` and :func:`poll_until_done` around each call they make,
+    so that the layer below can put it in its log line for each HTTP attempt.
+    """
+    return _attempt.get()
 
 
 class RetryNotice:
@@ -122,6 +154,17 @@ async def retry_call(
         _log_retry(notice)
         await _call_hook(on_retry, notice)
 
+    tries = 0
+
+    async def attempt() -> T:
+        nonlocal tries
+        tries += 1
+        token = _attempt.set(tries)
+        try:
+            return await call()
+        finally:
+            _attempt.reset(token)
+
     retrying = tenacity.AsyncRetrying(
         sleep=sleep,
         stop=stop,
@@ -130,7 +173,7 @@ async def retry_call(
         before_sleep=before_sleep,
         reraise=True,
     )
-    return await retrying(call)
+    return await retrying(attempt)
 
 
 def _log_retry(notice: RetryNotice) -> None:
@@ -257,6 +300,35 @@ class _TaskWatch:
         return _changed(previous, result)
 
 
+def _asks_to_wait_past(policy: RetryPolicy, exc: BaseException | None, remaining: float) -> bool:
+    """Whether the service's Retry-After outlasts the deadline.
+
+    Looking again at the deadline would then ignore the service's request, so the
+    wait ends at once instead.
+    """
+    asked = retry_after_of(exc) if exc is not None and policy.respect_retry_after else None
+    return asked is not None and asked > remaining
+
+
+async def _by_deadline(
+    fetch: Callable[[], Awaitable[T]],
+    deadline: float | None,
+    clock: Clock,
+    expired: Callable[[], BaseException],
+) -> T:
+    """Run ``fetch``, abandoning it :data:`DEADLINE_GRACE` seconds after ``deadline``."""
+    if deadline is None:
+        return await fetch()
+    bound = asyncio.timeout(max(0.0, deadline - clock()) + DEADLINE_GRACE)
+    try:
+        async with bound:
+            return await fetch()
+    except TimeoutError:
+        if bound.expired():  # the deadline, not the request's own timeout
+            raise expired() from None
+        raise
+
+
 async def poll_until_done(
     fetch: Callable[[], Awaitable[TaskResult]],
     *,
@@ -279,16 +351,26 @@ async def poll_until_done(
     error. No sleep crosses the deadline (``timeout`` seconds from now, ``None``
     for none): the last look happens at the deadline, and if the task is still
     running then, :class:`~spo_async.WaitTimeoutError` carries the last snapshot.
+    A poll still in flight :data:`DEADLINE_GRACE` seconds after the deadline is
+    abandoned with the same error.
     """
     watch = _TaskWatch(task_id, clock=clock, mode=mode, max_rounds=max_rounds, model=model)
     deadline = None if timeout is None else watch.started + timeout
 
     async def attempt() -> TaskResult:
+        token = _attempt.set(max(watch.failures, watch.contradictions) + 1)
         try:
-            result = await fetch()
+            result = await _by_deadline(
+                fetch,
+                deadline,
+                clock,
+                lambda: WaitTimeoutError(task_id, timeout or 0.0, watch.last),
+            )
         except BaseException:
             watch.failures += 1
             raise
+        finally:
+            _attempt.reset(token)
         watch.failures = 0
         if watch.believe(result):
             await _call_hook(on_snapshot, result)
@@ -314,7 +396,8 @@ async def poll_until_done(
             watch.failures >= policy.attempts or exceeds_retry_after(policy, exc)
         ):
             return True
-        return _remaining(deadline, clock) <= 0
+        remaining = _remaining(deadline, clock)
+        return remaining <= 0 or _asks_to_wait_past(policy, exc, remaining)
 
     def give_up(state: tenacity.RetryCallState) -> TaskResult:
         assert state.outcome is not None  # noqa: S101

@@ -90,6 +90,13 @@ class AiohttpTransport:
                 trust_env=self._trust_env,
                 auto_decompress=True,
             )
+            # aiohttp (3.10+) silently sends a GET again, at once, when its connection
+            # drops. The retry policy alone decides repeats here (with its backoff, its
+            # attempt budget and one log line per attempt), so turn that off. There is no
+            # public switch; the attribute is looked up so that a future aiohttp without it
+            # keeps working.
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
         return self._session
 
     @property
@@ -163,6 +170,21 @@ class AiohttpTransport:
                 raise ResponseTooLargeError(limit=limit, status=resp.status)
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def __del__(self) -> None:
+        # Dropped without aclose(): the client that owned this transport has already
+        # warned once (ResourceWarning from AsyncSPOClient.__del__). Close the sockets of
+        # the session created here, the synchronous part of what aclose() does, so that
+        # aiohttp does not add "Unclosed client session", "Unclosed connector" and
+        # unclosed-socket warnings of its own.
+        session = getattr(self, "_session", None)
+        if session is None or not self._owns_session or session.closed:
+            return
+        connector = session.connector
+        close_now = getattr(connector, "_close", None)
+        if callable(close_now):
+            close_now()  # aiohttp's own BaseConnector.__del__ calls it the same way
+            session.detach()
 
     async def aclose(self) -> None:
         """Close the session if this transport created it."""
