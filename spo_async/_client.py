@@ -276,7 +276,9 @@ class AsyncSPOClient:
             )
         except SPOError as exc:
             if is_submit_unknown(exc):
-                raise SubmitOutcomeUnknownError(request, exc) from exc
+                unknown = SubmitOutcomeUnknownError(request, exc)
+                unknown.task_id = exc.task_id  # set when the id came but cannot be used
+                raise unknown from exc
             raise
         self._remember(task_id, request)
         log.info("submitted task %s (%d rounds of %s)", task_id, request.max_rounds, request.model)

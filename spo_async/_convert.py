@@ -86,6 +86,15 @@ def _list_of(converter: cattrs.Converter, item: type[T]) -> Callable[[Any, Any],
     return hook
 
 
+def _text_or_empty(value: Any, _: Any) -> str:
+    """A string field where ``null`` means empty; any other type still breaks."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"expected str, got {type(value).__name__}")
+    return value
+
+
 def _task_error(value: Any, _: Any) -> TaskError | None:
     """The ``error`` field may be a string, an object, anything; empty means none."""
     if not value:
@@ -127,7 +136,13 @@ def make_converter() -> cattrs.Converter:
     c.register_structure_hook(bool, _strict(bool))
     c.register_structure_hook(float, _strict(float, (int, float)))
 
-    sample_hook = make_dict_structure_fn(Sample, c, extra=override(omit=True))
+    sample_hook = make_dict_structure_fn(
+        Sample,
+        c,
+        question=override(struct_hook=_text_or_empty),
+        answer=override(struct_hook=_text_or_empty),
+        extra=override(omit=True),
+    )
     c.register_structure_hook(Sample, _with_extra(Sample, sample_hook, _SAMPLE_KEYS))
     c.register_structure_hook_func(lambda t: t == tuple[Sample, ...], _list_of(c, Sample))
     c.register_structure_hook(

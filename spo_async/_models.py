@@ -124,7 +124,11 @@ class OptimizationRequest:
             raise RequestValidationError(
                 "temperature", f"expected a number, got {type(self.temperature).__name__}"
             )
-        if not math.isfinite(self.temperature) or self.temperature < 0:
+        try:
+            finite = math.isfinite(self.temperature)
+        except OverflowError:  # an int too large for a float
+            finite = False
+        if not finite or self.temperature < 0:
             raise RequestValidationError(
                 "temperature", f"must be a finite number >= 0, got {self.temperature!r}"
             )
@@ -132,10 +136,14 @@ class OptimizationRequest:
 
 @attrs.frozen
 class Sample:
-    """One answer a round's prompt produced for one sampled question."""
+    """One answer a round's prompt produced for one sampled question.
 
-    question: str
-    answer: str
+    The service's sample shape is only inferred (the reference app reads just the
+    list's length), so a missing or ``null`` question or answer reads as ``""``.
+    """
+
+    question: str = ""
+    answer: str = ""
     #: Fields the service sent that this SDK does not know, kept as they came.
     extra: Mapping[str, Any] = attrs.field(factory=dict, hash=False, repr=False)
 

@@ -39,8 +39,13 @@ __all__ = [
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if value < 0:
+    if not value >= 0:  # also refuses NaN
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _whole_number(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an int, got {type(value).__name__}")
 
 
 @attrs.frozen(kw_only=True)
@@ -60,7 +65,7 @@ class RetryPolicy:
 
     #: Attempts in all, the first included (1 means no retry). In a wait, it
     #: counts consecutive failed polls.
-    attempts: int = attrs.field(default=6, validator=attrs.validators.ge(1))
+    attempts: int = attrs.field(default=6, validator=[_whole_number, attrs.validators.ge(1)])
     #: The first backoff, in seconds.
     initial: float = attrs.field(default=0.5, validator=_positive)
     #: The largest single backoff, in seconds.
@@ -99,7 +104,8 @@ def backoff_delay(
     retry_after = retry_after_of(exc) if exc is not None else None
     if retry_after is not None and policy.respect_retry_after:
         return min(retry_after, policy.max_retry_after)
-    ceiling = min(policy.maximum, policy.initial * 2.0 ** max(0, failures - 1))
+    # The exponent is capped: 2.0 ** 1024 overflows, and 2 ** 64 outgrows any sane maximum.
+    ceiling = min(policy.maximum, policy.initial * 2.0 ** min(max(0, failures - 1), 64))
     return rng.uniform(0.0, ceiling) if policy.jitter else ceiling
 
 

@@ -60,6 +60,8 @@ SUBMIT_PATH: Final = "/302/prompt/spo/submit"
 TASK_PATH: Final = "/302/prompt/spo/tasks/"
 USER_AGENT: Final = f"spo-async/{__version__}"
 MAX_TASK_ID_LENGTH: Final = 256
+#: Deeper JSON is refused as unreadable: no answer of the service nests more than a few levels.
+MAX_JSON_DEPTH: Final = 64
 
 #: The service's err_codes and what they mean (spec §4.1).
 ERR_CODE_ERRORS: Mapping[int, type[APIError]] = {
@@ -134,13 +136,21 @@ def normalize_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
     """
     if not isinstance(url, str):
         raise ConfigurationError(f"base_url must be a string, got {type(url).__name__}")
-    parts = urllib.parse.urlsplit(url.strip())
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError:
+        # Not echoed: a malformed "port" may be a pasted secret.
+        raise ConfigurationError("base_url is not a valid URL: malformed host or port") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
+        # The URL itself is never echoed: a malformed one may hold a pasted secret.
         raise ConfigurationError(
-            f"base_url must be an absolute http(s) URL such as https://api.302.ai, got {url!r}"
+            "base_url must be an absolute http(s) URL such as https://api.302.ai"
         )
     if parts.query or parts.fragment:
-        raise ConfigurationError(f"base_url must not have a query or fragment: {url!r}")
+        raise ConfigurationError(
+            f"base_url for {parts.scheme}://{parts.hostname} must not have a query or fragment"
+        )
     if parts.username or parts.password:
         raise ConfigurationError("base_url must not hold credentials; pass api_key instead")
     if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
@@ -219,9 +229,32 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     return seconds
 
 
+def _too_deep(payload: Any) -> bool:
+    """Whether ``payload`` nests arrays and objects deeper than :data:`MAX_JSON_DEPTH`."""
+    stack: list[tuple[Any, int]] = [(payload, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                return True
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def _decode_json(body: bytes) -> Any:
-    """Decode JSON, or raise ``ValueError`` (also for non-UTF-8 bytes)."""
-    return json.loads(body)
+    """Decode JSON, or raise ``ValueError`` (also for non-UTF-8 bytes and absurd nesting).
+
+    A body nested near the interpreter's recursion limit would otherwise raise
+    ``RecursionError`` here, or later wherever the value is compared or printed.
+    """
+    try:
+        payload = json.loads(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if _too_deep(payload):
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return payload
 
 
 def _envelope(payload: Any) -> Mapping[str, Any] | None:
@@ -324,6 +357,18 @@ def parse_submit_response(response: HTTPResponse, *, now: float = 0.0) -> str:
     payload = _ok_json(response, now=now)
     task_id = payload.get("task_id")
     if isinstance(task_id, str) and task_id:
+        try:
+            quote_task_id(task_id)
+        except RequestValidationError as exc:
+            # The task exists and is billed, but its id cannot be polled safely: say so,
+            # and keep the id on the error so that it is not lost.
+            error = ProtocolError(
+                f"submit answer has a task_id that cannot be queried ({exc.problem}): {task_id!r}",
+                status=response.status,
+                body=response.body,
+            )
+            error.task_id = task_id
+            raise error from None
         return task_id
     envelope = _envelope(payload)
     if envelope is not None and "err_code" in envelope:

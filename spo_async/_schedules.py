@@ -130,7 +130,8 @@ class ExponentialSchedule:
         # Walk the geometric series until it covers the quiet time so far.
         total = 0.0
         delay = self.initial
-        while total + delay <= quiet and delay < self.maximum:
+        # With a zero first delay or a factor of 1 the series never grows: no walk.
+        while 0 < delay < self.maximum and self.factor > 1 and total + delay <= quiet:
             total += delay
             delay *= self.factor
         return _jittered(min(delay, self.maximum), self.jitter, self.rng)

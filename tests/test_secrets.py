@@ -315,10 +315,6 @@ async def test_a_batch_journal_never_holds_the_key(
     assert not [t for t in records.texts if leaks(t)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="normalize_base_url echoes the whole URL, query included (see the report)",
-)
 def test_a_key_pasted_into_the_base_url_is_not_echoed() -> None:
     """A base URL refused for its query string is not repeated, key and all, in the error."""
     with pytest.raises(ConfigurationError) as info:
