@@ -17,7 +17,16 @@ best prompt::
 The public surface is exactly :data:`__all__`; every other module is private.
 """
 
-from ._client import API_KEY_ENV_VARS, DEFAULT_BASE_URL, DEFAULT_WAIT_TIMEOUT, AsyncSPOClient
+from ._batch import (
+    BatchInput,
+    BatchItem,
+    Errored,
+    Failed,
+    Outcome,
+    OutcomeUnknown,
+    Succeeded,
+)
+from ._client import API_KEY_ENV_VARS, DEFAULT_BASE_URL, AsyncSPOClient
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -45,6 +54,24 @@ from ._errors import (
     UnsupportedError,
     WaitTimeoutError,
 )
+from ._events import (
+    BatchProgress,
+    Event,
+    EventCallback,
+    EventStream,
+    RoundCompleted,
+    TaskErrored,
+    TaskEvent,
+    TaskFailed,
+    TaskOutcomeUnknown,
+    TaskQueued,
+    TaskRetrying,
+    TaskSubmitted,
+    TaskSucceeded,
+    TaskTimedOut,
+)
+from ._journal import JournalError, JournalMismatchError, RecordedError
+from ._limiter import RequestLimiter
 from ._logging import configure_from_env as _configure_logging_from_env
 from ._models import (
     MAX_ROUNDS_LIMIT,
@@ -56,7 +83,7 @@ from ._models import (
     TaskError,
     TaskResult,
 )
-from ._polling import RetryNotice
+from ._polling import DEFAULT_WAIT_TIMEOUT, RetryNotice
 from ._retry import RetryPolicy
 from ._schedules import (
     ExponentialSchedule,
@@ -76,20 +103,32 @@ __all__ = [
     "AiohttpTransport",
     "AsyncSPOClient",
     "AuthenticationError",
+    "BatchInput",
+    "BatchItem",
+    "BatchProgress",
     "ClientClosedError",
     "ConfigurationError",
     "ConnectError",
     "ConnectionLostError",
     "DEFAULT_BASE_URL",
     "DEFAULT_WAIT_TIMEOUT",
+    "Errored",
+    "Event",
+    "EventCallback",
+    "EventStream",
     "ExponentialSchedule",
+    "Failed",
     "FixedSchedule",
     "InsufficientBalanceError",
     "InvalidRequestError",
+    "JournalError",
+    "JournalMismatchError",
     "MAX_ROUNDS_LIMIT",
     "NoAvailableChannelError",
     "NotFoundError",
     "OptimizationRequest",
+    "Outcome",
+    "OutcomeUnknown",
     "PollMode",
     "PollSchedule",
     "PollState",
@@ -98,21 +137,34 @@ __all__ = [
     "QAPair",
     "QuotaExceededError",
     "RateLimitError",
+    "RecordedError",
+    "RequestLimiter",
     "RequestTimeoutError",
     "RequestValidationError",
     "ResponseTooLargeError",
     "RetryNotice",
     "RetryPolicy",
     "Round",
+    "RoundCompleted",
     "SPOError",
     "Sample",
     "ScheduleLike",
     "SubmitOutcomeUnknownError",
+    "Succeeded",
     "TaskError",
+    "TaskErrored",
+    "TaskEvent",
+    "TaskFailed",
     "TaskFailedError",
+    "TaskOutcomeUnknown",
+    "TaskQueued",
     "TaskResult",
+    "TaskRetrying",
     "TaskStateError",
     "TaskStatus",
+    "TaskSubmitted",
+    "TaskSucceeded",
+    "TaskTimedOut",
     "ToolDisabledError",
     "TransientError",
     "Transport",

@@ -15,10 +15,11 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
+from ._batch import BatchInput, Outcome, gather_outcomes, iter_outcomes
 from ._errors import (
     ClientClosedError,
     ConfigurationError,
@@ -27,8 +28,25 @@ from ._errors import (
     SubmitOutcomeUnknownError,
     TaskFailedError,
 )
+from ._events import (
+    EventCallback,
+    EventStream,
+    TaskSubmitted,
+    as_stream,
+    chain_hooks,
+    final_event,
+    hooks_for,
+)
+from ._limiter import RequestLimiter
 from ._models import OptimizationRequest, TaskResult
-from ._polling import RetryHook, SnapshotHook, current_attempt, poll_until_done, retry_call
+from ._polling import (
+    DEFAULT_WAIT_TIMEOUT,
+    RetryHook,
+    SnapshotHook,
+    current_attempt,
+    poll_until_done,
+    retry_call,
+)
 from ._retry import RetryPolicy, is_submit_retryable, is_submit_unknown
 from ._sansio import (
     HTTPRequest,
@@ -36,6 +54,7 @@ from ._sansio import (
     build_submit_request,
     build_task_request,
     normalize_base_url,
+    parse_retry_after,
     parse_submit_response,
     parse_task_response,
     quote_task_id,
@@ -55,8 +74,6 @@ log = logging.getLogger("spo_async")
 API_KEY_ENV_VARS: Final = ("AI302_API_KEY", "302AI_API_KEY", "AI302_KEY", "NEXT_PUBLIC_302_API_KEY")
 BASE_URL_ENV_VAR: Final = "AI302_BASE_URL"
 DEFAULT_BASE_URL: Final = "https://api.302.ai"
-#: The overall wait deadline, in seconds, when none is given.
-DEFAULT_WAIT_TIMEOUT: Final = 900.0
 #: How many submitted tasks the client remembers (for ``max_rounds`` and ``model``).
 _REMEMBERED_TASKS: Final = 100_000
 
@@ -108,7 +125,9 @@ class AsyncSPOClient:
     connections), created on the first request. ``request_timeout`` bounds each
     HTTP request; the overall deadline of a wait is separate (``timeout`` of
     :meth:`wait_for_result`). ``retry`` says how passing failures are retried,
-    ``schedule`` when a running task is looked at again.
+    ``schedule`` when a running task is looked at again, and ``limiter`` how many
+    requests per second and at once the whole client may send (by default no
+    limit, but every HTTP 429 slows all of the client's requests down).
 
     ``session`` lets you bring your own :class:`aiohttp.ClientSession` (the
     client then never closes it); ``transport`` replaces the HTTP stack
@@ -126,6 +145,7 @@ class AsyncSPOClient:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         retry: RetryPolicy | None = None,
         schedule: ScheduleLike | None = None,
+        limiter: RequestLimiter | None = None,
         lang: str | None = None,
         strict_status: bool = False,
         allow_insecure_http: bool = False,
@@ -150,6 +170,7 @@ class AsyncSPOClient:
         self.request_timeout = float(request_timeout)
         self.retry = retry if retry is not None else RetryPolicy()
         self.schedule = as_schedule(schedule if schedule is not None else ExponentialSchedule())
+        self.limiter = limiter if limiter is not None else RequestLimiter()
         self.lang = lang
         self.strict_status = strict_status
         try:
@@ -219,8 +240,14 @@ class AsyncSPOClient:
         attempt = current_attempt()
         outcome: int | str = "CancelledError"
         try:
-            response = await self._transport.send(request, timeout=self.request_timeout)
+            async with self.limiter.slot():
+                response = await self._transport.send(request, timeout=self.request_timeout)
             outcome = response.status
+            if response.status == 429:
+                retry_after = response.headers.get("retry-after")
+                self.limiter.on_rate_limited(parse_retry_after(retry_after, now=time.time()))
+            else:
+                self.limiter.on_success()
         except SPOError as exc:
             outcome = type(exc).__name__
             raise
@@ -322,6 +349,7 @@ class AsyncSPOClient:
         *,
         timeout: float | None = DEFAULT_WAIT_TIMEOUT,
         on_progress: SnapshotHook | None = None,
+        on_event: EventCallback | EventStream | None = None,
         schedule: ScheduleLike | None = None,
         retry: RetryPolicy | None = None,
         on_retry: RetryHook | None = None,
@@ -333,7 +361,9 @@ class AsyncSPOClient:
         ``timeout`` is the overall deadline in seconds (``None`` waits forever);
         when it passes, :class:`WaitTimeoutError` carries the last snapshot, and
         the task keeps running (and billing) on the service. ``on_progress``
-        (sync or async) receives every snapshot whose status or rounds changed.
+        (sync or async) receives every snapshot whose status or rounds changed;
+        ``on_event`` receives the same story as typed events (queued, round k of
+        n, retrying, succeeded, ...), as a callback or an :class:`EventStream`.
         Passing failures of a poll are retried per ``retry``; a task that ends in
         ``fail`` raises :class:`TaskFailedError` unless ``raise_on_failure`` is
         false. Any error that escapes carries ``task_id``.
@@ -344,6 +374,47 @@ class AsyncSPOClient:
         quote_task_id(task_id)
         if timeout is not None and not timeout >= 0:
             raise RequestValidationError("timeout", f"must be >= 0 or None, got {timeout!r}")
+        stream, owned = as_stream(on_event)
+        if stream is not None:
+            progress_events, retry_events = hooks_for(stream.emit)
+            on_progress = chain_hooks(on_progress, progress_events)
+            on_retry = chain_hooks(on_retry, retry_events)
+        try:
+            result = await self._wait(
+                task_id,
+                timeout=timeout,
+                on_progress=on_progress,
+                schedule=schedule,
+                retry=retry,
+                on_retry=on_retry,
+                max_rounds=max_rounds,
+                raise_on_failure=raise_on_failure,
+            )
+        except BaseException as exc:
+            if stream is not None:
+                stream.emit(final_event(key=None, task_id=task_id, error=exc))
+            raise
+        else:
+            if stream is not None:
+                stream.emit(final_event(key=None, task_id=task_id, result=result))
+            return result
+        finally:
+            if owned and stream is not None:
+                await stream.aclose()
+
+    async def _wait(
+        self,
+        task_id: str,
+        *,
+        timeout: float | None,
+        on_progress: SnapshotHook | None,
+        schedule: ScheduleLike | None,
+        retry: RetryPolicy | None,
+        on_retry: RetryHook | None,
+        max_rounds: int | None,
+        raise_on_failure: bool,
+    ) -> TaskResult:
+        """The shared poll loop of :meth:`wait_for_result`, without events."""
         facts = self._known.get(task_id)
         rounds = self._max_rounds(task_id, max_rounds)
         policy = retry or self.retry
@@ -388,6 +459,7 @@ class AsyncSPOClient:
         *,
         timeout: float | None = DEFAULT_WAIT_TIMEOUT,
         on_progress: SnapshotHook | None = None,
+        on_event: EventCallback | EventStream | None = None,
         schedule: ScheduleLike | None = None,
         retry: RetryPolicy | None = None,
         on_retry: RetryHook | None = None,
@@ -397,13 +469,49 @@ class AsyncSPOClient:
 
         If the wait fails, the error's ``task_id`` says which task to look for later.
         """
-        task_id = await self.submit(request, retry=retry, on_retry=on_retry)
-        return await self.wait_for_result(
-            task_id,
-            timeout=timeout,
-            on_progress=on_progress,
-            schedule=schedule,
-            retry=retry,
-            on_retry=on_retry,
-            raise_on_failure=raise_on_failure,
-        )
+        stream, owned = as_stream(on_event)
+        try:
+            try:
+                task_id = await self.submit(request, retry=retry, on_retry=on_retry)
+            except BaseException as exc:
+                if stream is not None:
+                    stream.emit(final_event(key=None, task_id=None, error=exc))
+                raise
+            if stream is not None:
+                stream.emit(TaskSubmitted(key=None, task_id=task_id))
+            return await self.wait_for_result(
+                task_id,
+                timeout=timeout,
+                on_progress=on_progress,
+                on_event=stream,
+                schedule=schedule,
+                retry=retry,
+                on_retry=on_retry,
+                raise_on_failure=raise_on_failure,
+            )
+        finally:
+            if owned and stream is not None:
+                await stream.aclose()
+
+    # -- many tasks --------------------------------------------------------------------------
+
+    def optimize_many(self, requests: BatchInput, **options: Any) -> AsyncIterator[Outcome]:
+        """Optimize many requests at once; yield each one's :class:`Outcome` as it finishes.
+
+        Outcomes come in completion order and carry their input's key and index.
+        See :func:`iter_outcomes <spo_async._batch.iter_outcomes>` for ``options``:
+        ``concurrency``, ``keys``, ``journal`` (resumable, crash-safe),
+        ``resubmit_unknown``, ``timeout`` (per task), ``on_event``, ``schedule`` and
+        ``retry``. Wrap the iterator in :func:`contextlib.aclosing` to stop early.
+        """
+        self._check_open()
+        return iter_outcomes(self, requests, **options)
+
+    async def optimize_all(self, requests: BatchInput, **options: Any) -> list[Outcome]:
+        """Optimize many requests and return every :class:`Outcome` in input order.
+
+        Takes the same options as :meth:`optimize_many`. One failing item never
+        stops the others: each outcome says how its item ended.
+        """
+        self._check_open()
+        return await gather_outcomes(self, requests, **options)

@@ -40,6 +40,7 @@ from ._schedules import PollMode, PollSchedule, PollState
 from ._state import TaskStatus, is_legal_move
 
 __all__ = [
+    "DEFAULT_WAIT_TIMEOUT",
     "DEADLINE_GRACE",
     "MAX_CONTRADICTIONS",
     "RetryNotice",
@@ -55,6 +56,10 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 #: Called with each new snapshot; may be sync or async.
 SnapshotHook = Callable[[TaskResult], Any]
+
+#: The overall wait deadline, in seconds, when none is given: 15 minutes, several
+#: times what a 10-round task usually takes.
+DEFAULT_WAIT_TIMEOUT = 900.0
 
 #: Consecutive contradicting snapshots tolerated before the wait gives up.
 MAX_CONTRADICTIONS = 3

@@ -16,6 +16,7 @@ from spo_async import (
     AuthenticationError,
     ClientClosedError,
     ConfigurationError,
+    Event,
     FixedSchedule,
     InsufficientBalanceError,
     InvalidRequestError,
@@ -23,9 +24,14 @@ from spo_async import (
     NotFoundError,
     ProtocolError,
     RequestValidationError,
+    RoundCompleted,
+    TaskEvent,
     TaskFailedError,
     TaskResult,
     TaskStatus,
+    TaskSubmitted,
+    TaskSucceeded,
+    TaskTimedOut,
     WaitTimeoutError,
 )
 from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind, TaskOutcome
@@ -447,3 +453,45 @@ async def test_lang_is_sent_as_a_header(make_client: ClientFactory, emu: Emulato
     await client.submit(make_request())
     assert emu.submits[0].headers.get("Lang") == "en"
     assert json.dumps(emu.submits[0].headers).count("sk-spo-emulator") == 0
+
+
+async def test_on_event_tells_a_single_wait_as_typed_events(client: AsyncSPOClient) -> None:
+    """optimize(on_event=...) reports submitted, every round of n, then succeeded, in order."""
+    events: list[Event] = []
+    result = await client.optimize(make_request(max_rounds=3), on_event=events.append, timeout=30)
+
+    kinds = [type(e) for e in events]
+    assert kinds[0] is TaskSubmitted
+    assert kinds[-1] is TaskSucceeded
+    rounds = [e for e in events if isinstance(e, RoundCompleted)]
+    assert [e.number for e in rounds] == [1, 2, 3]
+    assert all(e.task_id == result.task_id for e in events if isinstance(e, TaskEvent))
+
+
+async def test_on_event_reports_a_timeout(client: AsyncSPOClient, emu: Emulator) -> None:
+    """A wait that runs out of time ends its event story with TaskTimedOut."""
+    emu.script_next(TaskOutcome(round_seconds=60.0))
+    task_id = await client.submit(make_request())
+    events: list[Event] = []
+
+    with pytest.raises(WaitTimeoutError):
+        await client.wait_for_result(task_id, timeout=0.02, on_event=events.append)
+
+    assert isinstance(events[-1], TaskTimedOut)
+    assert events[-1].task_id == task_id
+
+
+async def test_optimize_all_keeps_input_order_and_many_yields_every_outcome(
+    client: AsyncSPOClient, emu: Emulator
+) -> None:
+    """The batch methods return one outcome per request: by input order, or as they finish."""
+    requests = {f"row-{i}": make_request(f"prompt {i}") for i in range(6)}
+    emu.script_next(TaskOutcome(fail_at_round=2, error="boom"))
+
+    every = await client.optimize_all(requests, concurrency=3)
+    assert [o.key for o in every] == list(requests)
+    assert sum(o.ok for o in every) == 5
+
+    seen = [o.index async for o in client.optimize_many(requests.values(), concurrency=2)]
+    assert sorted(seen) == list(range(6))
+    assert emu.tasks_created == 12

@@ -1,0 +1,194 @@
+"""Resuming batches from a journal: nothing lost, nothing paid twice, clear errors."""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from spo_async import AsyncSPOClient, OptimizationRequest, SubmitOutcomeUnknownError, _journal
+from spo_async._batch import (
+    Outcome,
+    OutcomeUnknown,
+    Succeeded,
+    gather_outcomes,
+    prepare_items,
+)
+from spo_async._events import Event, TaskOutcomeUnknown, TaskSubmitted, TaskSucceeded
+from spo_async._journal import ItemState, Journal, JournalError, JournalMismatchError
+from spo_async.testing import Emulator, EmulatorConfig
+
+from .conftest import make_request
+
+
+@pytest.fixture
+def emulator_config() -> EmulatorConfig:
+    return EmulatorConfig(round_seconds=0.01, queue_seconds=0.0, seed=1)
+
+
+def req(name: str) -> OptimizationRequest:
+    return make_request(name, max_rounds=2)
+
+
+def by_key(outcomes: list[Outcome]) -> dict[Any, Outcome]:
+    return {o.key: o for o in outcomes}
+
+
+async def _journal_in_every_state(
+    client: AsyncSPOClient, path: Path, requests: dict[str, OptimizationRequest]
+) -> dict[str, str]:
+    """Write a journal as a crashed run would have left it; return the task ids made."""
+    items = prepare_items(requests)
+    async with Journal(path) as journal:
+        await journal.start_batch([(item.key, fp) for item, fp in items])
+        # finished: submitted, polled to the end, result recorded
+        await journal.intent("finished")
+        done_id = await client.submit(requests["finished"])
+        await journal.task_id("finished", done_id)
+        await journal.finished("finished", await client.wait_for_result(done_id))
+        # with a task id: the crash came while polling
+        await journal.intent("polling")
+        running_id = await client.submit(requests["polling"])
+        await journal.task_id("polling", running_id)
+        # intent only: the crash came while the POST was in flight (it did reach the service)
+        await journal.intent("in-flight")
+        lost_id = await client.submit(requests["in-flight"])
+        # nothing written for "untouched"
+    return {"finished": done_id, "polling": running_id, "in-flight": lost_id}
+
+
+async def test_resume_treats_every_state_as_it_must(
+    client: AsyncSPOClient, emu: Emulator, tmp_path: Path
+) -> None:
+    """Finished: no request; task id: polled; intent only: unknown; nothing written: sent."""
+    path = tmp_path / "resume.journal"
+    names = ["finished", "polling", "in-flight", "untouched"]
+    requests = {name: req(name) for name in names}
+    ids = await _journal_in_every_state(client, path, requests)
+    emu.reset_records()
+    events: list[Event] = []
+
+    outcomes = by_key(await gather_outcomes(client, requests, journal=path, on_event=events.append))
+
+    finished, polling = outcomes["finished"], outcomes["polling"]
+    assert isinstance(finished, Succeeded)
+    assert finished.from_journal
+    assert finished.task_id == ids["finished"]
+    assert emu.task_gets[ids["finished"]] == 0
+    assert isinstance(polling, Succeeded)
+    assert not polling.from_journal
+    assert polling.task_id == ids["polling"]
+    assert emu.task_gets[ids["polling"]] >= 1
+    unknown = outcomes["in-flight"]
+    assert isinstance(unknown, OutcomeUnknown)
+    assert isinstance(unknown.error, SubmitOutcomeUnknownError)
+    assert isinstance(outcomes["untouched"], Succeeded)
+    # Only the untouched item was submitted.
+    assert [s.body["prompt"] for s in emu.submits] == ["untouched"]
+    assert emu.tasks_created == 1
+    submitted = {e.key for e in events if isinstance(e, TaskSubmitted)}
+    assert submitted == {"untouched"}
+    assert {e.key for e in events if isinstance(e, TaskOutcomeUnknown)} == {"in-flight"}
+
+    # A third run sends nothing at all: everything is settled in the journal.
+    emu.reset_records()
+    again = by_key(await gather_outcomes(client, requests, journal=path))
+    assert emu.submits == []
+    assert sum(emu.task_gets.values()) == 0
+    assert all(o.from_journal for o in again.values())
+    assert isinstance(again["in-flight"], OutcomeUnknown)
+
+
+async def test_unknown_items_are_resubmitted_only_when_asked(
+    client: AsyncSPOClient, emu: Emulator, tmp_path: Path
+) -> None:
+    """resubmit_unknown=True sends an intent-only item again, knowingly."""
+    path = tmp_path / "resubmit.journal"
+    requests = {name: req(name) for name in ["finished", "polling", "in-flight", "untouched"]}
+    await _journal_in_every_state(client, path, requests)
+    emu.reset_records()
+
+    outcomes = by_key(await gather_outcomes(client, requests, journal=path, resubmit_unknown=True))
+
+    assert all(isinstance(o, Succeeded) for o in outcomes.values())
+    assert sorted(s.body["prompt"] for s in emu.submits) == ["in-flight", "untouched"]
+    async with Journal(path) as journal:
+        entries = await journal.entries()
+    assert entries["in-flight"].submits == 2
+    assert {e.state for e in entries.values()} == {ItemState.FINISHED}
+
+
+async def test_a_journal_from_another_batch_is_refused_before_any_request(
+    client: AsyncSPOClient, emu: Emulator, tmp_path: Path
+) -> None:
+    """Changing a request under the same key is a JournalMismatchError, with nothing sent."""
+    path = tmp_path / "batch.journal"
+    await gather_outcomes(client, {"a": req("a"), "b": req("b")}, journal=path)
+    emu.reset_records()
+    with pytest.raises(JournalMismatchError) as caught:
+        await gather_outcomes(client, {"a": req("a"), "b": req("changed")}, journal=path)
+    assert caught.value.changed == ["b"]
+    assert emu.submits == []
+    assert sum(emu.task_gets.values()) == 0
+
+
+async def test_a_foreign_file_is_refused_before_any_request(
+    client: AsyncSPOClient, emu: Emulator, tmp_path: Path
+) -> None:
+    """Pointing the journal at some other file is a JournalError, and the file is untouched."""
+    path = tmp_path / "notes.txt"
+    path.write_text("my notes, not a journal\n" * 50)
+    with pytest.raises(JournalError):
+        await gather_outcomes(client, [req("a")], journal=path)
+    assert emu.submits == []
+    assert path.read_text().startswith("my notes")
+
+
+async def test_a_full_disk_mid_run_ends_the_batch_and_a_rerun_pays_nothing_twice(
+    client: AsyncSPOClient, emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the journal's disk fills mid-run the batch stops with JournalError; nothing is lost."""
+    path = tmp_path / "full.journal"
+    requests = {f"k{i}": req(f"p {i}") for i in range(30)}
+    async with Journal(path) as journal:
+        await journal.start_batch([(item.key, fp) for item, fp in prepare_items(requests)])
+
+    prepare = _journal._prepare
+
+    def tiny_disk(conn: sqlite3.Connection, where: Path) -> None:
+        prepare(conn, where)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+
+    monkeypatch.setattr(_journal, "_prepare", tiny_disk)
+    with pytest.raises(JournalError, match="disk is full"):
+        await gather_outcomes(client, requests, journal=path, concurrency=5)
+    monkeypatch.undo()
+    assert emu.tasks_created > 0  # the disk filled up mid-run, not before the first submit
+
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+    outcomes = await gather_outcomes(client, requests, journal=path, concurrency=5)
+    prompts = collections.Counter(t.request["prompt"] for t in emu.tasks.values())
+    assert max(prompts.values()) == 1  # no request was paid for twice
+    unknown = [o for o in outcomes if isinstance(o, OutcomeUnknown)]
+    assert all(isinstance(o, Succeeded) for o in outcomes if o not in unknown)
+    assert len(outcomes) == 30
+
+
+async def test_events_of_a_resumed_batch_end_every_story(
+    client: AsyncSPOClient, tmp_path: Path
+) -> None:
+    """Items read back from the journal still end with their final event."""
+    path = tmp_path / "events.journal"
+    requests = [req(f"p {i}") for i in range(5)]
+    await gather_outcomes(client, requests, journal=path)
+    events: list[Event] = []
+    await gather_outcomes(client, requests, journal=path, on_event=events.append)
+    assert sum(isinstance(e, TaskSucceeded) for e in events) == 5
+    assert not any(isinstance(e, TaskSubmitted) for e in events)

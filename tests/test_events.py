@@ -1,0 +1,298 @@
+"""Typed progress events: snapshot diffs, final events, the stream, and the hooks adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pytest
+from spo_async import (
+    AsyncSPOClient,
+    OptimizationRequest,
+    SubmitOutcomeUnknownError,
+    TaskFailedError,
+    TaskResult,
+    TransientError,
+    WaitTimeoutError,
+)
+from spo_async._convert import task_from_wire
+from spo_async._events import (
+    BatchProgress,
+    Event,
+    EventStream,
+    RoundCompleted,
+    TaskErrored,
+    TaskEvent,
+    TaskFailed,
+    TaskOutcomeUnknown,
+    TaskQueued,
+    TaskRetrying,
+    TaskSubmitted,
+    TaskSucceeded,
+    TaskTimedOut,
+    as_stream,
+    chain_hooks,
+    events_between,
+    final_event,
+    hooks_for,
+)
+from spo_async.testing import Emulator, Fault, FaultKind
+
+from .conftest import make_request
+
+FINAL = (TaskSucceeded, TaskFailed, TaskTimedOut, TaskErrored, TaskOutcomeUnknown)
+
+
+def assert_legal_order(events: Iterable[Event]) -> None:
+    """Every task's events follow: submitted? queued? rounds ascending, then one final event."""
+    by_key: dict[Any, list[TaskEvent]] = {}
+    for event in events:
+        if isinstance(event, TaskEvent):
+            by_key.setdefault(event.key, []).append(event)
+    for key, story in by_key.items():
+        finals = [i for i, e in enumerate(story) if isinstance(e, FINAL)]
+        assert finals == [len(story) - 1], f"{key}: one final event, last: {story}"
+        progress = [e for e in story[:-1] if not isinstance(e, TaskRetrying)]
+        if isinstance(story[-1], TaskOutcomeUnknown):
+            assert progress == [], f"{key}: an unknown outcome has no task: {story}"
+            continue
+        if progress and isinstance(progress[0], TaskSubmitted):
+            progress = progress[1:]
+        if progress and isinstance(progress[0], TaskQueued):
+            progress = progress[1:]
+        assert all(isinstance(e, RoundCompleted) for e in progress), f"{key}: {story}"
+        numbers = [e.number for e in progress if isinstance(e, RoundCompleted)]
+        assert numbers == sorted(set(numbers)), f"{key}: rounds out of order: {numbers}"
+        ids = {e.task_id for e in story if e.task_id is not None}
+        assert len(ids) <= 1, f"{key}: several task ids {ids}"
+
+
+def snapshot(status: str, rounds: Sequence[tuple[str, bool]] = (), **extra: Any) -> TaskResult:
+    body = {
+        "status": status,
+        "round_data_list": [
+            {"round": n, "prompt": p, "success": ok, "sample": [{"question": "q", "answer": "a"}]}
+            for n, (p, ok) in enumerate(rounds, start=1)
+        ],
+        **extra,
+    }
+    return task_from_wire(body, task_id="t-1", max_rounds=4)
+
+
+# -- events_between ----------------------------------------------------------------------
+
+
+def test_first_queued_snapshot_is_a_queued_event() -> None:
+    """A task first seen in the queue gives TaskQueued, once."""
+    queued = snapshot("queue")
+    assert events_between(None, queued, key="k") == [TaskQueued(key="k", task_id="t-1")]
+    assert events_between(queued, queued, key="k") == []
+
+
+def test_each_new_round_is_one_event_with_the_best_prompt_so_far() -> None:
+    """Rounds completed since the last snapshot come in order, carrying SPO's best so far."""
+    before = snapshot("processing", [("p1", True)])
+    after = snapshot("processing", [("p1", True), ("p2", False), ("p3", True)])
+    events = events_between(before, after, key=7)
+    assert events == [
+        RoundCompleted(
+            key=7, task_id="t-1", number=2, total=4, success=False, prompt="p2", best_prompt="p1"
+        ),
+        RoundCompleted(
+            key=7, task_id="t-1", number=3, total=4, success=True, prompt="p3", best_prompt="p3"
+        ),
+    ]
+
+
+def test_a_final_snapshot_gives_its_last_rounds_but_no_final_event() -> None:
+    """The end of a wait is final_event's job: a snapshot cannot tell a timeout from the end."""
+    done = snapshot("success", [("p1", True), ("p2", True)], best_prompt="p2", best_round=2)
+    events = events_between(None, done)
+    assert [type(e) for e in events] == [RoundCompleted, RoundCompleted]
+
+
+# -- final_event ---------------------------------------------------------------------------
+
+_DONE = snapshot("success", [("p1", True)], best_prompt="p1", best_round=1)
+_FAILED = snapshot("fail", [("p1", True)], error="boom")
+
+
+@pytest.mark.parametrize(
+    ("result", "error", "kind"),
+    [
+        pytest.param(_DONE, None, TaskSucceeded, id="success"),
+        pytest.param(_FAILED, None, TaskFailed, id="fail-result"),
+        pytest.param(None, TaskFailedError("t-1", _FAILED), TaskFailed, id="fail-error"),
+        pytest.param(None, WaitTimeoutError("t-1", 5.0, None), TaskTimedOut, id="timeout"),
+        pytest.param(
+            None,
+            SubmitOutcomeUnknownError(make_request(), OSError("lost")),
+            TaskOutcomeUnknown,
+            id="unknown",
+        ),
+        pytest.param(None, TransientError("x", status=502), TaskErrored, id="other-error"),
+    ],
+)
+def test_final_event_names_how_the_wait_ended(
+    result: TaskResult | None, error: BaseException | None, kind: type[Event]
+) -> None:
+    """Results and errors map to exactly one final event class."""
+    assert isinstance(final_event(key="k", task_id="t-1", result=result, error=error), kind)
+
+
+def test_final_event_refuses_a_running_snapshot() -> None:
+    """A snapshot that is not terminal cannot end a story."""
+    with pytest.raises(ValueError, match="terminal"):
+        final_event(key=None, task_id="t-1", result=snapshot("processing"))
+
+
+# -- EventStream ---------------------------------------------------------------------------
+
+
+def _progress(n: int) -> BatchProgress:
+    return BatchProgress(total=n, pending=0, running=0, done=n, failed=0)
+
+
+async def test_sync_callback_gets_every_event_in_order() -> None:
+    """A plain function receives every event, in emission order, by the time aclose returns."""
+    got: list[Event] = []
+    async with EventStream(got.append) as stream:
+        for n in range(100):
+            stream.emit(_progress(n))
+    assert got == [_progress(n) for n in range(100)]
+
+
+async def test_a_slow_async_callback_never_holds_up_emit() -> None:
+    """emit returns at once while an async callback is blocked; delivery catches up later."""
+    gate = asyncio.Event()
+    got: list[Event] = []
+
+    async def slow(event: Event) -> None:
+        await gate.wait()
+        got.append(event)
+
+    stream = EventStream(slow)
+    for n in range(50):
+        stream.emit(_progress(n))  # a plain call: it cannot wait
+    await asyncio.sleep(0)
+    assert got == []
+    gate.set()
+    await stream.aclose()
+    assert len(got) == 50
+
+
+async def test_iterators_see_events_until_the_stream_closes() -> None:
+    """Two iterators each see every event emitted after they began, then end on close."""
+    stream = EventStream()
+    first, second = stream.subscribe(), stream.subscribe()
+    for n in range(3):
+        stream.emit(_progress(n))
+    stream.close()
+    stream.emit(_progress(99))  # ignored after close
+    assert [e async for e in first] == [_progress(n) for n in range(3)]
+    assert [e async for e in second] == [_progress(n) for n in range(3)]
+
+
+async def test_overflow_drops_progress_but_keeps_every_final_event() -> None:
+    """Past max_pending unread, progress events are dropped and counted; outcomes are kept."""
+    stream = EventStream(max_pending=5)
+    reader = stream.subscribe()
+    for n in range(20):
+        stream.emit(_progress(n))
+    for n in range(10):
+        stream.emit(TaskErrored(key=n, error=RuntimeError("x")))
+    stream.close()
+    events = [e async for e in reader]
+    assert events[:5] == [_progress(n) for n in range(5)]
+    assert [e.key for e in events[5:] if isinstance(e, TaskErrored)] == list(range(10))
+    assert stream.dropped == 15
+
+
+async def test_a_raising_callback_is_logged_and_delivery_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One bad event in the callback does not stop the next ones."""
+    got: list[int] = []
+
+    def picky(event: Event) -> None:
+        assert isinstance(event, BatchProgress)
+        if event.total == 1:
+            raise RuntimeError("callback bug")
+        got.append(event.total)
+
+    with caplog.at_level(logging.ERROR, logger="spo_async"):
+        async with EventStream(picky) as stream:
+            for n in range(3):
+                stream.emit(_progress(n))
+    assert got == [0, 2]
+    assert "callback bug" in caplog.text
+
+
+async def test_aclose_leaves_no_task_behind() -> None:
+    """After aclose the delivery task is gone, also when aclose itself is cancelled."""
+    before = asyncio.all_tasks()
+    stream = EventStream(lambda e: asyncio.sleep(10))
+    stream.emit(_progress(1))
+    closing = asyncio.create_task(stream.aclose())
+    await asyncio.sleep(0.01)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() - before == set()
+
+
+# -- the hooks adapter on a real wait -------------------------------------------------------
+
+
+async def test_hooks_turn_a_wait_into_legal_events(client: AsyncSPOClient, emu: Emulator) -> None:
+    """A single wait with hooks_for emits its rounds, retries and a final event, in order."""
+    emu.inject(Fault(FaultKind.SERVER_ERROR_HTML, endpoint="task", times=2))
+    request: OptimizationRequest = make_request(max_rounds=4)
+    got: list[Event] = []
+    async with EventStream(got.append) as stream:
+        task_id = await client.submit(request)
+        stream.emit(TaskSubmitted(key="one", task_id=task_id))
+        on_progress, on_retry = hooks_for(stream, "one", request)
+        result = await client.wait_for_result(
+            task_id, on_progress=on_progress, on_retry=on_retry, max_rounds=4
+        )
+        stream.emit(final_event(key="one", task_id=task_id, result=result))
+    assert_legal_order(got)
+    rounds = [e for e in got if isinstance(e, RoundCompleted)]
+    assert [e.number for e in rounds] == [1, 2, 3, 4]
+    assert all(e.total == 4 for e in rounds)
+    assert sum(isinstance(e, TaskRetrying) for e in got) == 2
+    assert isinstance(got[-1], TaskSucceeded)
+    assert rounds[-1].best_prompt == result.best_prompt
+
+
+async def test_chain_hooks_calls_sync_and_async_hooks_in_order() -> None:
+    """chain_hooks runs every hook, awaiting the async ones; with one hook it is that hook."""
+    calls: list[str] = []
+
+    def first(value: int) -> None:
+        calls.append(f"sync {value}")
+
+    async def second(value: int) -> None:
+        calls.append(f"async {value}")
+
+    chained = chain_hooks(first, None, second)
+    assert chained is not None
+    await chained(1)
+    assert calls == ["sync 1", "async 1"]
+    assert chain_hooks(None, first) is first
+    assert chain_hooks(None) is None
+
+
+async def test_as_stream_owns_only_what_it_made() -> None:
+    """A callback gets a stream to close; a stream passed in is the caller's."""
+    mine, owned = as_stream(print)
+    assert isinstance(mine, EventStream)
+    assert owned
+    await mine.aclose()
+    theirs = EventStream()
+    assert as_stream(theirs) == (theirs, False)
+    assert as_stream(None) == (None, False)
