@@ -17,11 +17,17 @@ from pathlib import Path
 import attrs
 from rich.console import Console
 
-from spo_async import API_KEY_ENV_VARS, AsyncSPOClient, FixedSchedule, OptimizationRequest, QAPair
+from spo_async import (
+    API_KEY_ENV_VARS,
+    AsyncSPOClient,
+    FixedSchedule,
+    OptimizationRequest,
+    QAPair,
+    RequestLimiter,
+)
 from spo_async.testing import Emulator, EmulatorConfig
 
 from ._exit import AUTH, InputError
-from ._limited import RateLimitedTransport
 
 __all__ = ["DEMO_REQUEST", "Output", "open_client", "read_api_key"]
 
@@ -102,14 +108,14 @@ async def open_client(
     """
     interval = args.poll_interval
     rate = getattr(args, "rate", None)
-    transport = RateLimitedTransport(rate) if rate else None
+    limiter = RequestLimiter(rate=rate) if rate else None
     if not args.emulator:
         schedule = FixedSchedule(interval=interval) if interval else None
         async with client_class(
             api_key=read_api_key(args),
             base_url=args.base_url,
             schedule=schedule,
-            transport=transport,
+            limiter=limiter,
         ) as client:
             yield client
         return
@@ -130,7 +136,7 @@ async def open_client(
             api_key=emulator.api_key,
             base_url=emulator.base_url,
             schedule=FixedSchedule(interval=interval),
-            transport=transport,
+            limiter=limiter,
         ) as client,
     ):
         yield client
