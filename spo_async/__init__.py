@@ -26,7 +26,7 @@ from ._batch import (
     OutcomeUnknown,
     Succeeded,
 )
-from ._client import API_KEY_ENV_VARS, DEFAULT_BASE_URL, AsyncSPOClient
+from ._client import AsyncSPOClient
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -93,6 +93,7 @@ from ._schedules import (
     PollState,
     ScheduleLike,
 )
+from ._settings import API_KEY_ENV_VARS, DEFAULT_BASE_URL
 from ._state import TaskStatus
 from ._transport import AiohttpTransport, Transport
 from ._version import __version__

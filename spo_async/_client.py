@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -53,50 +53,25 @@ from ._sansio import (
     HTTPResponse,
     build_submit_request,
     build_task_request,
-    normalize_base_url,
     parse_retry_after,
     parse_submit_response,
     parse_task_response,
     quote_task_id,
 )
 from ._schedules import ExponentialSchedule, PollMode, ScheduleLike, as_schedule
+from ._settings import resolve_api_key, resolve_base_url
 from ._sharing import SharedPolls
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport, Transport
 
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["API_KEY_ENV_VARS", "DEFAULT_BASE_URL", "DEFAULT_WAIT_TIMEOUT", "AsyncSPOClient"]
+__all__ = ["AsyncSPOClient"]
 
 log = logging.getLogger("spo_async")
 
-#: Where the API key is looked for, in this order, when none is passed.
-API_KEY_ENV_VARS: Final = ("AI302_API_KEY", "302AI_API_KEY", "AI302_KEY", "NEXT_PUBLIC_302_API_KEY")
-BASE_URL_ENV_VAR: Final = "AI302_BASE_URL"
-DEFAULT_BASE_URL: Final = "https://api.302.ai"
 #: How many submitted tasks the client remembers (for ``max_rounds`` and ``model``).
 _REMEMBERED_TASKS: Final = 100_000
-
-
-def _resolve_api_key(api_key: str | None, environ: Mapping[str, str]) -> str:
-    if api_key is None:
-        for name in API_KEY_ENV_VARS:
-            value = environ.get(name, "").strip()
-            if value:
-                api_key = value
-                break
-        else:
-            raise ConfigurationError(
-                "no API key: pass api_key=... or set one of " + ", ".join(API_KEY_ENV_VARS)
-            )
-    if not isinstance(api_key, str):
-        raise ConfigurationError(f"api_key must be a string, got {type(api_key).__name__}")
-    api_key = api_key.strip()
-    if not api_key:
-        raise ConfigurationError("api_key is empty")
-    if any(ch.isspace() or ord(ch) < 0x20 for ch in api_key):
-        raise ConfigurationError("api_key contains whitespace or control characters")
-    return api_key
 
 
 class _TaskFacts:
@@ -119,7 +94,7 @@ class AsyncSPOClient:
 
     The API key comes from ``api_key``, else the first of
     :data:`API_KEY_ENV_VARS` that is set. The base URL comes from ``base_url``,
-    else ``AI302_BASE_URL``, else ``https://api.302.ai``.
+    else ``AI302_BASE_URL``, else :data:`DEFAULT_BASE_URL` (``https://api.302.ai``).
 
     One client holds one connection pool (at most ``max_connections``
     connections), created on the first request. ``request_timeout`` bounds each
@@ -155,11 +130,9 @@ class AsyncSPOClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._closed = True  # until construction succeeds; keeps __del__ quiet on errors
-        environ = os.environ
-        self._api_key = _resolve_api_key(api_key, environ)
-        self.base_url = normalize_base_url(
-            base_url or environ.get(BASE_URL_ENV_VAR, "").strip() or DEFAULT_BASE_URL,
-            allow_insecure_http=allow_insecure_http,
+        self._api_key = resolve_api_key(api_key, os.environ)
+        self.base_url = resolve_base_url(
+            base_url, os.environ, allow_insecure_http=allow_insecure_http
         )
         if not request_timeout > 0:
             raise ConfigurationError(f"request_timeout must be > 0, got {request_timeout!r}")
