@@ -217,8 +217,7 @@ class AsyncSPOClient:
                 response = await self._transport.send(request, timeout=self.request_timeout)
             outcome = response.status
             if response.status == 429:
-                retry_after = response.headers.get("retry-after")
-                self.limiter.on_rate_limited(parse_retry_after(retry_after, now=time.time()))
+                self.limiter.on_rate_limited(self._pause_for(response))
             else:
                 self.limiter.on_success()
         except SPOError as exc:
@@ -236,6 +235,20 @@ class AsyncSPOClient:
                 extra={"task_id": task_id, "attempt": attempt},
             )
         return response
+
+    def _pause_for(self, response: HTTPResponse) -> float | None:
+        """How long a 429 should pause every request of this client.
+
+        The ``Retry-After`` the service asked for, as long as the client's retry
+        policy would honour it: a longer one fails the call with
+        :class:`RateLimitError` instead, and ``RetryPolicy.no_wait()`` pauses nothing.
+        """
+        if not self.retry.respect_retry_after:
+            return None
+        asked = parse_retry_after(response.headers.get("retry-after"), now=time.time())
+        if asked is None or asked > self.retry.max_retry_after:
+            return None
+        return asked
 
     # -- the API -----------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from spo_async import (
     QAPair,
     QuotaExceededError,
     RateLimitError,
+    RequestLimiter,
     RequestTimeoutError,
     ResponseTooLargeError,
     RetryNotice,
@@ -877,6 +878,9 @@ async def run_storm(config: EmulatorConfig, tasks: list[StormTask]) -> tuple[Emu
             retry=policy,
             schedule=FixedSchedule(interval=0.005),
             request_timeout=STORM_REQUEST_TIMEOUT,
+            # The storm's 429s are random, not a sign of load: a floor keeps the client-wide
+            # slow-down (which treats every 429 as load) from starving the run.
+            limiter=RequestLimiter(min_rate=200.0),
         ) as client:
 
             async def run(task: StormTask) -> None:
