@@ -1,7 +1,7 @@
 """Every check the project runs, as nox sessions.
 
-``nox -s check`` is what CI and the README run: lint, types and the whole test
-suite with coverage, in the current environment (no new virtualenv), so one
+``nox -s check`` is what CI and the README run: lint, types, the whole test
+suite with coverage and the docs build, in the current environment (no new virtualenv), so one
 command works on a fresh machine with only Python 3.11 and pip. ``nox -s tests``
 runs the suite on every supported Python found on the machine.
 """
@@ -15,6 +15,7 @@ nox.options.reuse_existing_virtualenvs = True
 
 PYTHONS = ["3.11", "3.12", "3.13"]
 COVERAGE_FLOOR = 95
+DOCS_BUILD = ("sphinx-build", "-W", "--keep-going", "-n", "-b", "html", "docs", "docs/_build/html")
 
 
 def _lint(session: nox.Session) -> None:
@@ -36,10 +37,18 @@ def _tests(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def check(session: nox.Session) -> None:
-    """Lint, type-check and test in the current environment (what CI runs)."""
+    """Lint, type-check, test and build the docs in the current environment (what CI runs)."""
     _lint(session)
     _typing(session)
     _tests(session)
+    session.run(*DOCS_BUILD)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site, warnings as errors."""
+    session.install("-e", ".[docs]")
+    session.run(*DOCS_BUILD)
 
 
 @nox.session

@@ -85,6 +85,7 @@ from ._models import (
 )
 from ._polling import DEFAULT_WAIT_TIMEOUT, RetryNotice
 from ._retry import RetryPolicy
+from ._sansio import HTTPRequest, HTTPResponse
 from ._schedules import (
     ExponentialSchedule,
     FixedSchedule,
@@ -120,6 +121,8 @@ __all__ = [
     "ExponentialSchedule",
     "Failed",
     "FixedSchedule",
+    "HTTPRequest",
+    "HTTPResponse",
     "InsufficientBalanceError",
     "InvalidRequestError",
     "JournalError",

@@ -17,9 +17,16 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Final, Self
 
-from ._batch import BatchInput, Outcome, gather_outcomes, iter_outcomes
+from ._batch import (
+    DEFAULT_CONCURRENCY,
+    BatchInput,
+    KeyFunction,
+    Outcome,
+    gather_outcomes,
+    iter_outcomes,
+)
 from ._errors import (
     ClientClosedError,
     ConfigurationError,
@@ -481,23 +488,73 @@ class AsyncSPOClient:
 
     # -- many tasks --------------------------------------------------------------------------
 
-    def optimize_many(self, requests: BatchInput, **options: Any) -> AsyncIterator[Outcome]:
+    def optimize_many(
+        self,
+        requests: BatchInput,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        keys: KeyFunction | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        resubmit_unknown: bool = False,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        on_event: EventCallback | EventStream | None = None,
+        schedule: ScheduleLike | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> AsyncIterator[Outcome]:
         """Optimize many requests at once; yield each one's :class:`Outcome` as it finishes.
 
-        Outcomes come in completion order and carry their input's key and index.
-        See :func:`iter_outcomes <spo_async._batch.iter_outcomes>` for ``options``:
-        ``concurrency``, ``keys``, ``journal`` (resumable, crash-safe),
-        ``resubmit_unknown``, ``timeout`` (per task), ``on_event``, ``schedule`` and
-        ``retry``. Wrap the iterator in :func:`contextlib.aclosing` to stop early.
+        ``requests`` are requests, ``(key, request)`` pairs, :class:`BatchItem` objects or a
+        mapping of key to request; ``keys`` derives a key from each request
+        instead. At most ``concurrency`` tasks are in flight. Outcomes come in
+        completion order and carry their item's key, index and request; one
+        failing item never stops the others. ``journal`` names a SQLite file that
+        makes the batch resumable after a crash without paying twice; items whose
+        submit may have created a task are reported as :class:`OutcomeUnknown`
+        and resubmitted only with ``resubmit_unknown``. ``timeout`` is each
+        task's wait deadline. Wrap the iterator in :func:`contextlib.aclosing`
+        to stop early and cleanly.
         """
         self._check_open()
-        return iter_outcomes(self, requests, **options)
+        return iter_outcomes(
+            self,
+            requests,
+            concurrency=concurrency,
+            keys=keys,
+            journal=journal,
+            resubmit_unknown=resubmit_unknown,
+            timeout=timeout,
+            on_event=on_event,
+            schedule=schedule,
+            retry=retry,
+        )
 
-    async def optimize_all(self, requests: BatchInput, **options: Any) -> list[Outcome]:
+    async def optimize_all(
+        self,
+        requests: BatchInput,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        keys: KeyFunction | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        resubmit_unknown: bool = False,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        on_event: EventCallback | EventStream | None = None,
+        schedule: ScheduleLike | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> list[Outcome]:
         """Optimize many requests and return every :class:`Outcome` in input order.
 
-        Takes the same options as :meth:`optimize_many`. One failing item never
-        stops the others: each outcome says how its item ended.
+        The options are those of :meth:`optimize_many`.
         """
         self._check_open()
-        return await gather_outcomes(self, requests, **options)
+        return await gather_outcomes(
+            self,
+            requests,
+            concurrency=concurrency,
+            keys=keys,
+            journal=journal,
+            resubmit_unknown=resubmit_unknown,
+            timeout=timeout,
+            on_event=on_event,
+            schedule=schedule,
+            retry=retry,
+        )

@@ -31,7 +31,10 @@ decide what to do next: the HTTP status, the service's ``err_code`` and messages
     │   └── TransientError            -10003, -1024, HTTP 408 and 5xx: worth retrying
     ├── SubmitOutcomeUnknownError     a submit may or may not have created (and billed) a task
     ├── TaskFailedError               the task ended in ``fail`` (carries the final TaskResult)
-    └── WaitTimeoutError              the overall wait deadline passed (TimeoutError)
+    ├── WaitTimeoutError              the overall wait deadline passed (TimeoutError)
+    ├── JournalError                  a batch journal cannot be used (foreign, locked, disk full)
+    │   └── JournalMismatchError      the journal was written for a different batch
+    └── RecordedError                 an error an earlier run recorded in a batch journal
 
 Errors never carry the API key: requests are described by method and path only.
 """
