@@ -8,6 +8,8 @@ runs the suite on every supported Python found on the machine.
 
 from __future__ import annotations
 
+import sys
+
 import nox
 
 nox.options.sessions = ["check"]
@@ -15,24 +17,34 @@ nox.options.reuse_existing_virtualenvs = True
 
 PYTHONS = ["3.11", "3.12", "3.13"]
 COVERAGE_FLOOR = 95
-DOCS_BUILD = ("sphinx-build", "-W", "--keep-going", "-n", "-b", "html", "docs", "docs/_build/html")
+DOCS_BUILD = ("-m", "sphinx", "-W", "--keep-going", "-n", "-b", "html", "docs", "docs/_build/html")
+
+
+def _python(session: nox.Session) -> str:
+    """The interpreter to run tools with: the session's, or nox's own in ``check``.
+
+    ``check`` runs in the environment nox itself was started from, which need not
+    be on PATH (``.venv/bin/python -m nox``), so tools run as ``python -m TOOL``.
+    """
+    return "python" if session.venv_backend != "none" else sys.executable
 
 
 def _lint(session: nox.Session) -> None:
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
+    session.run(_python(session), "-m", "ruff", "check", ".")
+    session.run(_python(session), "-m", "ruff", "format", "--check", ".")
 
 
 def _typing(session: nox.Session) -> None:
-    session.run("mypy")
+    session.run(_python(session), "-m", "mypy")
 
 
 def _tests(session: nox.Session) -> None:
     # coverage starts before pytest so that it also measures what the pytest11 entry
     # point (the emulator's fixture plugin) imports before any test runs.
-    session.run("coverage", "erase")
-    session.run("coverage", "run", "-m", "pytest", *session.posargs)
-    session.run("coverage", "report", f"--fail-under={COVERAGE_FLOOR}")
+    python = _python(session)
+    session.run(python, "-m", "coverage", "erase")
+    session.run(python, "-m", "coverage", "run", "-m", "pytest", *session.posargs)
+    session.run(python, "-m", "coverage", "report", f"--fail-under={COVERAGE_FLOOR}")
 
 
 @nox.session(venv_backend="none")
@@ -41,14 +53,14 @@ def check(session: nox.Session) -> None:
     _lint(session)
     _typing(session)
     _tests(session)
-    session.run(*DOCS_BUILD)
+    session.run(_python(session), *DOCS_BUILD)
 
 
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site, warnings as errors."""
     session.install("-e", ".[docs]")
-    session.run(*DOCS_BUILD)
+    session.run(_python(session), *DOCS_BUILD)
 
 
 @nox.session
