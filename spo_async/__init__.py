@@ -17,6 +17,7 @@ best prompt::
 The public surface is exactly :data:`__all__`; every other module is private.
 """
 
+from ._adaptive import AdaptiveSchedule
 from ._batch import (
     BatchInput,
     BatchItem,
@@ -102,6 +103,7 @@ from ._version import __version__
 __all__ = [
     "APIError",
     "API_KEY_ENV_VARS",
+    "AdaptiveSchedule",
     "AiohttpTransport",
     "AsyncSPOClient",
     "AuthenticationError",

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
+from ._adaptive import AdaptiveSchedule
 from ._batch import (
     DEFAULT_CONCURRENCY,
     BatchInput,
@@ -65,7 +66,7 @@ from ._sansio import (
     parse_task_response,
     quote_task_id,
 )
-from ._schedules import ExponentialSchedule, PollMode, ScheduleLike, as_schedule
+from ._schedules import PollMode, ScheduleLike, as_schedule
 from ._settings import resolve_api_key, resolve_base_url
 from ._sharing import SharedPolls
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport, Transport
@@ -107,7 +108,9 @@ class AsyncSPOClient:
     connections), created on the first request. ``request_timeout`` bounds each
     HTTP request; the overall deadline of a wait is separate (``timeout`` of
     :meth:`wait_for_result`). ``retry`` says how passing failures are retried,
-    ``schedule`` when a running task is looked at again, and ``limiter`` how many
+    ``schedule`` when a running task is looked at again (by default an
+    :class:`AdaptiveSchedule` that learns round times per model across this
+    client's tasks and looks just after a round or the end is due), ``limiter`` how many
     requests per second and at once the whole client may send (by default no
     limit, but every HTTP 429 slows all of the client's requests down).
 
@@ -149,7 +152,7 @@ class AsyncSPOClient:
             raise ConfigurationError("pass either session or transport, not both")
         self.request_timeout = float(request_timeout)
         self.retry = retry if retry is not None else RetryPolicy()
-        self.schedule = as_schedule(schedule if schedule is not None else ExponentialSchedule())
+        self.schedule = as_schedule(schedule if schedule is not None else AdaptiveSchedule())
         self.limiter = limiter if limiter is not None else RequestLimiter()
         self.lang = lang
         self.strict_status = strict_status

@@ -334,7 +334,7 @@ async def _by_deadline(
         raise
 
 
-async def poll_until_done(
+async def poll_until_done(  # noqa: PLR0915 - one loop, its strategies as closures
     fetch: Callable[[], Awaitable[TaskResult]],
     *,
     task_id: str,
@@ -436,5 +436,11 @@ async def poll_until_done(
         before_sleep=before_sleep,
         retry_error_callback=give_up,
     )
-    result: TaskResult = await retrying(attempt)
+    finished = getattr(schedule, "task_finished", None)
+    try:
+        result: TaskResult = await retrying(attempt)
+    finally:
+        if finished is not None:
+            # A learning schedule sees the final snapshot too, and forgets the task.
+            finished(watch.state())
     return result

@@ -61,7 +61,14 @@ class PollState:
 
 @runtime_checkable
 class PollSchedule(Protocol):
-    """Anything that picks the delay before the next poll."""
+    """Anything that picks the delay before the next poll.
+
+    A schedule may also define ``task_finished(state: PollState) -> None``: the
+    polling layer then calls it once when a wait ends (``state.last`` is the
+    final snapshot when the task finished), so that a learning schedule such as
+    :class:`~spo_async.AdaptiveSchedule` can learn from the last round and forget
+    the task.
+    """
 
     def next_delay(self, state: PollState) -> float:
         """Seconds to wait before the next query (the deadline caps it afterwards)."""

@@ -76,6 +76,16 @@ class AiohttpTransport:
         self._ssl: bool | ssl.SSLContext = verify_ssl
         self._trust_env = trust_env
         self._closed = False
+        # Requests wait for a free connection here, before their timeout starts: time
+        # spent queueing for the pool must not turn into a RequestTimeoutError, which for
+        # a submit would mean "outcome unknown" although nothing was sent.
+        limit = (
+            max_connections
+            if session is None
+            else (session.connector.limit if session.connector else 0)
+        )
+        self._slots = asyncio.Semaphore(limit) if limit else None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -105,17 +115,34 @@ class AiohttpTransport:
         return self._session.connector if self._session is not None else None
 
     async def send(self, request: HTTPRequest, *, timeout: float) -> HTTPResponse:
-        """Send one request; see :class:`Transport`."""
+        """Send one request; see :class:`Transport`.
+
+        ``timeout`` starts once a connection of the pool is free for this request.
+        """
+        if self._slots is None:
+            return await self._send(request, timeout)
+        async with self._slots:
+            return await self._send(request, timeout)
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        cached = self._timeouts.get(seconds)
+        if cached is None:
+            if len(self._timeouts) > 64:
+                self._timeouts.clear()
+            cached = self._timeouts[seconds] = aiohttp.ClientTimeout(
+                total=seconds, sock_connect=min(seconds, self._connect_timeout)
+            )
+        return cached
+
+    async def _send(self, request: HTTPRequest, timeout: float) -> HTTPResponse:
         session = self._get_session()
-        client_timeout = aiohttp.ClientTimeout(
-            total=timeout, sock_connect=min(timeout, self._connect_timeout)
-        )
+        client_timeout = self._timeout(timeout)
         method, path = request.method, request.path
         try:
             async with session.request(
                 request.method,
                 request.url,
-                headers=dict(request.headers),
+                headers=request.headers,
                 data=request.body,
                 timeout=client_timeout,
                 allow_redirects=False,

@@ -67,8 +67,10 @@ class Pool:
         return sum(len(conns) for conns in self.connector._conns.values())
 
     def queued(self) -> int:
-        """Requests waiting for a free connection."""
-        return sum(len(waiters) for waiters in self.connector._waiters.values())
+        """Requests waiting for a free connection: in the transport's own queue or aiohttp's."""
+        slots = self.transport._slots
+        waiting = len(slots._waiters or ()) if slots is not None else 0
+        return waiting + sum(len(waiters) for waiters in self.connector._waiters.values())
 
 
 @pytest.fixture
