@@ -17,16 +17,11 @@ best prompt::
 The public surface is exactly :data:`__all__`; every other module is private.
 """
 
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from ._adaptive import AdaptiveSchedule
-from ._batch import (
-    BatchInput,
-    BatchItem,
-    Errored,
-    Failed,
-    Outcome,
-    OutcomeUnknown,
-    Succeeded,
-)
 from ._client import AsyncSPOClient
 from ._errors import (
     APIError,
@@ -55,23 +50,6 @@ from ._errors import (
     UnsupportedError,
     WaitTimeoutError,
 )
-from ._events import (
-    BatchProgress,
-    Event,
-    EventCallback,
-    EventStream,
-    RoundCompleted,
-    TaskErrored,
-    TaskEvent,
-    TaskFailed,
-    TaskOutcomeUnknown,
-    TaskQueued,
-    TaskRetrying,
-    TaskSubmitted,
-    TaskSucceeded,
-    TaskTimedOut,
-)
-from ._journal import JournalError, JournalMismatchError, RecordedError
 from ._limiter import RequestLimiter
 from ._logging import configure_from_env as _configure_logging_from_env
 from ._models import (
@@ -99,6 +77,77 @@ from ._settings import API_KEY_ENV_VARS, DEFAULT_BASE_URL
 from ._state import TaskStatus
 from ._transport import AiohttpTransport, Transport
 from ._version import __version__
+
+if _TYPE_CHECKING:
+    from ._batch import (
+        BatchInput,
+        BatchItem,
+        Errored,
+        Failed,
+        Outcome,
+        OutcomeUnknown,
+        Succeeded,
+    )
+    from ._events import (
+        BatchProgress,
+        Event,
+        EventCallback,
+        EventStream,
+        RoundCompleted,
+        TaskErrored,
+        TaskEvent,
+        TaskFailed,
+        TaskOutcomeUnknown,
+        TaskQueued,
+        TaskRetrying,
+        TaskSubmitted,
+        TaskSucceeded,
+        TaskTimedOut,
+    )
+    from ._journal import JournalError, JournalMismatchError, RecordedError
+
+#: Names loaded on first use, so that ``import spo_async`` does not pay for the batch
+#: layer, SQLite and the event classes unless a program uses them.
+_LAZY = {
+    "BatchInput": "._batch",
+    "BatchItem": "._batch",
+    "Errored": "._batch",
+    "Failed": "._batch",
+    "Outcome": "._batch",
+    "OutcomeUnknown": "._batch",
+    "Succeeded": "._batch",
+    "BatchProgress": "._events",
+    "Event": "._events",
+    "EventCallback": "._events",
+    "EventStream": "._events",
+    "RoundCompleted": "._events",
+    "TaskErrored": "._events",
+    "TaskEvent": "._events",
+    "TaskFailed": "._events",
+    "TaskOutcomeUnknown": "._events",
+    "TaskQueued": "._events",
+    "TaskRetrying": "._events",
+    "TaskSubmitted": "._events",
+    "TaskSucceeded": "._events",
+    "TaskTimedOut": "._events",
+    "JournalError": "._journal",
+    "JournalMismatchError": "._journal",
+    "RecordedError": "._journal",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "APIError",

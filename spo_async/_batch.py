@@ -62,6 +62,7 @@ from ._events import (
 from ._journal import ItemState, Journal, JournalEntry, JournalError, request_fingerprint
 from ._models import OptimizationRequest, TaskResult
 from ._polling import DEFAULT_WAIT_TIMEOUT
+from ._settings import DEFAULT_CONCURRENCY
 
 if TYPE_CHECKING:
     from ._client import AsyncSPOClient
@@ -81,8 +82,6 @@ __all__ = [
     "iter_outcomes",
 ]
 
-#: Tasks in flight when the caller does not say: each one is billed while it runs.
-DEFAULT_CONCURRENCY: Final = 16
 #: Seconds between two :class:`BatchProgress` events (the first and last always go out).
 PROGRESS_INTERVAL: Final = 0.5
 #: Characters of the request fingerprint in a derived key.

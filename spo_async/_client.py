@@ -20,14 +20,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
 from ._adaptive import AdaptiveSchedule
-from ._batch import (
-    DEFAULT_CONCURRENCY,
-    BatchInput,
-    KeyFunction,
-    Outcome,
-    gather_outcomes,
-    iter_outcomes,
-)
 from ._errors import (
     ClientClosedError,
     ConfigurationError,
@@ -35,15 +27,6 @@ from ._errors import (
     SPOError,
     SubmitOutcomeUnknownError,
     TaskFailedError,
-)
-from ._events import (
-    EventCallback,
-    EventStream,
-    TaskSubmitted,
-    as_stream,
-    chain_hooks,
-    final_event,
-    hooks_for,
 )
 from ._limiter import RequestLimiter
 from ._models import OptimizationRequest, TaskResult
@@ -67,12 +50,17 @@ from ._sansio import (
     quote_task_id,
 )
 from ._schedules import PollMode, ScheduleLike, as_schedule
-from ._settings import resolve_api_key, resolve_base_url
+from ._settings import DEFAULT_CONCURRENCY, resolve_api_key, resolve_base_url
 from ._sharing import SharedPolls
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport, Transport
 
 if TYPE_CHECKING:
     import aiohttp
+
+    # The batch layer (and SQLite, for its journal) and the events are imported on
+    # first use only, to keep ``import spo_async`` cheap.
+    from ._batch import BatchInput, KeyFunction, Outcome
+    from ._events import EventCallback, EventStream
 
 __all__ = ["AsyncSPOClient"]
 
@@ -370,7 +358,9 @@ class AsyncSPOClient:
         quote_task_id(task_id)
         if timeout is not None and not timeout >= 0:
             raise RequestValidationError("timeout", f"must be >= 0 or None, got {timeout!r}")
-        stream, owned = as_stream(on_event)
+        if on_event is not None:
+            from ._events import as_stream, chain_hooks, final_event, hooks_for  # noqa: PLC0415
+        stream, owned = as_stream(on_event) if on_event is not None else (None, False)
         if stream is not None:
             progress_events, retry_events = hooks_for(stream.emit)
             on_progress = chain_hooks(on_progress, progress_events)
@@ -465,7 +455,9 @@ class AsyncSPOClient:
 
         If the wait fails, the error's ``task_id`` says which task to look for later.
         """
-        stream, owned = as_stream(on_event)
+        if on_event is not None:
+            from ._events import TaskSubmitted, as_stream, final_event  # noqa: PLC0415
+        stream, owned = as_stream(on_event) if on_event is not None else (None, False)
         try:
             try:
                 task_id = await self.submit(request, retry=retry, on_retry=on_retry)
@@ -518,6 +510,8 @@ class AsyncSPOClient:
         to stop early and cleanly.
         """
         self._check_open()
+        from ._batch import iter_outcomes  # noqa: PLC0415 - keeps sqlite3 out of the import
+
         return iter_outcomes(
             self,
             requests,
@@ -549,6 +543,8 @@ class AsyncSPOClient:
         The options are those of :meth:`optimize_many`.
         """
         self._check_open()
+        from ._batch import gather_outcomes  # noqa: PLC0415 - keeps sqlite3 out of the import
+
         return await gather_outcomes(
             self,
             requests,

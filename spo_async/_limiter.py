@@ -35,10 +35,12 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator
-
-from aiolimiter import AsyncLimiter
+from typing import TYPE_CHECKING
 
 from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from aiolimiter import AsyncLimiter
 
 __all__ = ["RequestLimiter"]
 
@@ -264,6 +266,10 @@ class RequestLimiter:
     def _make_bucket(self, rate: float | None) -> AsyncLimiter | None:
         if rate is None:
             return None
+        # Imported here: a client without a rate never needs a bucket, and aiolimiter's
+        # import costs more than the rest of this module.
+        from aiolimiter import AsyncLimiter  # noqa: PLC0415
+
         # ``burst`` tokens leak out at ``rate`` per second: ``burst / rate`` seconds per burst.
         return AsyncLimiter(self.burst, self.burst / rate)
 

@@ -18,6 +18,7 @@ __all__ = [
     "API_KEY_ENV_VARS",
     "BASE_URL_ENV_VAR",
     "DEFAULT_BASE_URL",
+    "DEFAULT_CONCURRENCY",
     "resolve_api_key",
     "resolve_base_url",
 ]
@@ -26,6 +27,8 @@ __all__ = [
 API_KEY_ENV_VARS: Final = ("AI302_API_KEY", "302AI_API_KEY", "AI302_KEY", "NEXT_PUBLIC_302_API_KEY")
 #: Where the base URL is looked for when none is passed.
 BASE_URL_ENV_VAR: Final = "AI302_BASE_URL"
+#: Tasks a batch keeps in flight when the caller does not say: each one is billed while it runs.
+DEFAULT_CONCURRENCY: Final = 16
 #: The service's address when neither ``base_url`` nor ``AI302_BASE_URL`` says otherwise.
 DEFAULT_BASE_URL: Final = "https://api.302.ai"
 

@@ -1,8 +1,7 @@
-"""The package version, kept in one place for the User-Agent header and the docs."""
+"""The package version, in one place: the build backend and the User-Agent header read it.
 
-from importlib.metadata import PackageNotFoundError, version
+A plain string rather than ``importlib.metadata``, which would cost every
+``import spo_async`` a scan of the installed distributions.
+"""
 
-try:
-    __version__ = version("spo-async")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
+__version__ = "0.1.0"

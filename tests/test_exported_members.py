@@ -18,8 +18,8 @@ def test_all_equals_the_public_names() -> None:
     """Every public attribute is in __all__ and every name in __all__ exists."""
     public = {
         name
-        for name, value in vars(spo_async).items()
-        if not name.startswith("_") and not inspect.ismodule(value)
+        for name in dir(spo_async)
+        if not name.startswith("_") and not inspect.ismodule(getattr(spo_async, name))
     }
     assert public | {"__version__"} == set(spo_async.__all__)
 
@@ -50,3 +50,25 @@ def test_public_items_are_documented() -> None:
 def test_testing_all_is_sorted() -> None:
     """The emulator's public surface is kept sorted too."""
     assert spo_async.testing.__all__ == sorted(spo_async.testing.__all__)
+
+
+def test_importing_the_package_leaves_the_batch_layer_unloaded() -> None:
+    """``import spo_async`` does not load SQLite: the batch names load on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, spo_async; "
+        "assert 'sqlite3' not in sys.modules, 'sqlite3 loaded'; "
+        "assert spo_async.Succeeded.__name__ == 'Succeeded'; "
+        "assert 'sqlite3' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)  # noqa: S603
+
+
+def test_an_unknown_attribute_is_an_attribute_error() -> None:
+    """The lazy loader does not swallow typos."""
+    import pytest
+
+    with pytest.raises(AttributeError, match="no_such_name"):
+        spo_async.no_such_name  # noqa: B018
