@@ -300,9 +300,14 @@ class AsyncSPOClient:
         if len(self._known) > _REMEMBERED_TASKS:
             self._known.popitem(last=False)
 
-    async def _fetch(self, task_id: str, max_rounds: int | None) -> TaskResult:
-        http = build_task_request(self.base_url, self._api_key, task_id, lang=self.lang)
-        response = await self._send(http, task_id=task_id)
+    def _task_request(self, task_id: str) -> HTTPRequest:
+        return build_task_request(self.base_url, self._api_key, task_id, lang=self.lang)
+
+    async def _fetch(
+        self, task_id: str, max_rounds: int | None, http: HTTPRequest | None = None
+    ) -> TaskResult:
+        """One GET of the task; a wait passes the request it built once for all its polls."""
+        response = await self._send(http or self._task_request(task_id), task_id=task_id)
         return parse_task_response(
             response,
             task_id,
@@ -405,6 +410,7 @@ class AsyncSPOClient:
         rounds = self._max_rounds(task_id, max_rounds)
         policy = retry or self.retry
         chosen = as_schedule(schedule) if schedule is not None else self.schedule
+        http = self._task_request(task_id)
 
         def run(
             remaining: float | None,
@@ -412,7 +418,7 @@ class AsyncSPOClient:
             mode: Callable[[], PollMode],
         ) -> Awaitable[TaskResult]:
             return poll_until_done(
-                lambda: self._fetch(task_id, rounds),
+                lambda: self._fetch(task_id, rounds, http),
                 task_id=task_id,
                 schedule=chosen,
                 policy=policy,
