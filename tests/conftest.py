@@ -56,6 +56,7 @@ async def make_client(emu: Emulator) -> AsyncIterator[ClientFactory]:
             "base_url": emu.base_url,
             "retry": RetryPolicy.no_wait(),
             "schedule": FixedSchedule(interval=0.002),
+            "request_timeout": 2.0,
         }
         settings.update(options)
         client = AsyncSPOClient(**settings)  # type: ignore[arg-type]

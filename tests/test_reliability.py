@@ -60,6 +60,8 @@ from spo_async.testing import (
     TaskOutcome,
 )
 
+from tests.conftest import ClientFactory
+
 MODEL = "claude-3-5-sonnet-20240620"
 
 
@@ -89,31 +91,6 @@ class SleepRecorder:
 async def emu() -> AsyncIterator[Emulator]:
     async with Emulator(EmulatorConfig(round_seconds=0.004, seed=7)) as emulator:
         yield emulator
-
-
-ClientFactory = Callable[..., AsyncSPOClient]
-
-
-@pytest.fixture
-async def make_client(emu: Emulator) -> AsyncIterator[ClientFactory]:
-    clients: list[AsyncSPOClient] = []
-
-    def factory(**options: object) -> AsyncSPOClient:
-        settings: dict[str, object] = {
-            "api_key": emu.api_key,
-            "base_url": emu.base_url,
-            "retry": RetryPolicy.no_wait(),
-            "schedule": FixedSchedule(interval=0.002),
-            "request_timeout": 2.0,
-        }
-        settings.update(options)
-        client = AsyncSPOClient(**settings)  # type: ignore[arg-type]
-        clients.append(client)
-        return client
-
-    yield factory
-    for client in clients:
-        await client.aclose()
 
 
 def envelope(err_code: int, status: int) -> Fault:
