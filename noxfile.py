@@ -44,6 +44,7 @@ def _tests(session: nox.Session) -> None:
     python = _python(session)
     session.run(python, "-m", "coverage", "erase")
     session.run(python, "-m", "coverage", "run", "-m", "pytest", *session.posargs)
+    session.run(python, "-m", "coverage", "combine", "--quiet")
     session.run(python, "-m", "coverage", "report", f"--fail-under={COVERAGE_FLOOR}")
 
 
