@@ -64,6 +64,8 @@ class _StoppableClient(AsyncSPOClient):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stopping = False
+        #: Task ids this run's submits returned, in order: the tasks that may still run.
+        self.submitted: dict[str, None] = {}
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -75,7 +77,9 @@ class _StoppableClient(AsyncSPOClient):
         self._in_flight += 1
         self._idle.clear()
         try:
-            return await super().submit(request, **options)
+            task_id = await super().submit(request, **options)
+            self.submitted[task_id] = None
+            return task_id
         finally:
             self._in_flight -= 1
             if not self._in_flight:
@@ -123,6 +127,7 @@ class _Run:
         self.sink = sink
         self.view = view
         self.running: dict[str, str] = {}
+        self.settled_ids: set[str] = set()
         self.auth_failed = False
 
     def on_event(self, event: Event) -> None:
@@ -135,6 +140,9 @@ class _Run:
         if isinstance(outcome, Errored) and isinstance(outcome.error, _StoppedError):
             return  # never sent: the next run submits it
         self.running.pop(str(outcome.key), None)
+        task_id = getattr(outcome, "task_id", None)
+        if task_id is not None:
+            self.settled_ids.add(task_id)
         record = outcome_record(outcome, self.lines[str(outcome.key)])
         self.sink.write(record)
         if isinstance(outcome, Errored) and isinstance(outcome.error, AuthenticationError):
@@ -212,6 +220,10 @@ async def batch(args: argparse.Namespace, output: Output, state: RunState) -> in
                 except JournalMismatchError as exc:
                     raise InputError(str(exc)) from None
     if interrupted:
+        # Events reach the view asynchronously, so the ids the submits returned are the
+        # surer record of what was started; the events add tasks resumed from a journal.
+        unsettled = [t for t in client.submitted if t not in run.settled_ids]
+        run.running.update({f"submitted {t}": t for t in unsettled})
         _explain_interrupt(args, state, run, tally)
         return INTERRUPTED
     if output.json:
@@ -230,7 +242,7 @@ def _explain_interrupt(args: argparse.Namespace, state: RunState, run: _Run, tal
     written = f", written to {args.output}" if tally.done else ""
     say(f"interrupted: {tally.done} of {tally.total} rows done{written}")
     if run.running:
-        ids = list(run.running.values())
+        ids = list(dict.fromkeys(run.running.values()))
         shown = ", ".join(ids[:_SHOWN_IDS]) + (" ..." if len(ids) > _SHOWN_IDS else "")
         say(f"{len(ids)} submitted tasks keep running on the service: {shown}")
     if args.emulator:
