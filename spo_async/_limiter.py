@@ -34,7 +34,6 @@ import collections
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from ._errors import ConfigurationError
@@ -184,26 +183,35 @@ class RequestLimiter:
 
     # -- the gate ----------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Wait for a free slot, a token and the end of any pause; hold it for one request."""
+    def slot(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Wait for a free slot, a token and the end of any pause; hold it for one request.
+
+        Use it as ``async with limiter.slot():`` around the request. (A small class
+        rather than :func:`contextlib.asynccontextmanager`: this runs once per HTTP
+        request, and the generator machinery cost more than the rest of the gate.)
+        """
+        return _Slot(self)
+
+    async def _enter(self) -> None:
         semaphore = self._semaphore
         if semaphore is not None:
             await semaphore.acquire()
         try:
             await self._wait_turn()
-            self._in_flight += 1
-            self._requests_sent += 1
-            now = self._now()
-            self._sent_times.append(now)
-            self._prune(now)
-            try:
-                yield
-            finally:
-                self._in_flight -= 1
-        finally:
+        except BaseException:
             if semaphore is not None:
                 semaphore.release()
+            raise
+        self._in_flight += 1
+        self._requests_sent += 1
+        now = self._now()
+        self._sent_times.append(now)
+        self._prune(now)
+
+    def _exit(self) -> None:
+        self._in_flight -= 1
+        if self._semaphore is not None:
+            self._semaphore.release()
 
     async def _wait_turn(self) -> None:
         while True:
@@ -285,3 +293,18 @@ class RequestLimiter:
         except RuntimeError:
             # Statistics read outside a loop: asyncio's loops tell time.monotonic().
             return time.monotonic()
+
+
+class _Slot:
+    """One pass through a :class:`RequestLimiter`: entered before a request, left after it."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: RequestLimiter) -> None:
+        self._limiter = limiter
+
+    async def __aenter__(self) -> None:
+        await self._limiter._enter()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._limiter._exit()

@@ -22,6 +22,7 @@ import contextvars
 import inspect
 import logging
 import random
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -120,6 +121,44 @@ def _remaining(deadline: float | None, clock: Clock) -> float:
     return float("inf") if deadline is None else deadline - clock()
 
 
+async def _drive(
+    retrying: tenacity.Retrying,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    sleep: Sleep,
+    before_sleep: Callable[[tenacity.RetryCallState], Awaitable[None]],
+) -> T:
+    """Run ``attempt`` under ``retrying``'s decisions, doing the awaiting here.
+
+    tenacity decides everything (retry or not, how long to wait, when to stop,
+    what to raise); this loop only awaits the attempt, the hook and the sleep.
+    Why not ``tenacity.AsyncRetrying``: in tenacity 9 it inspects every strategy
+    with :func:`inspect.iscoroutinefunction` again on every attempt, which was
+    the largest single cost of a poll in the profile (``bench/README.md``). The
+    decisions come from the same state machine (``Retrying.iter``, the loop
+    ``AsyncRetrying`` itself ran until tenacity 8.3) with plain calls, so every
+    strategy given to ``retrying`` must be synchronous; the one async hook,
+    ``before_sleep``, runs here, at the point where tenacity would run it.
+    """
+    retrying.begin()
+    state = tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
+    while True:
+        do = retrying.iter(state)
+        if isinstance(do, tenacity.DoAttempt):
+            try:
+                result = await attempt()
+            except BaseException:  # judged by the retry strategy, re-raised if not retried
+                state.set_exception(sys.exc_info())  # type: ignore[arg-type]
+            else:
+                state.set_result(result)
+        elif isinstance(do, tenacity.DoSleep):
+            await before_sleep(state)
+            state.prepare_for_next_attempt()
+            await sleep(float(do))
+        else:
+            return do  # type: ignore[no-any-return]
+
+
 async def retry_call(
     call: Callable[[], Awaitable[T]],
     *,
@@ -170,15 +209,10 @@ async def retry_call(
         finally:
             _attempt.reset(token)
 
-    retrying = tenacity.AsyncRetrying(
-        sleep=sleep,
-        stop=stop,
-        wait=wait,
-        retry=tenacity.retry_if_exception(retryable),
-        before_sleep=before_sleep,
-        reraise=True,
+    retrying = tenacity.Retrying(
+        stop=stop, wait=wait, retry=tenacity.retry_if_exception(retryable), reraise=True
     )
-    return await retrying(attempt)
+    return await _drive(retrying, attempt, sleep=sleep, before_sleep=before_sleep)
 
 
 def _log_retry(notice: RetryNotice) -> None:
@@ -425,20 +459,18 @@ async def poll_until_done(  # noqa: PLR0915 - one loop, its strategies as closur
             _log_retry(notice)
             await _call_hook(on_retry, notice)
 
-    retrying = tenacity.AsyncRetrying(
-        sleep=sleep,
+    retrying = tenacity.Retrying(
         stop=stop,
         wait=wait,
         retry=(
             tenacity.retry_if_exception(retryable)
             | tenacity.retry_if_result(lambda r: not r.is_terminal)
         ),
-        before_sleep=before_sleep,
         retry_error_callback=give_up,
     )
     finished = getattr(schedule, "task_finished", None)
     try:
-        result: TaskResult = await retrying(attempt)
+        result: TaskResult = await _drive(retrying, attempt, sleep=sleep, before_sleep=before_sleep)
     finally:
         if finished is not None:
             # A learning schedule sees the final snapshot too, and forgets the task.

@@ -12,6 +12,7 @@ import email.utils
 import ipaddress
 import json
 import math
+import re
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Final
@@ -161,6 +162,10 @@ def normalize_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
+#: C0 controls and DEL: never part of a task id, and unsafe in a log line.
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+
+
 def quote_task_id(task_id: str) -> str:
     """Check a task id and percent-encode it for the query path."""
     if not isinstance(task_id, str):
@@ -171,7 +176,7 @@ def quote_task_id(task_id: str) -> str:
         raise RequestValidationError("task_id", f"longer than {MAX_TASK_ID_LENGTH} characters")
     if task_id in {".", ".."} or any(ch in task_id for ch in "/\\?#"):
         raise RequestValidationError("task_id", f"{task_id!r} is not a task id")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in task_id):
+    if _CONTROL_CHARACTER.search(task_id):
         raise RequestValidationError("task_id", "contains control characters")
     return urllib.parse.quote(task_id, safe="")
 
