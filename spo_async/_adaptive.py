@@ -63,11 +63,10 @@ three things.
    that runs far later than predicted is looked at less and less often (the
    gap grows with the delay, up to ``max_delay``), never in a burst.
 
-The first look at a task is the polling layer's own, at once; a schedule asked
-for a delay before any look (``polls == 0``) answers ``first`` (default 0):
-the service may well answer ``queue``, and a cheap early look anchors the
-timeline. The caller's deadline caps every delay in the polling layer, so no
-look is planned past it.
+Before the first look at a task (``polls == 0``) the schedule answers
+``first``, by default 0, at once: the service may well answer ``queue``, but a
+cheap early look anchors the timeline. The caller's deadline caps every delay
+in the polling layer, so no look is planned past it.
 
 Everything random (a small jitter that keeps many tasks from polling in step)
 comes from ``rng``: pass a seeded :class:`random.Random` for reproducible delays.

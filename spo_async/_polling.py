@@ -385,7 +385,9 @@ async def poll_until_done(  # noqa: PLR0915 - one loop, its strategies as closur
 ) -> TaskResult:
     """Query a task until it reaches a terminal status, and return that snapshot.
 
-    Successful polls are spaced by ``schedule``; failed ones by ``policy``'s
+    The first look comes after ``schedule``'s delay for a task not looked at yet
+    (``polls == 0``; 0 for the built-in schedules unless their ``first`` says
+    otherwise). Successful polls are spaced by ``schedule``; failed ones by ``policy``'s
     backoff, ``policy.attempts`` failures in a row ending the wait with the last
     error. No sleep crosses the deadline (``timeout`` seconds from now, ``None``
     for none): the last look happens at the deadline, and if the task is still
@@ -470,6 +472,10 @@ async def poll_until_done(  # noqa: PLR0915 - one loop, its strategies as closur
     )
     finished = getattr(schedule, "task_finished", None)
     try:
+        # The schedule's delay before the first look (``polls == 0``), usually 0.
+        first = min(schedule.next_delay(watch.state()), _remaining(deadline, clock))
+        if first > 0:
+            await sleep(first)
         result: TaskResult = await _drive(retrying, attempt, sleep=sleep, before_sleep=before_sleep)
     finally:
         if finished is not None:

@@ -4,7 +4,8 @@ A schedule maps what is known about a task (a :class:`PollState`) to the delay
 before the next query. It never sleeps and never sees tenacity: the polling
 layer adapts it into a tenacity wait strategy, caps it at the caller's deadline,
 and handles errors with its own backoff. Write your own by implementing
-:class:`PollSchedule` (one method) or passing any ``Callable[[PollState], float]``.
+:class:`PollSchedule` (one method) or passing any ``Callable[[PollState], float]``;
+either is asked for the delay before the first look too (``state.polls == 0``).
 """
 
 from __future__ import annotations
@@ -71,7 +72,11 @@ class PollSchedule(Protocol):
     """
 
     def next_delay(self, state: PollState) -> float:
-        """Seconds to wait before the next query (the deadline caps it afterwards)."""
+        """Seconds to wait before the next query (the deadline caps it afterwards).
+
+        It is asked once before the first query of a wait too, with
+        ``state.polls == 0`` and ``state.last`` ``None``: return 0 to look at once.
+        """
         ...
 
 

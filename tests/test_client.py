@@ -22,6 +22,7 @@ from spo_async import (
     InvalidRequestError,
     NoAvailableChannelError,
     NotFoundError,
+    PollState,
     ProtocolError,
     RequestValidationError,
     RoundCompleted,
@@ -286,6 +287,53 @@ async def test_no_sleep_crosses_the_deadline(make_client: ClientFactory, emu: Em
 
     assert sleeps == [7.0, 7.0, 7.0, 7.0, 2.0]
     assert sum(sleeps) == pytest.approx(30.0)
+
+
+async def test_a_schedules_first_delay_comes_before_the_first_look(
+    make_client: ClientFactory, emu: Emulator
+) -> None:
+    """``first`` is slept before the first GET; the later looks follow ``interval``."""
+    now = [0.0]
+    looks: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    def record(snapshot: TaskResult) -> None:
+        looks.append(now[0])
+
+    client = make_client(
+        clock=lambda: now[0],
+        sleep=fake_sleep,
+        schedule=FixedSchedule(first=4.0, interval=7.0),
+    )
+    emu.script_next(TaskOutcome(round_seconds=600.0))
+    task_id = await client.submit(make_request())
+
+    with pytest.raises(WaitTimeoutError):
+        await client.wait_for_result(task_id, timeout=20.0, on_progress=record)
+
+    assert looks == [4.0]  # the first snapshot, seen after the first delay
+    # GETs at 4, 11, 18, then the last look at the deadline (20).
+    assert emu.task_gets[task_id] == 4
+
+
+async def test_a_function_schedule_is_asked_before_the_first_look_too(
+    make_client: ClientFactory,
+) -> None:
+    """A plain function sees ``polls == 0`` once, with no snapshot yet, then one call per look."""
+    seen: list[tuple[int, bool]] = []
+
+    def schedule(state: PollState) -> float:
+        seen.append((state.polls, state.last is None))
+        return 0.0
+
+    client = make_client(schedule=schedule)
+    await client.optimize(make_request(), timeout=30)
+
+    assert seen[0] == (0, True)
+    assert all(polls >= 1 and not empty for polls, empty in seen[1:])
+    assert [polls for polls, _ in seen[1:]] == list(range(1, len(seen)))
 
 
 async def test_unknown_status_keeps_waiting_by_default(
