@@ -29,14 +29,15 @@ from typing import Any
 import aiohttp
 import psutil  # type: ignore[import-untyped]
 from spo_async import (
+    AdaptiveSchedule,
     AsyncSPOClient,
     ExponentialSchedule,
     FixedSchedule,
     OptimizationRequest,
     PollState,
     QAPair,
+    TaskResult,
 )
-from spo_async._adaptive import AdaptiveSchedule
 
 KEY = "sk-spo-emulator"
 MODEL = "claude-3-5-sonnet-20240620"
@@ -172,17 +173,27 @@ def schedules(scale: float, seed: int) -> dict[str, tuple[Any, bool]]:
         # google-api-core's polling default: 1 s, x1.5 per poll, at most 20 s.
         return min(1.0 * scale * 1.5 ** max(state.polls - 1, 0), 20.0 * scale)
 
-    def adaptive(offset: int) -> AdaptiveSchedule:
+    def adaptive(offset: int, **settings: float) -> AdaptiveSchedule:
         rng = random.Random(seed + offset)
         fallback = ExponentialSchedule(initial=1.0 * scale, maximum=15.0 * scale, rng=rng)
         return AdaptiveSchedule(
-            rng=rng, fallback=fallback, min_delay=0.05 * scale, max_delay=60.0 * scale
+            rng=rng,
+            fallback=fallback,
+            min_delay=0.05 * scale,
+            max_delay=60.0 * scale,
+            **settings,
         )
 
+    # The fixed and exponential schedules ignore the mode, so they run with a progress
+    # hook too: that records when each middle round was seen, at no change to their looks.
     return {
-        "fixed 5 s (302.AI web app)": (FixedSchedule(interval=5.0 * scale), False),
-        "exponential 1 s x1.5 to 20 s (google-api-core)": (google, False),
+        "fixed 5 s (302.AI web app)": (FixedSchedule(interval=5.0 * scale), True),
+        "exponential 1 s x1.5 to 20 s (google-api-core)": (google, True),
         "adaptive, progress mode": (adaptive(1), True),
+        "adaptive, progress mode, rounds + 2 settings": (
+            adaptive(3, progress_lag=0.7, completion_lag=0.03),
+            True,
+        ),
         "adaptive, completion mode": (adaptive(2), False),
     }
 
@@ -197,9 +208,18 @@ async def polling(args: argparse.Namespace) -> dict[str, Any]:
             async def one(i: int) -> None:
                 await asyncio.sleep(i * args.stagger)
                 task_id = await c.submit(request(f"{name} {i}", args.rounds))
-                hook = (lambda _r: None) if progress else None
-                await c.wait_for_result(task_id, on_progress=hook)
-                records.append({"task_id": task_id, "i": i, "returned_at": time.monotonic()})
+                # When each round was first seen (progress mode only).
+                seen: list[float] = []
+
+                def hook(snapshot: TaskResult) -> None:
+                    now = time.monotonic()
+                    while len(seen) < len(snapshot.completed_rounds):
+                        seen.append(now)
+
+                await c.wait_for_result(task_id, on_progress=hook if progress else None)
+                records.append(
+                    {"task_id": task_id, "i": i, "returned_at": time.monotonic(), "seen": seen}
+                )
 
             await asyncio.gather(*(one(i) for i in range(args.tasks)))
 

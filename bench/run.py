@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -178,6 +179,17 @@ def bench_polling(repeats: int, tasks: int) -> dict[str, Any]:
                 (rec["returned_at"] - known[rec["task_id"]]["ends_at"]) / round_time
                 for rec in records
             )
+            # Middle rounds (not the last, which is the end): seen how long after they
+            # finished, and how many were first seen together with the next one.
+            middle: list[float] = []
+            together = 0
+            for rec in records:
+                if not rec["seen"]:  # completion mode: middle rounds are not looked for
+                    continue
+                finishes = known[rec["task_id"]]["rounds"][:-1]
+                seen = rec["seen"][: len(finishes)]
+                middle += [(s - f) / round_time for s, f in zip(seen, finishes, strict=True)]
+                together += sum(a == b for a, b in itertools.pairwise(rec["seen"]))
             # Warm: the second half, started once the first tasks had ended.
             warm = [g for g, rec in zip(gets, records, strict=True) if rec["i"] >= tasks // 2]
             summary[name] = {
@@ -186,6 +198,8 @@ def bench_polling(repeats: int, tasks: int) -> dict[str, Any]:
                 "lag_mean": statistics.fmean(lags),
                 "lag_p95": lags[min(len(lags) - 1, round(0.95 * (len(lags) - 1)))],
                 "tasks": len(records),
+                "round_lag_mean": statistics.fmean(middle) if middle else None,
+                "rounds_together": together / len(middle) if middle else None,
             }
         runs.append(summary)
         print(f"  polling repeat {r + 1}: {json.dumps(summary)}", file=sys.stderr)
@@ -197,8 +211,8 @@ def polling_table(data: dict[str, Any]) -> str:
     fixed = next(name for name in runs[0] if name.startswith("fixed"))
     rows = [
         "| schedule | GETs/task | GETs/task, warm | vs fixed | lag mean (rounds) | lag p95"
-        " | lag mean vs fixed |",
-        "|---|---|---|---|---|---|---|",
+        " | lag mean vs fixed | middle-round lag | middle rounds seen with the next |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in runs[0]:
 
@@ -208,9 +222,12 @@ def polling_table(data: dict[str, Any]) -> str:
         def rel(key: str, name: str = name) -> float:
             return median([run[name][key] / run[fixed][key] for run in runs])
 
+        middle = "| n/a | n/a |"
+        if runs[0][name].get("round_lag_mean") is not None:
+            middle = f"| {med('round_lag_mean'):.3f} | {med('rounds_together'):.0%} |"
         rows.append(
             f"| {name} | {med('gets'):.2f} | {med('gets_warm'):.2f} | {rel('gets'):.2f} "
-            f"| {med('lag_mean'):.3f} | {med('lag_p95'):.3f} | {rel('lag_mean'):.2f} |"
+            f"| {med('lag_mean'):.3f} | {med('lag_p95'):.3f} | {rel('lag_mean'):.2f} {middle}"
         )
     return "\n".join(rows)
 
@@ -281,8 +298,8 @@ def draw(traces: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     round_time = POLL_TASK["round_seconds"]
-    fig, ax = plt.subplots(figsize=(8, 2.8), dpi=100)
     names = list(traces)
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.4 * len(names)), dpi=100)
     any_task = traces[names[0]]["task"]
     t0 = any_task["submitted_at"]
     ax.axvspan(0, (any_task["queue_ends_at"] - t0) / round_time, color="0.9", label="queue")
