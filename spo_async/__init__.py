@@ -21,7 +21,6 @@ import importlib as _importlib
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from ._adaptive import AdaptiveSchedule
 from ._client import AsyncSPOClient
 from ._errors import (
     APIError,
@@ -79,6 +78,7 @@ from ._transport import AiohttpTransport, Transport
 from ._version import __version__
 
 if _TYPE_CHECKING:
+    from ._adaptive import AdaptiveSchedule
     from ._batch import (
         BatchInput,
         BatchItem,
@@ -107,8 +107,9 @@ if _TYPE_CHECKING:
     from ._journal import JournalError, JournalMismatchError, RecordedError
 
 #: Names loaded on first use, so that ``import spo_async`` does not pay for the batch
-#: layer, SQLite and the event classes unless a program uses them.
+#: layer, SQLite, the event classes and the adaptive schedule unless a program uses them.
 _LAZY = {
+    "AdaptiveSchedule": "._adaptive",
     "BatchInput": "._batch",
     "BatchItem": "._batch",
     "Errored": "._batch",

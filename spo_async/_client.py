@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
-from ._adaptive import AdaptiveSchedule
 from ._errors import (
     ClientClosedError,
     ConfigurationError,
@@ -140,7 +139,13 @@ class AsyncSPOClient:
             raise ConfigurationError("pass either session or transport, not both")
         self.request_timeout = float(request_timeout)
         self.retry = retry if retry is not None else RetryPolicy()
-        self.schedule = as_schedule(schedule if schedule is not None else AdaptiveSchedule())
+        if schedule is None:
+            # Imported here: the adaptive schedule is the largest module of the SDK, and
+            # ``import spo_async`` should not pay for it before a client needs it.
+            from ._adaptive import AdaptiveSchedule  # noqa: PLC0415
+
+            schedule = AdaptiveSchedule()
+        self.schedule = as_schedule(schedule)
         self.limiter = limiter if limiter is not None else RequestLimiter()
         self.lang = lang
         self.strict_status = strict_status

@@ -1,9 +1,12 @@
 """The loops that repeat calls: retries of one call, and polling a task to its end.
 
-This is the only module that imports tenacity, and no tenacity type leaves it:
-schedules (:mod:`spo_async._schedules`) and retry policies
+This is the only module that imports tenacity (on first use), and no tenacity
+type leaves it: schedules (:mod:`spo_async._schedules`) and retry policies
 (:mod:`spo_async._retry`) are the SDK's own objects, adapted here into tenacity
-wait, stop and retry strategies (stamina wraps tenacity the same way).
+wait, stop and retry strategies (stamina wraps tenacity the same way). It is
+imported inside the functions that use it: nothing needs it before a client
+makes a request, and it is a noticeable share of ``import spo_async``'s time
+(``bench/README.md`` measures it).
 
 Clock and sleep are parameters, so tests run whole waits at zero delay.
 
@@ -24,9 +27,7 @@ import logging
 import random
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
-
-import tenacity
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import SPOError, TaskStateError, WaitTimeoutError
 from ._models import TaskResult
@@ -39,6 +40,9 @@ from ._retry import (
 )
 from ._schedules import PollMode, PollSchedule, PollState
 from ._state import TaskStatus, is_legal_move
+
+if TYPE_CHECKING:
+    import tenacity
 
 __all__ = [
     "DEFAULT_WAIT_TIMEOUT",
@@ -140,6 +144,8 @@ async def _drive(
     strategy given to ``retrying`` must be synchronous; the one async hook,
     ``before_sleep``, runs here, at the point where tenacity would run it.
     """
+    import tenacity  # noqa: PLC0415 - on first use; see the module docstring
+
     retrying.begin()
     state = tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
     while True:
@@ -208,6 +214,8 @@ async def retry_call(
             return await call()
         finally:
             _attempt.reset(token)
+
+    import tenacity  # noqa: PLC0415 - on first use; see the module docstring
 
     retrying = tenacity.Retrying(
         stop=stop, wait=wait, retry=tenacity.retry_if_exception(retryable), reraise=True
@@ -460,6 +468,8 @@ async def poll_until_done(  # noqa: PLR0915 - one loop, its strategies as closur
             )
             _log_retry(notice)
             await _call_hook(on_retry, notice)
+
+    import tenacity  # noqa: PLC0415 - on first use; see the module docstring
 
     retrying = tenacity.Retrying(
         stop=stop,

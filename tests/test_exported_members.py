@@ -53,19 +53,25 @@ def test_testing_all_is_sorted() -> None:
 
 
 def test_importing_the_package_leaves_the_batch_layer_unloaded() -> None:
-    """``import spo_async`` does not load the batch layer: its names load on first use.
+    """``import spo_async`` does not load the batch layer, the adaptive schedule or tenacity.
 
-    (SQLite itself cannot be checked here: coverage, measuring this subprocess, uses it.)
+    Their names load on first use: a batch name, ``AdaptiveSchedule``, or a client
+    (whose default schedule is adaptive). (SQLite itself cannot be checked here:
+    coverage, measuring this subprocess, uses it.)
     """
     import subprocess
     import sys
 
     code = (
         "import sys, spo_async; "
-        "lazy = ('spo_async._batch', 'spo_async._journal', 'spo_async._events'); "
+        "lazy = ('spo_async._batch', 'spo_async._journal', 'spo_async._events', "
+        "'spo_async._adaptive', 'tenacity'); "
         "assert not [m for m in lazy if m in sys.modules], 'loaded early'; "
         "assert spo_async.Succeeded.__name__ == 'Succeeded'; "
-        "assert 'spo_async._journal' in sys.modules"
+        "assert 'spo_async._journal' in sys.modules; "
+        "spo_async.AsyncSPOClient(api_key='sk-test'); "
+        "assert 'spo_async._adaptive' in sys.modules; "
+        "assert spo_async.AdaptiveSchedule.__name__ == 'AdaptiveSchedule'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)  # noqa: S603
 
