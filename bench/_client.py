@@ -170,10 +170,13 @@ def schedules(scale: float, seed: int) -> dict[str, tuple[Any, bool]]:
     """Name -> (schedule, progress mode?); every time constant scaled by ``scale``."""
 
     def google(state: PollState) -> float:
-        # google-api-core's polling default: 1 s, x1.5 per poll, at most 20 s.
+        # google-api-core's polling default: 1 s, x1.5 per poll, at most 20 s; the first
+        # look at once.
+        if state.polls == 0:
+            return 0.0
         return min(1.0 * scale * 1.5 ** max(state.polls - 1, 0), 20.0 * scale)
 
-    def adaptive(offset: int, **settings: float) -> AdaptiveSchedule:
+    def adaptive(offset: int, **settings: Any) -> AdaptiveSchedule:
         rng = random.Random(seed + offset)
         fallback = ExponentialSchedule(initial=1.0 * scale, maximum=15.0 * scale, rng=rng)
         return AdaptiveSchedule(
@@ -233,7 +236,7 @@ async def trace(args: argparse.Namespace) -> dict[str, Any]:
     wrapped = schedule.next_delay if hasattr(schedule, "next_delay") else schedule
 
     def recording(state: PollState) -> float:
-        if state.task_id == plotted:
+        if state.task_id == plotted and state.polls > 0:  # polls == 0: before any look
             looks.append(time.monotonic())
         delay: float = wrapped(state)
         return delay

@@ -269,7 +269,7 @@ def polling_table(data: dict[str, Any]) -> str:
             return median([run[name][key] / run[fixed][key] for run in runs])
 
         middle = "| n/a | n/a |"
-        if runs[0][name].get("round_lag_mean") is not None:
+        if all(run[name].get("round_lag_mean") is not None for run in runs):
             middle = f"| {med('round_lag_mean'):.3f} | {med('rounds_together'):.0%} |"
         rows.append(
             f"| {name} | {med('gets'):.2f} | {med('gets_warm'):.2f} | {rel('gets'):.2f} "

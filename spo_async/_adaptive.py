@@ -63,10 +63,11 @@ three things.
    that runs far later than predicted is looked at less and less often (the
    gap grows with the delay, up to ``max_delay``), never in a burst.
 
-Before the first look at a task (``polls == 0``) the schedule answers
-``first``, by default 0, at once: the service may well answer ``queue``, but a
-cheap early look anchors the timeline. The caller's deadline caps every delay
-in the polling layer, so no look is planned past it.
+Asked for the delay before the first look at a task (``polls == 0``), the
+schedule answers ``first`` (default 0: look at once). The service may well
+answer ``queue`` then, but a cheap early look anchors the timeline. The
+caller's deadline caps every delay in the polling layer, so no look is planned
+past it.
 
 Everything random (a small jitter that keeps many tasks from polling in step)
 comes from ``rng``: pass a seeded :class:`random.Random` for reproducible delays.

@@ -421,6 +421,7 @@ class AsyncSPOClient:
             remaining: float | None,
             publish: Callable[[TaskResult], Awaitable[None]],
             mode: Callable[[], PollMode],
+            takeover: bool,
         ) -> Awaitable[TaskResult]:
             return poll_until_done(
                 lambda: self._fetch(task_id, rounds, http),
@@ -435,6 +436,7 @@ class AsyncSPOClient:
                 model=facts.model if facts is not None else None,
                 on_snapshot=publish,
                 on_retry=on_retry,
+                look_at_once=takeover,
             )
 
         try:

@@ -192,26 +192,28 @@ class RequestLimiter:
         """
         return _Slot(self)
 
-    async def _enter(self) -> None:
+    async def _enter(self) -> asyncio.Semaphore | None:
+        """Pass the gate; returns the semaphore held, for :meth:`_exit` to release."""
         semaphore = self._semaphore
         if semaphore is not None:
             await semaphore.acquire()
         try:
             await self._wait_turn()
+            now = self._now()
+            self._sent_times.append(now)
+            self._prune(now)
         except BaseException:
             if semaphore is not None:
                 semaphore.release()
             raise
         self._in_flight += 1
         self._requests_sent += 1
-        now = self._now()
-        self._sent_times.append(now)
-        self._prune(now)
+        return semaphore
 
-    def _exit(self) -> None:
+    def _exit(self, semaphore: asyncio.Semaphore | None) -> None:
         self._in_flight -= 1
-        if self._semaphore is not None:
-            self._semaphore.release()
+        if semaphore is not None:
+            semaphore.release()
 
     async def _wait_turn(self) -> None:
         while True:
@@ -298,13 +300,14 @@ class RequestLimiter:
 class _Slot:
     """One pass through a :class:`RequestLimiter`: entered before a request, left after it."""
 
-    __slots__ = ("_limiter",)
+    __slots__ = ("_held", "_limiter")
 
     def __init__(self, limiter: RequestLimiter) -> None:
         self._limiter = limiter
+        self._held: asyncio.Semaphore | None = None
 
     async def __aenter__(self) -> None:
-        await self._limiter._enter()
+        self._held = await self._limiter._enter()
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._limiter._exit()
+        self._limiter._exit(self._held)

@@ -390,16 +390,19 @@ async def poll_until_done(  # noqa: PLR0915 - one loop, its strategies as closur
     model: str | None = None,
     on_snapshot: SnapshotHook | None = None,
     on_retry: RetryHook | None = None,
+    look_at_once: bool = False,
 ) -> TaskResult:
     """Query a task until it reaches a terminal status, and return that snapshot.
 
     The first look comes after ``schedule``'s delay for a task not looked at yet
     (``polls == 0``; 0 for the built-in schedules unless their ``first`` says
-    otherwise). Successful polls are spaced by ``schedule``; failed ones by ``policy``'s
-    backoff, ``policy.attempts`` failures in a row ending the wait with the last
-    error. No sleep crosses the deadline (``timeout`` seconds from now, ``None``
-    for none): the last look happens at the deadline, and if the task is still
-    running then, :class:`~spo_async.WaitTimeoutError` carries the last snapshot.
+    otherwise), or at once with ``look_at_once`` (a loop that takes over from
+    another, which has looked at the task already). Successful polls are spaced
+    by ``schedule``; failed ones by ``policy``'s backoff, ``policy.attempts``
+    failures in a row ending the wait with the last error. No sleep crosses the
+    deadline (``timeout`` seconds from now, ``None`` for none): the last look
+    happens at the deadline, and if the task is still running then,
+    :class:`~spo_async.WaitTimeoutError` carries the last snapshot.
     A poll still in flight :data:`DEADLINE_GRACE` seconds after the deadline is
     abandoned with the same error.
     """
@@ -482,10 +485,11 @@ async def poll_until_done(  # noqa: PLR0915 - one loop, its strategies as closur
     )
     finished = getattr(schedule, "task_finished", None)
     try:
-        # The schedule's delay before the first look (``polls == 0``), usually 0.
-        first = min(schedule.next_delay(watch.state()), _remaining(deadline, clock))
-        if first > 0:
-            await sleep(first)
+        if not look_at_once:
+            # The schedule's delay before the first look (``polls == 0``), usually 0.
+            first = min(schedule.next_delay(watch.state()), _remaining(deadline, clock))
+            if first > 0:
+                await sleep(first)
         result: TaskResult = await _drive(retrying, attempt, sleep=sleep, before_sleep=before_sleep)
     finally:
         if finished is not None:

@@ -163,7 +163,7 @@ def normalize_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
 
 
 #: C0 controls and DEL: never part of a task id, and unsafe in a log line.
-_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def quote_task_id(task_id: str) -> str:

@@ -121,7 +121,8 @@ class ExponentialSchedule:
     A queued or early task is seen soon; a long one costs few queries. The delay
     starts again from ``initial`` whenever the task shows a change (a new round
     or status), since changes tend to come in steps. ``jitter`` spreads many
-    tasks' polls apart (±``jitter`` of each delay).
+    tasks' polls apart (±``jitter`` of each delay). ``first`` is the delay before
+    the very first look (0: at once).
     """
 
     initial: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
@@ -142,7 +143,7 @@ class ExponentialSchedule:
         # Walk the geometric series until it covers the quiet time so far.
         total = 0.0
         delay = self.initial
-        # With a zero first delay or a factor of 1 the series never grows: no walk.
+        # With a zero initial delay or a factor of 1 the series never grows: no walk.
         while 0 < delay < self.maximum and self.factor > 1 and total + delay <= quiet:
             total += delay
             delay *= self.factor

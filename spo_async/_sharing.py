@@ -25,10 +25,11 @@ from ._schedules import PollMode
 
 __all__ = ["SharedPoll", "SharedPolls"]
 
-#: Runs one poll loop to the end: given the remaining time, the snapshot hook
-#: and the mode getter, returns the final snapshot or raises.
+#: Runs one poll loop to the end: given the remaining time, the snapshot hook, the
+#: mode getter and whether it takes over from an earlier loop (which looked at the
+#: task already, so the first look comes at once), returns the final snapshot or raises.
 PollRunner = Callable[
-    [float | None, Callable[[TaskResult], Awaitable[None]], Callable[[], PollMode]],
+    [float | None, Callable[[TaskResult], Awaitable[None]], Callable[[], PollMode], bool],
     Awaitable[TaskResult],
 ]
 
@@ -99,7 +100,7 @@ class SharedPoll:
     ) -> TaskResult:
         self.leading = True
         try:
-            result = await run(remaining, self.publish, self.mode)
+            result = await run(remaining, self.publish, self.mode, self.last is not None)
         except WaitTimeoutError as exc:
             # Only this waiter's deadline passed; a follower may take over. Report the
             # timeout the caller gave, not what was left of it when this waiter took the lead.

@@ -403,6 +403,33 @@ async def test_a_follower_takes_over_when_the_leader_times_out(
     assert (await long).succeeded
 
 
+async def test_a_follower_that_takes_over_looks_at_once(
+    make_client: ClientFactory, emu: Emulator
+) -> None:
+    """The first-look delay is for a task not looked at yet: a takeover does not sleep it again."""
+    first = 0.0437  # a delay no deadline cap will produce by chance
+    sleeps: list[float] = []
+
+    async def recording_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        await asyncio.sleep(seconds)
+
+    client = make_client(sleep=recording_sleep, schedule=FixedSchedule(first=first, interval=0.01))
+    emu.script_next(TaskOutcome(round_seconds=30.0))
+    task_id = await client.submit(make_request(max_rounds=3))
+    short = asyncio.create_task(client.wait_for_result(task_id, timeout=0.1))
+    await asyncio.sleep(0)  # the short waiter leads
+    long = asyncio.create_task(client.wait_for_result(task_id, timeout=0.3))
+
+    with pytest.raises(WaitTimeoutError):
+        await short
+    with pytest.raises(WaitTimeoutError):
+        await long
+
+    assert sleeps.count(first) == 1  # the leader's first look only
+    assert sleeps[0] == first
+
+
 async def test_the_api_key_comes_from_the_environment_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
