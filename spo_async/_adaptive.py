@@ -82,149 +82,16 @@ import random
 import attrs
 
 from ._schedules import ExponentialSchedule, PollMode, PollSchedule, PollState
+from ._stats import MEDIAN_SE, Estimate, look_after, truncate_normal
 
 __all__ = ["AdaptiveSchedule"]
 
 _QUEUED = -1  # the stage of a task not started yet
 _INF = math.inf
-_SQRT2 = math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_MAD_TO_SD = 1.4826  # the MAD of a normal distribution times this is its standard deviation
-_MEDIAN_SE = 1.2533  # the standard error of a median is about this times sd / sqrt(n)
 #: Round 1 is measured only when a look falls between the start and its end, which is
 #: rare once later rounds are known; until this many such samples exist it is taken
 #: as SPO's share of a later round instead.
 _TRUSTED = 3
-
-
-# -- the normal distribution, without scipy or statistics (cheap to import) ---------------
-
-
-def _pdf(z: float) -> float:
-    return 0.0 if math.isinf(z) else _INV_SQRT_2PI * math.exp(-0.5 * z * z)
-
-
-def _cdf(z: float) -> float:
-    return 0.5 * math.erfc(-z / _SQRT2)
-
-
-def _sf(z: float) -> float:
-    """The upper tail, ``1 - cdf(z)``, accurate far into the tail."""
-    return 0.5 * math.erfc(z / _SQRT2)
-
-
-def _truncate(mean: float, sd: float, lo: float, hi: float) -> tuple[float, float]:
-    """Mean and spread of a normal belief once it is known to lie in ``(lo, hi]``.
-
-    This is how an observation bracket updates a predicted finish time. When
-    the prediction and the bracket barely overlap (the prediction was badly
-    off), the bracket wins: the belief becomes uniform over it, or hugs its
-    finite end when the other is open.
-    """
-    if sd <= 0.0:
-        return min(max(mean, lo), hi), 0.0
-    a = (lo - mean) / sd
-    b = (hi - mean) / sd
-    mass = _sf(a) - _sf(b) if a > 0.0 else _cdf(b) - _cdf(a)
-    if mass > 1e-12:
-        pa, pb = _pdf(a), _pdf(b)
-        ratio = (pa - pb) / mass
-        apa = 0.0 if math.isinf(a) else a * pa
-        bpb = 0.0 if math.isinf(b) else b * pb
-        var = sd * sd * max(1.0 + (apa - bpb) / mass - ratio * ratio, 1e-6)
-        return min(max(mean + sd * ratio, lo), hi), math.sqrt(var)
-    if math.isfinite(lo) and math.isfinite(hi):
-        return (lo + hi) / 2.0, (hi - lo) / math.sqrt(12.0)
-    if math.isfinite(lo):  # far beyond the prediction: the Mills ratio's tail form
-        return lo + sd / max(a, 1.0), sd / max(a, 1.0)
-    if math.isfinite(hi):
-        return hi - sd / max(-b, 1.0), sd / max(-b, 1.0)
-    return mean, sd
-
-
-def _stop_loss(z: float) -> float:
-    """``E[(Z - z)+]`` for a standard normal ``Z``: how far past ``z`` it lands, on average."""
-    return _pdf(z) - z * _sf(z)
-
-
-def _look_after(mean: float, sd: float, now: float, budget: float) -> float:
-    """When to look so that, if the event is in by then, it waited ``budget`` on average.
-
-    Solves ``E[(t - T)+ | T > now] = budget`` for ``t``, ``T`` the event's time
-    (normal). A narrow prediction gets one look just after it; a wide one gets a
-    first look early enough to keep the budget, then (asked again after a miss)
-    looks closer and closer together as the event grows likely: the rule spends
-    looks where the event is likely to be, and none where it is not. The left
-    side grows and is convex in ``t``, so Newton's method started at
-    ``E[T | T > now] + budget`` (never before the root) converges from the right.
-    """
-    if sd <= 0.0:
-        return max(mean, now)
-    za = (now - mean) / sd
-    if za > 6.0:  # hopelessly late: the caller backs off; just look after the budget
-        return now + budget
-    target = budget / sd
-    tail = _sf(za)
-    loss = _stop_loss(za)
-    z = za + loss / tail + target
-    for _ in range(12):
-        excess = (z - za) - (loss - _stop_loss(z)) / tail - target
-        slope = 1.0 - _sf(z) / tail
-        if excess <= 1e-7 * target or slope <= 1e-12:
-            break
-        z -= excess / slope
-    return mean + z * sd
-
-
-# -- robust running estimates -------------------------------------------------------------
-
-
-class _Estimate:
-    """The last few samples of one duration, summarised by their median and spread.
-
-    The median ignores a stalled round or a glitch that a mean would chase; the
-    window bounds memory and lets an estimate follow a service that slows
-    down. The spread is robust too: the MAD of the samples (a sample that
-    averages ``span`` rounds counts its deviation ``sqrt(span)`` times, since
-    averages look steadier than the rounds they average), plus the typical
-    uncertainty left in each sample (``var``). That second term is the
-    expectation-maximisation rule: a sample read from loose looks is partly a
-    prediction, and predictions vary less than the truth, so leaving it out
-    would make the rounds look steadier with every task, and the looks ever
-    more confident and late. It never drops below ``floor`` of the median.
-    """
-
-    __slots__ = ("_cache", "_floor", "_samples")
-
-    def __init__(self, size: int, floor: float) -> None:
-        self._samples: collections.deque[tuple[float, int, float]] = collections.deque(maxlen=size)
-        self._floor = floor
-        self._cache: tuple[float, float | None, int] | None = None
-
-    def add(self, value: float, span: int = 1, var: float = 0.0) -> None:
-        if value > 0.0 and math.isfinite(value):
-            self._samples.append((value, span, var))
-            self._cache = None
-
-    def summary(self) -> tuple[float, float | None, int] | None:
-        """``(median, spread or None with fewer than 3 samples, count)``, or ``None`` if empty."""
-        if self._cache is None and self._samples:
-            samples = self._samples
-            n = len(samples)
-            median = _median(sorted(v for v, _, _ in samples))
-            spread = None
-            if n >= 3:
-                mad = _median(sorted(abs(v - median) * math.sqrt(k) for v, k, _ in samples))
-                left = _median(sorted(k * e for _, k, e in samples))
-                spread = max(math.sqrt((_MAD_TO_SD * mad) ** 2 + left), self._floor * median)
-            self._cache = (median, spread, n)
-        return self._cache
-
-
-def _median(ordered: list[float]) -> float:
-    n = len(ordered)
-    mid = n // 2
-    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
 
 
 class _Model:
@@ -233,8 +100,8 @@ class _Model:
     __slots__ = ("first", "later")
 
     def __init__(self, size: int, floor: float) -> None:
-        self.first = _Estimate(size, floor)
-        self.later = _Estimate(size, floor)
+        self.first = Estimate(size, floor)
+        self.later = Estimate(size, floor)
 
 
 class _Track:
@@ -367,15 +234,15 @@ class AdaptiveSchedule:
     _tasks: collections.OrderedDict[str, _Track] = attrs.field(
         init=False, factory=collections.OrderedDict, repr=False
     )
-    _queue: _Estimate = attrs.field(init=False, repr=False)
+    _queue: Estimate = attrs.field(init=False, repr=False)
 
     @fallback.default
     def _default_fallback(self) -> PollSchedule:
         return ExponentialSchedule(rng=self.rng)
 
     @_queue.default
-    def _default_queue(self) -> _Estimate:
-        return _Estimate(self.window, self.min_spread)
+    def _default_queue(self) -> Estimate:
+        return Estimate(self.window, self.min_spread)
 
     # -- public --------------------------------------------------------------------------
 
@@ -495,7 +362,7 @@ class AdaptiveSchedule:
         if rest is None:
             mean, sd = (lo + now) / 2.0, (now - lo) / math.sqrt(12.0)
         else:
-            mean, sd = _truncate(track.mean + rest[0], math.hypot(track.sd, rest[1]), lo, now)
+            mean, sd = truncate_normal(track.mean + rest[0], math.hypot(track.sd, rest[1]), lo, now)
         span = mean - track.mean
         # With nothing known yet the new end is the bracket's middle: only a tight one will do.
         usable = rest is not None or now - lo <= self.learn_gate * 2.0 * span
@@ -519,7 +386,7 @@ class AdaptiveSchedule:
         var = track.sd * track.sd
         total = var + following[1] ** 2 + following[2] ** 2
         mean = track.mean + following[0]
-        cut_mean, cut_sd = _truncate(mean, math.sqrt(total), now, _INF)
+        cut_mean, cut_sd = truncate_normal(mean, math.sqrt(total), now, _INF)
         gain = var / total
         track.mean = min(track.mean + gain * (cut_mean - mean), track.seen)
         track.sd = math.sqrt(max(var - gain * gain * (total - cut_sd * cut_sd), 0.0))
@@ -604,12 +471,12 @@ class AdaptiveSchedule:
                 return (mean, spread, spread)
             mean = own_sum / own_n
             spread = mean * self.default_spread
-            return (mean, spread, _MEDIAN_SE * spread / math.sqrt(own_n))
+            return (mean, spread, MEDIAN_SE * spread / math.sqrt(own_n))
         median, learnt_spread, n = summary
         weight = min(float(n), self.prior_weight)
         mean = (weight * median + own_sum) / (weight + own_n)
         spread = mean * self.default_spread if learnt_spread is None else learnt_spread
-        return (mean, spread, _MEDIAN_SE * spread / math.sqrt(weight + own_n))
+        return (mean, spread, MEDIAN_SE * spread / math.sqrt(weight + own_n))
 
     def _plan(self, state: PollState, track: _Track, model: _Model | None) -> float | None:
         """The next delay, or ``None`` when too little is known (the fallback decides)."""
@@ -640,11 +507,11 @@ class AdaptiveSchedule:
                 return None
             late = now - (mean + rest[0] + 2.0 * math.hypot(sd, rest[1]))
             # The next stage has not been reached by now: that cuts its prediction first.
-            mean, sd = _truncate(mean, sd, now, _INF)
+            mean, sd = truncate_normal(mean, sd, now, _INF)
             mean, sd = mean + rest[0], math.hypot(sd, rest[1])
         else:
             late = now - (mean + 2.0 * sd)
-        delay = _look_after(mean, sd, now, budget) - now
+        delay = look_after(mean, sd, now, budget) - now
         if late > 0.0:  # later than the spread explains: back off with the delay
             floor *= 1.0 + late / round_time
         return max(delay, floor)
@@ -658,4 +525,4 @@ def _duration_of(
     median, spread, n = summary
     if spread is None:
         spread = median * default
-    return (median, spread, _MEDIAN_SE * spread / math.sqrt(n))
+    return (median, spread, MEDIAN_SE * spread / math.sqrt(n))

@@ -27,7 +27,8 @@ from spo_async import (
     TaskResult,
     TaskStatus,
 )
-from spo_async._adaptive import AdaptiveSchedule, _look_after, _truncate
+from spo_async._adaptive import AdaptiveSchedule
+from spo_async._stats import look_after, truncate_normal
 
 MODEL = "claude-3-5-sonnet-20240620"
 
@@ -251,7 +252,7 @@ def test_look_after_spends_exactly_the_lag_budget(
     mean: float, sd: float, now: float, budget: float
 ) -> None:
     """The look time makes the expected lag (if the event is in by then) equal the budget."""
-    look = _look_after(mean, sd, now, budget)
+    look = look_after(mean, sd, now, budget)
     assert look > now
     assert expected_lag(look, mean, sd, now) == pytest.approx(budget, rel=1e-3)
 
@@ -271,14 +272,14 @@ def test_truncated_belief_stays_inside_its_bracket(
     mean: float, sd: float, lo: float, hi: float
 ) -> None:
     """An observation bracket always pulls the belief inside it, with a finite spread."""
-    m, s = _truncate(mean, sd, lo, hi)
+    m, s = truncate_normal(mean, sd, lo, hi)
     assert lo <= m <= hi
     assert 0.0 <= s < math.inf
 
 
 def test_truncated_normal_moments_are_exact() -> None:
     """The upper half of a standard normal has mean sqrt(2/pi) and variance 1 - 2/pi."""
-    m, s = _truncate(0.0, 1.0, 0.0, math.inf)
+    m, s = truncate_normal(0.0, 1.0, 0.0, math.inf)
     assert m == pytest.approx(math.sqrt(2 / math.pi))
     assert s**2 == pytest.approx(1 - 2 / math.pi)
 
@@ -286,7 +287,7 @@ def test_truncated_normal_moments_are_exact() -> None:
 @pytest.mark.parametrize("now", [-5.0, 0.0, 3.0, 40.0])
 def test_looks_are_never_in_the_past(now: float) -> None:
     """Given that the event has not happened by now, the next look comes after now."""
-    assert _look_after(0.0, 1.0, now, 0.1) > now
+    assert look_after(0.0, 1.0, now, 0.1) > now
 
 
 # -- behaviours ------------------------------------------------------------------------------
