@@ -92,7 +92,6 @@ if _TYPE_CHECKING:
         BatchProgress,
         Event,
         EventCallback,
-        EventStream,
         RoundCompleted,
         TaskErrored,
         TaskEvent,
@@ -105,6 +104,7 @@ if _TYPE_CHECKING:
         TaskTimedOut,
     )
     from ._journal import JournalError, JournalMismatchError, RecordedError
+    from ._stream import EventStream
 
 #: Names loaded on first use, so that ``import spo_async`` does not pay for the batch
 #: layer, SQLite, the event classes and the adaptive schedule unless a program uses them.
@@ -120,7 +120,7 @@ _LAZY = {
     "BatchProgress": "._events",
     "Event": "._events",
     "EventCallback": "._events",
-    "EventStream": "._events",
+    "EventStream": "._stream",
     "RoundCompleted": "._events",
     "TaskErrored": "._events",
     "TaskEvent": "._events",

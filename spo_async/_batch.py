@@ -53,9 +53,7 @@ from ._events import (
     BatchProgress,
     Event,
     EventCallback,
-    EventStream,
     TaskSubmitted,
-    as_stream,
     final_event,
     hooks_for,
 )
@@ -63,6 +61,7 @@ from ._journal import ItemState, Journal, JournalEntry, JournalError, request_fi
 from ._models import OptimizationRequest, TaskResult
 from ._polling import DEFAULT_WAIT_TIMEOUT
 from ._settings import DEFAULT_CONCURRENCY
+from ._stream import EventStream, as_stream
 
 if TYPE_CHECKING:
     from ._client import AsyncSPOClient

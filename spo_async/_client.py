@@ -59,7 +59,8 @@ if TYPE_CHECKING:
     # The batch layer (and SQLite, for its journal) and the events are imported on
     # first use only, to keep ``import spo_async`` cheap.
     from ._batch import BatchInput, KeyFunction, Outcome
-    from ._events import EventCallback, EventStream
+    from ._events import EventCallback
+    from ._stream import EventStream
 
 __all__ = ["AsyncSPOClient"]
 
@@ -369,7 +370,8 @@ class AsyncSPOClient:
         if timeout is not None and not timeout >= 0:
             raise RequestValidationError("timeout", f"must be >= 0 or None, got {timeout!r}")
         if on_event is not None:
-            from ._events import as_stream, chain_hooks, final_event, hooks_for  # noqa: PLC0415
+            from ._events import chain_hooks, final_event, hooks_for  # noqa: PLC0415
+            from ._stream import as_stream  # noqa: PLC0415
         stream, owned = as_stream(on_event) if on_event is not None else (None, False)
         if stream is not None:
             progress_events, retry_events = hooks_for(stream.emit)
@@ -469,7 +471,8 @@ class AsyncSPOClient:
         If the wait fails, the error's ``task_id`` says which task to look for later.
         """
         if on_event is not None:
-            from ._events import TaskSubmitted, as_stream, final_event  # noqa: PLC0415
+            from ._events import TaskSubmitted, final_event  # noqa: PLC0415
+            from ._stream import as_stream  # noqa: PLC0415
         stream, owned = as_stream(on_event) if on_event is not None else (None, False)
         try:
             try:

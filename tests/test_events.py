@@ -21,7 +21,6 @@ from spo_async._convert import task_from_wire
 from spo_async._events import (
     BatchProgress,
     Event,
-    EventStream,
     RoundCompleted,
     TaskErrored,
     TaskEvent,
@@ -32,12 +31,12 @@ from spo_async._events import (
     TaskSubmitted,
     TaskSucceeded,
     TaskTimedOut,
-    as_stream,
     chain_hooks,
     events_between,
     final_event,
     hooks_for,
 )
+from spo_async._stream import EventStream, as_stream
 from spo_async.testing import Emulator, Fault, FaultKind
 
 from .conftest import make_request

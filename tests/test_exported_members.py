@@ -65,7 +65,7 @@ def test_importing_the_package_leaves_the_batch_layer_unloaded() -> None:
     code = (
         "import sys, spo_async; "
         "lazy = ('spo_async._batch', 'spo_async._journal', 'spo_async._events', "
-        "'spo_async._adaptive', 'tenacity'); "
+        "'spo_async._stream', 'spo_async._adaptive', 'tenacity'); "
         "assert not [m for m in lazy if m in sys.modules], 'loaded early'; "
         "assert spo_async.Succeeded.__name__ == 'Succeeded'; "
         "assert 'spo_async._journal' in sys.modules; "
