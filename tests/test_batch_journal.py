@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from spo_async import AsyncSPOClient, OptimizationRequest, SubmitOutcomeUnknownError, _journal
+from spo_async import AsyncSPOClient, OptimizationRequest, SubmitOutcomeUnknownError
 from spo_async._batch import (
     Outcome,
     OutcomeUnknown,
@@ -18,6 +18,7 @@ from spo_async._batch import (
 )
 from spo_async._events import Event, TaskOutcomeUnknown, TaskSubmitted, TaskSucceeded
 from spo_async._journal import ItemState, Journal, JournalError, JournalMismatchError
+from spo_async._journal_file import prepare_file
 from spo_async.testing import Emulator, EmulatorConfig
 
 from .conftest import make_request
@@ -155,14 +156,12 @@ async def test_a_full_disk_mid_run_ends_the_batch_and_a_rerun_pays_nothing_twice
     async with Journal(path) as journal:
         await journal.start_batch([(item.key, fp) for item, fp in prepare_items(requests)])
 
-    prepare = _journal._prepare
-
     def tiny_disk(conn: sqlite3.Connection, where: Path) -> None:
-        prepare(conn, where)
+        prepare_file(conn, where)
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {pages + 2}")
 
-    monkeypatch.setattr(_journal, "_prepare", tiny_disk)
+    monkeypatch.setattr("spo_async._journal.prepare_file", tiny_disk)
     with pytest.raises(JournalError, match="disk is full"):
         await gather_outcomes(client, requests, journal=path, concurrency=5)
     monkeypatch.undo()
