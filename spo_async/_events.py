@@ -26,7 +26,6 @@ the wait knows whether it ended with a result, a timeout or an error.
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias, TypeVar
 
@@ -58,7 +57,6 @@ __all__ = [
     "hooks_for",
 ]
 
-log = logging.getLogger("spo_async")
 T = TypeVar("T")
 
 #: How a batch item is named: the caller's own key, or one the batch derives.
