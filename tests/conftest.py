@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 import pytest
 from spo_async import AsyncSPOClient, FixedSchedule, OptimizationRequest, QAPair, RetryPolicy
-from spo_async.testing import Emulator, EmulatorConfig
+from spo_async.testing import Emulator, EmulatorConfig, ManualClock
 
 #: Fast enough that a 5-round task finishes in a few tens of milliseconds.
 FAST = EmulatorConfig(round_seconds=0.004, seed=1)
@@ -40,6 +41,22 @@ async def emu(emulator_config: EmulatorConfig) -> AsyncIterator[Emulator]:
     """A running emulator on 127.0.0.1 with a free port."""
     async with Emulator(emulator_config) as emulator:
         yield emulator
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A hand-driven clock, for an ``emulator_config`` that runs on it.
+
+    It starts at 100 s rather than 0, so that no code can mistake the start for "unset".
+    """
+    return ManualClock(100.0)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain aiohttp session, for tests that speak raw HTTP to the emulator."""
+    async with aiohttp.ClientSession() as client:
+        yield client
 
 
 ClientFactory = Callable[..., AsyncSPOClient]

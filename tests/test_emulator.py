@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -97,21 +96,9 @@ def assert_envelope(data: Any, err_code: int) -> None:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(100.0)
-
-
-@pytest.fixture
-async def emu(clock: ManualClock) -> AsyncIterator[Emulator]:
-    config = EmulatorConfig(clock=clock, queue_seconds=1.0, round_seconds=3.0)
-    async with Emulator(config) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
+def emulator_config(clock: ManualClock) -> EmulatorConfig:
+    """The emulator of these tests: on the hand-driven clock, a 1 s queue and 3 s rounds."""
+    return EmulatorConfig(clock=clock, queue_seconds=1.0, round_seconds=3.0)
 
 
 # -- submit and auth --------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -14,20 +13,9 @@ from tests.test_emulator_faults import REQUEST, SUBMIT, finished_task, query, se
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def emu(clock: ManualClock) -> AsyncIterator[Emulator]:
-    async with Emulator(EmulatorConfig(clock=clock, round_seconds=1.0)) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
+def emulator_config(clock: ManualClock) -> EmulatorConfig:
+    """The emulator of these tests: on the hand-driven clock, 1 s rounds."""
+    return EmulatorConfig(clock=clock, round_seconds=1.0)
 
 
 # -- bodies that are there but wrong ---------------------------------------------------

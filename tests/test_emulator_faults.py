@@ -7,7 +7,6 @@ import datetime as dt
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -63,20 +62,9 @@ async def query(session: aiohttp.ClientSession, emu: Emulator, task_id: str) -> 
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def emu(clock: ManualClock) -> AsyncIterator[Emulator]:
-    async with Emulator(EmulatorConfig(clock=clock, round_seconds=1.0)) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
+def emulator_config(clock: ManualClock) -> EmulatorConfig:
+    """The emulator of these tests: on the hand-driven clock, 1 s rounds."""
+    return EmulatorConfig(clock=clock, round_seconds=1.0)
 
 
 async def finished_task(session: aiohttp.ClientSession, emu: Emulator, clock: ManualClock) -> str:

@@ -6,7 +6,6 @@ Every test talks to a real emulator over loopback HTTP, driving time with a Manu
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -26,21 +25,9 @@ from tests.test_emulator import QA, REQUEST, new_task, query, request_with
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(100.0)
-
-
-@pytest.fixture
-async def emu(clock: ManualClock) -> AsyncIterator[Emulator]:
-    config = EmulatorConfig(clock=clock, queue_seconds=1.0, round_seconds=3.0)
-    async with Emulator(config) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
+def emulator_config(clock: ManualClock) -> EmulatorConfig:
+    """The emulator of these tests: on the hand-driven clock, a 1 s queue and 3 s rounds."""
+    return EmulatorConfig(clock=clock, queue_seconds=1.0, round_seconds=3.0)
 
 
 # -- lifecycle ------------------------------------------------------------------------

@@ -47,10 +47,9 @@ class SleepRecorder:
 
 
 @pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    config = EmulatorConfig(api_keys=frozenset({SECRET}), round_seconds=0.003, seed=4)
-    async with Emulator(config) as emulator:
-        yield emulator
+def emulator_config() -> EmulatorConfig:
+    """An emulator that accepts only the secret key, so every call must carry it."""
+    return EmulatorConfig(api_keys=frozenset({SECRET}), round_seconds=0.003, seed=4)
 
 
 @pytest.fixture
