@@ -50,6 +50,7 @@ __all__ = [
     "build_submit_request",
     "build_task_request",
     "error_from_response",
+    "is_loopback",
     "normalize_base_url",
     "parse_retry_after",
     "parse_submit_response",
@@ -120,7 +121,8 @@ class HTTPResponse:
     body: bytes
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (``localhost`` or a loopback address)."""
     if host == "localhost":
         return True
     try:
@@ -154,7 +156,7 @@ def normalize_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
         )
     if parts.username or parts.password:
         raise ConfigurationError("base_url must not hold credentials; pass api_key instead")
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
         raise ConfigurationError(
             f"refusing plain http:// to {parts.hostname}: the API key would travel unencrypted; "
             "use https:// or pass allow_insecure_http=True"

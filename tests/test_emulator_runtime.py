@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 import spo_async.testing
+from spo_async._sansio import is_loopback
 from spo_async.testing import (
     DEFAULT_API_KEY,
     Emulator,
@@ -28,7 +29,7 @@ from spo_async.testing import (
     TaskOutcome,
     ThreadedEmulator,
 )
-from spo_async.testing.__main__ import _is_loopback, build_parser, config_from_args, main, serve
+from spo_async.testing.__main__ import build_parser, config_from_args, main, serve
 from spo_async.testing._pytest_plugin import resolve_config, running_emulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -289,7 +290,7 @@ def test_parser_options_reach_the_config() -> None:
 )  # fmt: skip
 def test_loopback_detection(host: str, loopback: bool) -> None:
     """Only addresses of this machine count as loopback."""
-    assert _is_loopback(host) is loopback
+    assert is_loopback(host) is loopback
 
 
 @pytest.mark.parametrize(

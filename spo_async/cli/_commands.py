@@ -22,7 +22,8 @@ from rich.live import Live
 
 from spo_async import AsyncSPOClient, TaskResult
 from spo_async._convert import task_to_wire
-from spo_async.testing.__main__ import _is_loopback, config_from_args, serve
+from spo_async._sansio import is_loopback
+from spo_async.testing.__main__ import config_from_args, serve
 
 from ._exit import FAILED, OK, InputError
 from ._render import LiveView, final_report, round_line, snapshot_report
@@ -210,7 +211,7 @@ async def wait(args: argparse.Namespace, output: Output, state: RunState) -> int
 
 def run_emulator(args: argparse.Namespace) -> int:
     """``spo-async emulator``: serve the emulator until Ctrl-C or SIGTERM."""
-    if not args.allow_remote and not _is_loopback(args.host):
+    if not args.allow_remote and not is_loopback(args.host):
         raise InputError(f"refusing to serve on {args.host!r}: pass --allow-remote to expose it")
     try:
         config = config_from_args(args)

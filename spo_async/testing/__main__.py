@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import signal
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from spo_async._sansio import is_loopback
 from spo_async.testing._config import DEFAULT_API_KEY, DEFAULT_MODELS, EmulatorConfig
 from spo_async.testing._emulator import Emulator
 from spo_async.testing._faults import Fault, FaultKind
@@ -96,16 +96,6 @@ def build_parser(prog: str = "python -m spo_async.testing") -> argparse.Argument
     return parser  # fmt: skip
 
 
-def _is_loopback(host: str) -> bool:
-    """Whether ``host`` names only this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     """Turn parsed command-line arguments into an :class:`EmulatorConfig`."""
     faults: list[Fault] = []
@@ -162,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.allow_remote and not _is_loopback(args.host):
+    if not args.allow_remote and not is_loopback(args.host):
         parser.error(f"refusing to serve on {args.host!r}: pass --allow-remote to expose it")
     try:
         config = config_from_args(args)
