@@ -14,7 +14,10 @@ best prompt::
         ))
         print(result.best_prompt)
 
-The public surface is exactly :data:`__all__`; every other module is private.
+The public surface is :data:`__all__`, plus three modules for the few who need
+them: :mod:`spo_async.polling` (when to look again), :mod:`spo_async.transport`
+(the HTTP seam) and :mod:`spo_async.testing` (an emulator of the service).
+Every other module is private.
 """
 
 import importlib as _importlib
@@ -27,113 +30,65 @@ from ._errors import (
     AuthenticationError,
     ClientClosedError,
     ConfigurationError,
-    ConnectError,
-    ConnectionLostError,
     InsufficientBalanceError,
     InvalidRequestError,
-    NoAvailableChannelError,
     NotFoundError,
     ProtocolError,
     QuotaExceededError,
     RateLimitError,
     RequestTimeoutError,
     RequestValidationError,
-    ResponseTooLargeError,
     SPOError,
     SubmitOutcomeUnknownError,
     TaskFailedError,
-    TaskStateError,
-    ToolDisabledError,
     TransientError,
     TransportError,
-    UnsupportedError,
     WaitTimeoutError,
 )
 from ._limiter import RequestLimiter
 from ._logging import configure_from_env as _configure_logging_from_env
-from ._models import (
-    MAX_ROUNDS_LIMIT,
-    OptimizationRequest,
-    Progress,
-    QAPair,
-    Round,
-    Sample,
-    TaskError,
-    TaskResult,
-)
-from ._polling import DEFAULT_WAIT_TIMEOUT, RetryNotice
+from ._models import FailureReason, OptimizationRequest, QAPair, Round, Sample, TaskResult
 from ._retry import RetryPolicy
-from ._sansio import HTTPRequest, HTTPResponse
-from ._schedules import (
-    ExponentialSchedule,
-    FixedSchedule,
-    PollMode,
-    PollSchedule,
-    PollState,
-    ScheduleLike,
-)
-from ._settings import API_KEY_ENV_VARS, DEFAULT_BASE_URL
 from ._state import TaskStatus
-from ._transport import AiohttpTransport, Transport
 from ._version import __version__
 
 if _TYPE_CHECKING:
-    from ._adaptive import AdaptiveSchedule
-    from ._batch import (
-        BatchInput,
-        BatchItem,
+    from ._batch import Batch
+    from ._events import (
+        BatchProgress,
         Errored,
+        Event,
         Failed,
         Outcome,
         OutcomeUnknown,
-        Succeeded,
-    )
-    from ._events import (
-        BatchProgress,
-        Event,
-        EventCallback,
         RoundCompleted,
-        TaskErrored,
-        TaskEvent,
-        TaskFailed,
-        TaskOutcomeUnknown,
+        Succeeded,
         TaskQueued,
         TaskRetrying,
         TaskSubmitted,
-        TaskSucceeded,
-        TaskTimedOut,
     )
-    from ._journal import JournalError, JournalMismatchError, RecordedError
+    from ._journal import JournalError
     from ._stream import EventStream
+    from ._sync import SPOClient
 
 #: Names loaded on first use, so that ``import spo_async`` does not pay for the batch
-#: layer, SQLite, the event classes and the adaptive schedule unless a program uses them.
+#: layer, SQLite, the events or the sync client unless a program uses them.
 _LAZY = {
-    "AdaptiveSchedule": "._adaptive",
-    "BatchInput": "._batch",
-    "BatchItem": "._batch",
-    "Errored": "._batch",
-    "Failed": "._batch",
-    "Outcome": "._batch",
-    "OutcomeUnknown": "._batch",
-    "Succeeded": "._batch",
+    "Batch": "._batch",
     "BatchProgress": "._events",
+    "Errored": "._events",
     "Event": "._events",
-    "EventCallback": "._events",
     "EventStream": "._stream",
+    "Failed": "._events",
+    "JournalError": "._journal",
+    "Outcome": "._events",
+    "OutcomeUnknown": "._events",
     "RoundCompleted": "._events",
-    "TaskErrored": "._events",
-    "TaskEvent": "._events",
-    "TaskFailed": "._events",
-    "TaskOutcomeUnknown": "._events",
+    "SPOClient": "._sync",
+    "Succeeded": "._events",
     "TaskQueued": "._events",
     "TaskRetrying": "._events",
     "TaskSubmitted": "._events",
-    "TaskSucceeded": "._events",
-    "TaskTimedOut": "._events",
-    "JournalError": "._journal",
-    "JournalMismatchError": "._journal",
-    "RecordedError": "._journal",
 }
 
 
@@ -152,80 +107,47 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "APIError",
-    "API_KEY_ENV_VARS",
-    "AdaptiveSchedule",
-    "AiohttpTransport",
     "AsyncSPOClient",
     "AuthenticationError",
-    "BatchInput",
-    "BatchItem",
+    "Batch",
     "BatchProgress",
     "ClientClosedError",
     "ConfigurationError",
-    "ConnectError",
-    "ConnectionLostError",
-    "DEFAULT_BASE_URL",
-    "DEFAULT_WAIT_TIMEOUT",
     "Errored",
     "Event",
-    "EventCallback",
     "EventStream",
-    "ExponentialSchedule",
     "Failed",
-    "FixedSchedule",
-    "HTTPRequest",
-    "HTTPResponse",
+    "FailureReason",
     "InsufficientBalanceError",
     "InvalidRequestError",
     "JournalError",
-    "JournalMismatchError",
-    "MAX_ROUNDS_LIMIT",
-    "NoAvailableChannelError",
     "NotFoundError",
     "OptimizationRequest",
     "Outcome",
     "OutcomeUnknown",
-    "PollMode",
-    "PollSchedule",
-    "PollState",
-    "Progress",
     "ProtocolError",
     "QAPair",
     "QuotaExceededError",
     "RateLimitError",
-    "RecordedError",
     "RequestLimiter",
     "RequestTimeoutError",
     "RequestValidationError",
-    "ResponseTooLargeError",
-    "RetryNotice",
     "RetryPolicy",
     "Round",
     "RoundCompleted",
+    "SPOClient",
     "SPOError",
     "Sample",
-    "ScheduleLike",
-    "SubmitOutcomeUnknownError",
     "Succeeded",
-    "TaskError",
-    "TaskErrored",
-    "TaskEvent",
-    "TaskFailed",
+    "SubmitOutcomeUnknownError",
     "TaskFailedError",
-    "TaskOutcomeUnknown",
     "TaskQueued",
     "TaskResult",
     "TaskRetrying",
-    "TaskStateError",
     "TaskStatus",
     "TaskSubmitted",
-    "TaskSucceeded",
-    "TaskTimedOut",
-    "ToolDisabledError",
     "TransientError",
-    "Transport",
     "TransportError",
-    "UnsupportedError",
     "WaitTimeoutError",
     "__version__",
 ]

@@ -1,173 +1,114 @@
-"""Many tasks at once: bounded concurrency, per-task outcomes, and a journal to resume from.
+"""Many tasks at once: bounded concurrency, per-item outcomes, a journal to resume from.
 
-:func:`iter_outcomes` runs a batch and yields one :class:`Outcome` per item as
-items finish (completion order); :func:`gather_outcomes` returns them all in
-input order. Each outcome is a value, never a raised exception: one failing
-task does not cancel the batch, and every item comes back exactly once as
-:class:`Succeeded`, :class:`Failed` (the task ended in ``fail``),
-:class:`Errored` (the submit or the wait failed; ``task_id`` says whether a
-task exists) or :class:`OutcomeUnknown` (a submit may have created a task whose
-id was lost).
+:meth:`AsyncSPOClient.optimize_many` returns a :class:`Batch`: an async iterator
+of one :class:`~spo_async.Outcome` per item, in completion order, and an async
+context manager that stops the batch when left. Each outcome is a value, never
+a raised exception: one failing task does not stop the batch, and every item
+comes back exactly once.
 
-Work is done by a fixed pool of ``concurrency`` worker tasks, each taking the
-next item, submitting it and waiting for its task: a 10,000-item batch has at
-most ``concurrency`` tasks running on the service, and as many asyncio tasks.
-The client's limiter, shared with everything else the client does, sets the
-pace of the HTTP requests themselves.
+Work is done by ``concurrency`` worker tasks, each taking the next item,
+submitting it and waiting for its task. Finished outcomes wait in a queue of
+``concurrency`` places: a consumer that stops pulling stops the batch from
+submitting after at most ``concurrency`` more tasks (backpressure), and leaving
+the ``async with`` stops new submits at once.
 
 Keys. Each item has a key: the caller's own (``(key, request)`` pairs, a
 mapping, or a ``keys`` function), or a derived one, ``"<index>-<fingerprint>"``
-(the item's position in the input and the first 12 hex digits of its request's
-sha256), stable across runs as long as the input keeps its order. Keys are
-strings or ints. The input is read in full before anything is sent, so that a
-duplicate key, or a journal written for a different batch, is refused before a
-single request (and a single cent) goes out.
+(the item's position and the first 12 hex digits of its request's sha256),
+stable across runs as long as the input keeps its order. The input is read in
+full when the batch is made, so that a bad row or a duplicate key is refused
+before anything is sent, and a journal written for a different batch is
+refused before the first request.
 
 Journal. With ``journal=path`` every step is recorded (see
 :mod:`spo_async._journal`) and running the same batch again resumes it:
 finished items come back from the journal without a request (``from_journal``
 is true), items with a task id are polled, items never sent are submitted, and
 items whose submit may have reached the service are reported as
-:class:`OutcomeUnknown` and not resubmitted, unless ``resubmit_unknown=True``.
-
-Stopping. Leaving the ``async for`` early, or cancelling it, cancels every
-worker and closes the journal; use ``contextlib.aclosing(iter_outcomes(...))``
-so that this happens at once rather than when the generator is collected. The
-tasks already submitted keep running (and billing) on the service; their ids
-are in the journal, and the next run picks them up.
+:class:`~spo_async.OutcomeUnknown` and not resubmitted, unless
+``resubmit_unknown=True``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import enum
+import logging
 import os
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Final, TypeAlias
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Final, Self, TypeAlias
 
 import attrs
 
-from ._errors import RequestValidationError, SPOError, SubmitOutcomeUnknownError
+from ._checks import check_callable, check_count, check_flag, check_seconds
+from ._errors import ConfigurationError, RequestValidationError, SPOError, SubmitOutcomeUnknownError
 from ._events import (
+    AnyOutcome,
     BatchKey,
     BatchProgress,
+    Errored,
     Event,
-    EventCallback,
+    Failed,
+    Outcome,
+    OutcomeUnknown,
+    Reporter,
+    Succeeded,
     TaskSubmitted,
-    final_event,
-    hooks_for,
+    outcome_of,
 )
 from ._journal import ItemState, Journal, JournalEntry, JournalError, request_fingerprint
 from ._models import OptimizationRequest, TaskResult
-from ._polling import DEFAULT_WAIT_TIMEOUT
-from ._settings import DEFAULT_CONCURRENCY
 from ._stream import EventStream, as_stream
 
 if TYPE_CHECKING:
-    from ._client import AsyncSPOClient
-    from ._retry import RetryPolicy
-    from ._schedules import ScheduleLike
+    from ._client import AsyncSPOClient, Unset
+    from ._events import EventCallback
 
-__all__ = [
-    "DEFAULT_CONCURRENCY",
-    "BatchInput",
-    "BatchItem",
-    "Errored",
-    "Failed",
-    "Outcome",
-    "OutcomeUnknown",
-    "Succeeded",
-    "gather_outcomes",
-    "iter_outcomes",
-]
+__all__ = ["Batch", "BatchInput", "KeyFunction", "prepare_items"]
+
+log = logging.getLogger("spo_async")
 
 #: Seconds between two :class:`BatchProgress` events (the first and last always go out).
 PROGRESS_INTERVAL: Final = 0.5
 #: Characters of the request fingerprint in a derived key.
 _KEY_DIGITS: Final = 12
 
-
-@attrs.frozen
-class BatchItem:
-    """One request of a batch, under the key its outcome and journal entry carry."""
-
-    key: BatchKey
-    request: OptimizationRequest
-
-
-@attrs.frozen(kw_only=True)
-class Outcome:
-    """What became of one batch item. ``index`` is its position in the input.
-
-    ``from_journal`` is true when the outcome was read from the journal of an
-    earlier run, without any request.
-    """
-
-    key: BatchKey
-    index: int
-    request: OptimizationRequest = attrs.field(repr=False)
-    from_journal: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """Whether the item has a successful result."""
-        return False
-
-
-@attrs.frozen(kw_only=True)
-class Succeeded(Outcome):
-    """The task finished with a result."""
-
-    task_id: str
-    result: TaskResult = attrs.field(repr=False)
-
-    @property
-    def ok(self) -> bool:
-        """Always true."""
-        return True
-
-
-@attrs.frozen(kw_only=True)
-class Failed(Outcome):
-    """The task ended in ``fail``; ``result.error`` holds the service's reason."""
-
-    task_id: str
-    result: TaskResult = attrs.field(repr=False)
-
-
-@attrs.frozen(kw_only=True)
-class Errored(Outcome):
-    """The submit or the wait ended with ``error``.
-
-    ``task_id`` is ``None`` when no task was created (the item can simply be
-    run again), and set when a task exists: it may still be running, and a run
-    with the same journal polls it instead of submitting again.
-    """
-
-    task_id: str | None
-    error: BaseException = attrs.field(eq=False)
-
-
-@attrs.frozen(kw_only=True)
-class OutcomeUnknown(Outcome):
-    """A submit may have created (and billed) a task, but its id never arrived.
-
-    It was not resubmitted, since that could pay twice; look for the task in
-    your 302.AI account, or run again with ``resubmit_unknown=True``.
-    """
-
-    error: BaseException = attrs.field(eq=False)
-
-
-#: What a batch accepts: requests (keys derived), ``(key, request)`` pairs or
-#: :class:`BatchItem` s, or a mapping of key to request.
+#: What a batch accepts: requests (keys derived), ``(key, request)`` pairs, or a
+#: mapping of key to request. Keys are strings or ints.
 BatchInput: TypeAlias = (
-    Iterable[OptimizationRequest | BatchItem | tuple[BatchKey, OptimizationRequest]]
+    Iterable[OptimizationRequest | tuple[BatchKey, OptimizationRequest]]
     | Mapping[str, OptimizationRequest]
     | Mapping[int, OptimizationRequest]
     | Mapping[BatchKey, OptimizationRequest]
 )
 KeyFunction: TypeAlias = Callable[[OptimizationRequest], BatchKey]
+
+
+@attrs.frozen
+class _Item:
+    """One request of a batch, under its key, with its position and fingerprint."""
+
+    index: int
+    key: BatchKey
+    request: OptimizationRequest
+    fingerprint: str
+
+    def outcome(
+        self,
+        *,
+        task_id: str | None = None,
+        result: TaskResult | None = None,
+        error: BaseException | None = None,
+    ) -> AnyOutcome:
+        """The outcome of this item: from its final snapshot, or from the error that ended it."""
+        return outcome_of(
+            key=self.key,
+            index=self.index,
+            request=self.request,
+            task_id=task_id,
+            result=result,
+            error=error,
+        )
 
 
 def _check_key(key: object, where: str) -> BatchKey:
@@ -176,26 +117,27 @@ def _check_key(key: object, where: str) -> BatchKey:
     return key
 
 
-def prepare_items(
-    requests: BatchInput, keys: KeyFunction | None = None
-) -> list[tuple[BatchItem, str]]:
-    """Read the whole input into items with their request fingerprints, refusing duplicates."""
+def prepare_items(requests: BatchInput, keys: KeyFunction | None = None) -> list[_Item]:
+    """Read the whole input into items, refusing bad rows and duplicate keys."""
+    given: object = requests
+    if isinstance(given, str | bytes) or not isinstance(given, Iterable | Mapping):
+        raise RequestValidationError(
+            "requests", f"expected requests, pairs or a mapping, got {type(requests).__name__}"
+        )
     source: Iterable[object] = requests.items() if isinstance(requests, Mapping) else requests
-    items: list[tuple[BatchItem, str]] = []
+    items: list[_Item] = []
     seen: dict[BatchKey, int] = {}
     for index, entry in enumerate(source):
         where = f"requests[{index}]"
         key: object
-        if isinstance(entry, BatchItem):
-            key, request = entry.key, entry.request
-        elif isinstance(entry, OptimizationRequest):
+        if isinstance(entry, OptimizationRequest):
             key, request = None, entry
         elif isinstance(entry, tuple) and len(entry) == 2:
             key, request = entry
         else:
             raise RequestValidationError(
                 where,
-                "expected an OptimizationRequest, a (key, request) pair or a BatchItem, "
+                "expected an OptimizationRequest or a (key, request) pair, "
                 f"got {type(entry).__name__}",
             )
         if not isinstance(request, OptimizationRequest):
@@ -204,194 +146,371 @@ def prepare_items(
             )
         fingerprint = request_fingerprint(request)
         if key is None:
-            key = keys(request) if keys is not None else f"{index}-{fingerprint[:_KEY_DIGITS]}"
+            if keys is not None:
+                try:
+                    key = keys(request)
+                except Exception as exc:
+                    raise RequestValidationError(
+                        where, f"the keys function raised {type(exc).__name__}: {exc}"
+                    ) from exc
+            else:
+                key = f"{index}-{fingerprint[:_KEY_DIGITS]}"
         checked = _check_key(key, where)
         if checked in seen:
             raise RequestValidationError(
                 where, f"duplicate key {checked!r} (first used by requests[{seen[checked]}])"
             )
         seen[checked] = index
-        items.append((BatchItem(checked, request), fingerprint))
+        items.append(_Item(index, checked, request, fingerprint))
     return items
 
 
-class _Counters:
-    """A batch's progress counters, and when they were last reported."""
-
-    def __init__(self, total: int, client: object) -> None:
-        self.total = total
-        self.running = 0
-        self.done = 0
-        self.failed = 0
-        self.last_report = -float("inf")
-        self._limiter = getattr(client, "limiter", None)
-
-    def snapshot(self) -> BatchProgress:
-        rate = getattr(self._limiter, "requests_per_second", None)
-        return BatchProgress(
-            total=self.total,
-            pending=self.total - self.running - self.done,
-            running=self.running,
-            done=self.done,
-            failed=self.failed,
-            requests_per_second=rate if isinstance(rate, int | float) else None,
-        )
-
-
-@attrs.frozen
-class _Fatal:
-    """A worker met an error that ends the whole batch (the journal cannot be written)."""
-
-    error: BaseException
-
-
-def _restored(
-    index: int, item: BatchItem, entry: JournalEntry, resubmit_unknown: bool
-) -> Outcome | None:
+def _restored(item: _Item, entry: JournalEntry, resubmit_unknown: bool) -> AnyOutcome | None:
     """The outcome an earlier run settled for this item, or ``None`` if it needs work."""
     if entry.state is ItemState.FINISHED and entry.result is not None:
-        result = entry.result
-        cls = Succeeded if result.succeeded else Failed
-        return cls(
-            key=item.key,
-            index=index,
-            request=item.request,
-            from_journal=True,
-            task_id=result.task_id,
-            result=result,
-        )
-    if entry.state in (ItemState.SUBMITTING, ItemState.UNKNOWN) and not resubmit_unknown:
+        outcome = item.outcome(task_id=entry.result.task_id, result=entry.result)
+    elif entry.state in (ItemState.SUBMITTING, ItemState.UNKNOWN) and not resubmit_unknown:
         cause: BaseException = entry.error or SPOError(
             "an earlier run stopped after sending the submit and before its answer arrived"
         )
-        return OutcomeUnknown(
-            key=item.key,
-            index=index,
-            request=item.request,
-            from_journal=True,
-            error=SubmitOutcomeUnknownError(item.request, cause),
-        )
-    return None
+        outcome = item.outcome(error=SubmitOutcomeUnknownError(item.request, cause))
+    else:
+        return None
+    return attrs.evolve(outcome, from_journal=True)
 
 
-class _Batch:
-    """One run of a batch: the shared state of its workers."""
+class _State(enum.Enum):
+    READY = "ready"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+class _ItemObserver:
+    """What one item's wait reports to: its events, and its journal row."""
+
+    __slots__ = ("_journal", "_key", "_reporter")
+
+    def __init__(self, key: BatchKey, journal: Journal | None, reporter: Reporter | None) -> None:
+        self._key = key
+        self._journal = journal
+        self._reporter = reporter
+
+    def snapshot(self, result: TaskResult) -> None:
+        if self._journal is not None:
+            self._journal.status(self._key, result)
+        if self._reporter is not None:
+            self._reporter.snapshot(result)
+
+    def retrying(
+        self,
+        *,
+        operation: str,
+        attempt: int,
+        wait: float,
+        cause: BaseException,
+        task_id: str | None,
+    ) -> None:
+        if self._reporter is not None:
+            self._reporter.retrying(
+                operation=operation, attempt=attempt, wait=wait, cause=cause, task_id=task_id
+            )
+
+
+class Batch:
+    """A batch of optimizations: iterate it for outcomes; leave it to stop it.
+
+    Made by :meth:`AsyncSPOClient.optimize_many`, which has checked every
+    argument and every row already. Nothing is sent until the batch is entered
+    or iterated::
+
+        async with client.optimize_many(requests, journal="run.db") as batch:
+            async for outcome in batch:
+                print(outcome.key, outcome.ok)
+
+    Leaving the ``async with`` early, or :meth:`aclose`, stops new submits at
+    once, lets the submits already on their way finish (so that their task ids
+    reach the journal), then stops the waits and closes the journal. The
+    tasks already submitted keep running (and billing) on the service:
+    :attr:`unfinished_task_ids` lists them, and a run with the same journal
+    picks them up. A plain ``async for`` over the batch closes it when the
+    loop ends; after a ``break`` outside ``async with``, the batch submits at
+    most ``concurrency`` more tasks before waiting for its consumer, and is
+    stopped when closed or garbage-collected.
+
+    A batch that cannot go on (its journal cannot be written) raises
+    :class:`~spo_async.JournalError` from the iteration, after stopping.
+    """
 
     def __init__(
         self,
         client: AsyncSPOClient,
+        items: list[_Item],
         *,
-        journal: Journal | None,
-        emit: Callable[[Event], None] | None,
+        concurrency: int,
+        journal: str | os.PathLike[str] | None,
+        resubmit_unknown: bool,
         timeout: float | None,
-        schedule: ScheduleLike | None,
-        retry: RetryPolicy | None,
-        counters: _Counters,
+        on_event: EventCallback | EventStream | None,
     ) -> None:
-        self.client = client
-        self.journal = journal
-        self.emit = emit
-        self.timeout = timeout
-        self.schedule = schedule
-        self.retry = retry
-        self.counters = counters
+        self._client = client
+        self._items = items
+        self._concurrency = concurrency
+        self._journal_path = journal
+        self._resubmit_unknown = resubmit_unknown
+        self._timeout = timeout
+        self._on_event = on_event
+        self._state = _State.READY
+        self._journal: Journal | None = None
+        self._stream: EventStream | None = None
+        self._owns_stream = False
+        self._restored: list[AnyOutcome] = []
+        self._todo: asyncio.Queue[tuple[_Item, JournalEntry | None]] = asyncio.Queue()
+        self._results: asyncio.Queue[AnyOutcome | BaseException] = asyncio.Queue(concurrency)
+        self._workers: list[asyncio.Task[None]] = []
+        self._submitting: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._left = len(items)
+        self._unfinished: dict[str, None] = {}
+        self._counts = {"running": 0, Succeeded: 0, Failed: 0, Errored: 0, OutcomeUnknown: 0}
+        self._last_report = -float("inf")
 
-    def report(self, *, force: bool = False) -> None:
-        emit = self.emit
-        if emit is None:
+    @classmethod
+    def prepare(
+        cls,
+        client: AsyncSPOClient,
+        requests: BatchInput,
+        *,
+        concurrency: int,
+        keys: KeyFunction | None,
+        journal: str | os.PathLike[str] | None,
+        resubmit_unknown: bool,
+        timeout: float | Unset | None,
+        on_event: EventCallback | EventStream | None,
+    ) -> Batch:
+        """Check every option and every row; build a batch that has sent nothing."""
+        from ._client import UNSET  # noqa: PLC0415 - the client imports this module lazily
+        from ._stream import check_on_event  # noqa: PLC0415
+
+        bound = check_count("concurrency", concurrency)
+        assert bound is not None  # noqa: S101 - allow_none is false
+        check_callable("keys", keys)
+        if journal is not None and not isinstance(journal, str | os.PathLike):
+            raise ConfigurationError(
+                f"journal must be a path (str or os.PathLike) or None, got {type(journal).__name__}"
+            )
+        check_flag("resubmit_unknown", resubmit_unknown)
+        seconds = client.timeout if timeout is UNSET else check_seconds("timeout", timeout)
+        check_on_event(on_event)
+        items = prepare_items(requests, keys)
+        return cls(
+            client,
+            items,
+            concurrency=bound,
+            journal=journal,
+            resubmit_unknown=resubmit_unknown,
+            timeout=seconds,
+            on_event=on_event,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Batch {self._state.value} items={len(self._items)} "
+            f"concurrency={self._concurrency} left={self._left}>"
+        )
+
+    # -- what a caller can read -----------------------------------------------------------
+
+    @property
+    def unfinished_task_ids(self) -> tuple[str, ...]:
+        """Task ids that exist (submitted by this run or an earlier one) without an outcome yet."""
+        return tuple(self._unfinished)
+
+    @property
+    def progress(self) -> BatchProgress:
+        """The batch's counters now."""
+        counts = self._counts
+        rate = getattr(self._client.limiter, "requests_per_second", None)
+        done = counts[Succeeded] + counts[Failed] + counts[Errored] + counts[OutcomeUnknown]
+        return BatchProgress(
+            total=len(self._items),
+            pending=len(self._items) - counts["running"] - done,
+            running=counts["running"],
+            succeeded=counts[Succeeded],
+            failed=counts[Failed],
+            errored=counts[Errored],
+            unknown=counts[OutcomeUnknown],
+            requests_per_second=rate if isinstance(rate, int | float) else None,
+        )
+
+    # -- the protocols ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self._start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Outcome:
+        if self._state is _State.READY:
+            await self._start()
+        if self._restored:
+            return self._settle(self._restored.pop(0))
+        if self._state is _State.CLOSED or self._left == 0:
+            await self.aclose()
+            raise StopAsyncIteration
+        try:
+            got = await self._results.get()
+        except BaseException:
+            await self.aclose()
+            raise
+        if isinstance(got, BaseException):
+            await self.aclose()
+            raise got
+        self._left -= 1
+        return got
+
+    async def aclose(self) -> None:
+        """Stop: no new submit, submits on their way finish, waits stop, the journal closes.
+
+        Calling it again does nothing. Cancelling it skips the polite part: every
+        worker is cancelled at once (the journal keeps what reached it).
+        """
+        if self._state is _State.CLOSED:
             return
-        now = asyncio.get_running_loop().time()
-        if force or now - self.counters.last_report >= PROGRESS_INTERVAL:
-            self.counters.last_report = now
-            emit(self.counters.snapshot())
+        started = self._state is _State.RUNNING
+        self._state = _State.CLOSED
+        self._stopping = True
+        try:
+            if self._workers:
+                waiting = [w for w in self._workers if w not in self._submitting]
+                for worker in waiting:
+                    worker.cancel()
+                await asyncio.gather(*self._workers, return_exceptions=True)
+        finally:
+            for worker in self._workers:
+                worker.cancel()
+            if self._workers:
+                await asyncio.gather(*self._workers, return_exceptions=True)
+            if started:
+                self._report(force=True)
+            if self._journal is not None:
+                await self._journal.close()
+            if self._stream is not None and self._owns_stream:
+                finished = self._left == 0 and not self._restored
+                await self._stream._close_within(None if finished else 0.0)
 
-    def settle(self, outcome: Outcome, event: Event | None) -> Outcome:
-        if event is not None and self.emit is not None:
-            self.emit(event)
-        self.counters.done += 1
-        if not outcome.ok:
-            self.counters.failed += 1
+    def __del__(self) -> None:
+        # Dropped without being closed (a ``break`` out of a plain ``async for``): stop the
+        # workers so that nothing is submitted for a consumer that is gone.
+        for worker in getattr(self, "_workers", ()):
+            if not worker.done():
+                worker.cancel()
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        if self._state is not _State.READY:
+            if self._state is _State.CLOSED:
+                raise ConfigurationError("this batch is closed; make a new one with optimize_many")
+            return
+        self._state = _State.RUNNING
+        try:
+            self._stream, self._owns_stream = as_stream(self._on_event)
+            entries: Mapping[BatchKey, JournalEntry] = {}
+            if self._journal_path is not None:
+                self._journal = Journal(self._journal_path)
+                await self._journal.open()
+                entries = await self._journal.start_batch(
+                    [(item.key, item.fingerprint) for item in self._items]
+                )
+            for item in self._items:
+                entry = entries.get(item.key)
+                settled = (
+                    _restored(item, entry, self._resubmit_unknown) if entry is not None else None
+                )
+                if settled is not None:
+                    self._restored.append(settled)
+                    continue
+                if entry is not None and entry.task_id is not None:
+                    self._unfinished[entry.task_id] = None
+                self._todo.put_nowait((item, entry))
+            self._left = self._todo.qsize()
+            self._report(force=True)
+            self._workers = [
+                asyncio.create_task(self._work(), name=f"spo-async batch worker {i}")
+                for i in range(min(self._concurrency, self._todo.qsize()))
+            ]
+        except BaseException:
+            await self.aclose()
+            raise
+
+    def _emit(self, event: Event) -> None:
+        if self._stream is not None:
+            self._stream.emit(event)
+
+    def _report(self, *, force: bool = False) -> None:
+        if self._stream is None:
+            return
+        now = self._client._core.clock()
+        if force or now - self._last_report >= PROGRESS_INTERVAL:
+            self._last_report = now
+            self._emit(self.progress)
+
+    def _settle(self, outcome: AnyOutcome) -> AnyOutcome:
+        self._counts[type(outcome)] += 1
+        if outcome.task_id is not None:
+            self._unfinished.pop(outcome.task_id, None)
+        self._emit(outcome)
+        self._report()
         return outcome
 
-    async def work(
-        self,
-        todo: asyncio.Queue[tuple[int, BatchItem, JournalEntry | None]],
-        results: asyncio.Queue[Outcome | _Fatal],
-    ) -> None:
-        """One worker: take items until none are left."""
-        while True:
+    async def _work(self) -> None:
+        """One worker: take items until none are left or the batch stops."""
+        while not self._stopping:
             try:
-                index, item, entry = todo.get_nowait()
+                item, entry = self._todo.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            self.counters.running += 1
-            self.report()
+            self._counts["running"] += 1
+            self._report()
             try:
-                outcome = await self.run(index, item, entry)
+                outcome = await self._run(item, entry)
             except Exception as exc:  # a JournalError, or a bug: either ends the batch
-                results.put_nowait(_Fatal(exc))
+                await self._results.put(exc)
                 return
             finally:
-                self.counters.running -= 1
-            results.put_nowait(outcome)
-            self.report()
+                self._counts["running"] -= 1
+            if outcome is None:  # stopped between the submit and the wait
+                return
+            await self._results.put(self._settle(outcome))
 
-    async def run(self, index: int, item: BatchItem, entry: JournalEntry | None) -> Outcome:
+    async def _run(self, item: _Item, entry: JournalEntry | None) -> AnyOutcome | None:
         """Submit (unless a task id is known) and wait for one item; never raises for it."""
-        key, request, journal = item.key, item.request, self.journal
-        emit = self.emit
-        on_events, on_retry = hooks_for(emit, key, request) if emit else (None, None)
+        client, journal, key = self._client, self._journal, item.key
+        reporter = (
+            Reporter(self._stream.emit, key=key, total=item.request.max_rounds)
+            if self._stream is not None
+            else None
+        )
         # A recorded task id means a task exists: poll it, never submit again.
         task_id = entry.task_id if entry is not None else None
         if task_id is None:
-            if journal is not None:
-                try:
-                    await journal.intent(key)
-                except asyncio.CancelledError:
-                    journal.revert_intent(key)
-                    raise
-            try:
-                task_id = await self.client.submit(request, retry=self.retry, on_retry=on_retry)
-            except SPOError as exc:
-                if isinstance(exc, SubmitOutcomeUnknownError):
-                    return await self._unknown(index, item, exc)
-                # The client raises anything else only when no task was created.
-                if journal is not None:
-                    await journal.submit_failed(key, exc)
-                outcome = Errored(key=key, index=index, request=request, task_id=None, error=exc)
-                return self.settle(outcome, final_event(key=key, task_id=None, error=exc))
-            except Exception as exc:
-                # Not the client's contract: whether the POST left cannot be told.
-                return await self._unknown(index, item, SubmitOutcomeUnknownError(request, exc))
-            if journal is not None:
-                try:
-                    await journal.task_id(key, task_id)
-                except JournalError as exc:
-                    exc.task_id = task_id
-                    exc.add_note(
-                        f"item {key!r}: task {task_id} was created but could not be recorded; "
-                        "a later run reports it as outcome unknown"
-                    )
-                    raise
-            if emit is not None:
-                emit(TaskSubmitted(key=key, task_id=task_id))
-
-        def on_progress(result: TaskResult) -> None:
-            if on_events is not None:
-                on_events(result)
-            if journal is not None:
-                journal.status(key, result)
-
-        watching = emit is not None or journal is not None
+            submitted = await self._submit(item, reporter)
+            if not isinstance(submitted, str):
+                return submitted  # no task id: the item's outcome, or None when stopping
+            task_id = submitted
+        observer = _ItemObserver(key, journal, reporter)
         try:
-            result = await self.client.wait_for_result(
+            result = await client._wait(
                 task_id,
-                timeout=self.timeout,
-                on_progress=on_progress if watching else None,
-                schedule=self.schedule,
-                retry=self.retry,
-                on_retry=on_retry,
-                max_rounds=request.max_rounds,
+                timeout=self._timeout,
+                deadline=None if self._timeout is None else client._core.clock() + self._timeout,
+                observer=observer,
+                max_rounds=item.request.max_rounds,
                 raise_on_failure=False,
             )
         except JournalError:
@@ -399,146 +518,63 @@ class _Batch:
         except Exception as exc:
             if journal is not None:
                 await journal.wait_failed(key, exc)
-            errored = Errored(key=key, index=index, request=request, task_id=task_id, error=exc)
-            return self.settle(errored, final_event(key=key, task_id=task_id, error=exc))
+            return item.outcome(task_id=task_id, error=exc)
         if journal is not None:
             await journal.finished(key, result)
-        cls = Succeeded if result.succeeded else Failed
-        done = cls(key=key, index=index, request=request, task_id=task_id, result=result)
-        return self.settle(done, final_event(key=key, task_id=task_id, result=result))
+        return item.outcome(task_id=task_id, result=result)
 
-    async def _unknown(
-        self, index: int, item: BatchItem, error: SubmitOutcomeUnknownError
-    ) -> Outcome:
-        if self.journal is not None:
-            await self.journal.outcome_unknown(item.key, error)
-        outcome = OutcomeUnknown(key=item.key, index=index, request=item.request, error=error)
-        return self.settle(outcome, final_event(key=item.key, task_id=None, error=error))
-
-
-async def iter_outcomes(
-    client: AsyncSPOClient,
-    requests: BatchInput,
-    *,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    keys: KeyFunction | None = None,
-    journal: str | os.PathLike[str] | None = None,
-    resubmit_unknown: bool = False,
-    timeout: float | None = DEFAULT_WAIT_TIMEOUT,
-    on_event: EventCallback | EventStream | None = None,
-    schedule: ScheduleLike | None = None,
-    retry: RetryPolicy | None = None,
-) -> AsyncGenerator[Outcome, None]:
-    """Run a batch and yield each item's :class:`Outcome` as it finishes.
-
-    ``concurrency`` bounds the tasks in flight. ``keys`` derives each request's
-    key (when the input does not give one). ``journal`` is the path of a journal
-    file to record into and resume from; ``resubmit_unknown`` resubmits items
-    an earlier run left with an unknown outcome (it may pay twice for them).
-    ``timeout`` is each task's wait deadline; ``on_event`` a callback (sync or
-    async) or an :class:`EventStream` for progress events. ``schedule`` and
-    ``retry`` override the client's for this batch.
-
-    Raises :class:`~spo_async.RequestValidationError` for bad input (before any
-    request), :class:`JournalError` when the journal cannot be used (before any
-    request when it is the wrong file; during the run if a write fails, which
-    ends the batch).
-    """
-    bound: object = concurrency
-    if isinstance(bound, bool) or not isinstance(bound, int) or bound < 1:
-        raise RequestValidationError("concurrency", f"must be an int >= 1, got {concurrency!r}")
-    if timeout is not None and not timeout >= 0:
-        raise RequestValidationError("timeout", f"must be >= 0 or None, got {timeout!r}")
-    prepared = prepare_items(requests, keys)
-    async with contextlib.AsyncExitStack() as stack:
-        stream, owned = as_stream(on_event)
-        if stream is not None and owned:
-            stack.push_async_callback(stream.aclose)
-        book: Journal | None = None
-        entries: Mapping[BatchKey, JournalEntry] = {}
-        if journal is not None:
-            book = Journal(journal)
-            await book.open()
-            stack.push_async_callback(book.close)
-            entries = await book.start_batch([(item.key, fp) for item, fp in prepared])
-        counters = _Counters(len(prepared), client)
-        batch = _Batch(
-            client,
-            journal=book,
-            emit=stream.emit if stream is not None else None,
-            timeout=timeout,
-            schedule=schedule,
-            retry=retry,
-            counters=counters,
-        )
-        restored: list[Outcome] = []
-        todo: asyncio.Queue[tuple[int, BatchItem, JournalEntry | None]] = asyncio.Queue()
-        for index, (item, _) in enumerate(prepared):
-            entry = entries.get(item.key)
-            settled = _restored(index, item, entry, resubmit_unknown) if entry else None
-            if settled is None:
-                todo.put_nowait((index, item, entry))
-            else:
-                restored.append(settled)
-        results: asyncio.Queue[Outcome | _Fatal] = asyncio.Queue()
-        workers = [
-            asyncio.create_task(batch.work(todo, results), name=f"spo-async batch worker {i}")
-            for i in range(min(concurrency, todo.qsize()))
-        ]
-        stack.push_async_callback(_stop, workers)
-        batch.report(force=True)
-        for outcome in restored:
-            assert isinstance(outcome, Succeeded | Failed | OutcomeUnknown)  # noqa: S101
-            event = (
-                final_event(key=outcome.key, task_id=None, error=outcome.error)
-                if isinstance(outcome, OutcomeUnknown)
-                else final_event(key=outcome.key, task_id=outcome.task_id, result=outcome.result)
-            )
-            yield batch.settle(outcome, event)
-        for _ in range(len(prepared) - len(restored)):
-            got = await results.get()
-            if isinstance(got, _Fatal):
-                raise got.error
-            yield got
-        batch.report(force=True)
-
-
-async def _stop(workers: list[asyncio.Task[None]]) -> None:
-    """Cancel the workers still running and wait for them: no task is left behind."""
-    for worker in workers:
-        worker.cancel()
-    await asyncio.gather(*workers, return_exceptions=True)
-
-
-async def gather_outcomes(
-    client: AsyncSPOClient,
-    requests: BatchInput,
-    *,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    keys: KeyFunction | None = None,
-    journal: str | os.PathLike[str] | None = None,
-    resubmit_unknown: bool = False,
-    timeout: float | None = DEFAULT_WAIT_TIMEOUT,
-    on_event: EventCallback | EventStream | None = None,
-    schedule: ScheduleLike | None = None,
-    retry: RetryPolicy | None = None,
-) -> list[Outcome]:
-    """Run a batch like :func:`iter_outcomes` and return every outcome in input order."""
-    outcomes: list[Outcome] = []
-    iterator = iter_outcomes(
-        client,
-        requests,
-        concurrency=concurrency,
-        keys=keys,
-        journal=journal,
-        resubmit_unknown=resubmit_unknown,
-        timeout=timeout,
-        on_event=on_event,
-        schedule=schedule,
-        retry=retry,
-    )
-    async with contextlib.aclosing(iterator):
-        async for outcome in iterator:
-            outcomes.append(outcome)
-    outcomes.sort(key=lambda o: o.index)
-    return outcomes
+    async def _submit(self, item: _Item, reporter: Reporter | None) -> str | AnyOutcome | None:
+        """Submit one item; its task id, or its outcome when no id came, or ``None`` if stopped."""
+        journal, key = self._journal, item.key
+        me = asyncio.current_task()
+        assert me is not None  # noqa: S101 - a worker is a task
+        self._submitting.add(me)
+        try:
+            if journal is not None:
+                try:
+                    await journal.intent(key)
+                except asyncio.CancelledError:
+                    journal.revert_intent(key)
+                    raise
+            try:
+                task_id = await self._client._submit(
+                    item.request, deadline=None, timeout=None, observer=reporter
+                )
+            except SubmitOutcomeUnknownError as exc:
+                if journal is not None:
+                    await journal.outcome_unknown(key, exc)
+                return item.outcome(error=exc)
+            except SPOError as exc:
+                # The client raises anything else only when no task was created.
+                if journal is not None:
+                    await journal.submit_failed(key, exc)
+                return item.outcome(error=exc)
+            except Exception as exc:
+                # Not the client's contract: whether the POST left cannot be told.
+                unknown = SubmitOutcomeUnknownError(item.request, exc)
+                if journal is not None:
+                    await journal.outcome_unknown(key, unknown)
+                return item.outcome(error=unknown)
+            self._unfinished[task_id] = None
+            if journal is not None:
+                try:
+                    await journal.task_id(key, task_id)
+                except JournalError as exc:
+                    exc.task_id = task_id
+                    exc.add_note(
+                        f"item {key!r}: task {task_id} was created and is running, but could not "
+                        "be recorded; a later run reports this item as outcome unknown"
+                    )
+                    log.error(  # noqa: TRY400 - the error itself is raised by the batch
+                        "task %s (item %r) was created but could not be recorded in the journal",
+                        task_id,
+                        key,
+                        extra={"task_id": task_id},
+                    )
+                    raise
+            self._emit(TaskSubmitted(key=key, task_id=task_id))
+        finally:
+            self._submitting.discard(me)
+        if self._stopping:
+            return None
+        return task_id

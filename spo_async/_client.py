@@ -3,22 +3,32 @@
 The client is glue: the sans-I/O core builds and reads messages, the transport
 moves them, the polling layer decides when to look again. What lives here is
 configuration (key, base URL, policies), the lifecycle (lazy session,
-``aclose``), and the rules that protect a user's money: a submit is never
-retried when it may have created a task, and a task id is never lost.
+``aclose``), and the rules that protect a user's money: every argument is
+checked before anything is sent, a submit is never retried when it may have
+created a task, and a task id is never lost.
+
+A client is a *core* (the connection pool, the limiter, the shared waits, what
+it knows of the tasks it submitted) and *options* (deadlines, retry policy,
+schedule). :meth:`AsyncSPOClient.with_options` makes a view with other options
+on the same core, so per-call policy never needs a keyword on every method.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import logging
 import os
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self
+from typing import TYPE_CHECKING, Final, Literal, Self, TypeAlias
 
+import attrs
+
+from ._checks import check_count, check_flag, check_seconds
 from ._errors import (
     ClientClosedError,
     ConfigurationError,
@@ -26,13 +36,16 @@ from ._errors import (
     SPOError,
     SubmitOutcomeUnknownError,
     TaskFailedError,
+    TransportError,
+    WaitTimeoutError,
 )
 from ._limiter import RequestLimiter
 from ._models import OptimizationRequest, TaskResult
 from ._polling import (
+    DEADLINE_GRACE,
     DEFAULT_WAIT_TIMEOUT,
-    RetryHook,
-    SnapshotHook,
+    LoopObserver,
+    Observer,
     current_attempt,
     poll_until_done,
     retry_call,
@@ -48,26 +61,53 @@ from ._sansio import (
     parse_task_response,
     quote_task_id,
 )
-from ._schedules import PollMode, ScheduleLike, as_schedule
+from ._schedules import PollMode, PollSchedule, ScheduleLike, as_schedule
 from ._settings import DEFAULT_CONCURRENCY, resolve_api_key, resolve_base_url
-from ._sharing import SharedPolls
+from ._sharing import SharedPolls, Waiter
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport, Transport
 
 if TYPE_CHECKING:
     import aiohttp
 
-    # The batch layer (and SQLite, for its journal) and the events are imported on
-    # first use only, to keep ``import spo_async`` cheap.
-    from ._batch import BatchInput, KeyFunction, Outcome
-    from ._events import EventCallback
+    # The batch layer (and SQLite, for its journal) and the event stream are imported
+    # on first use only, to keep ``import spo_async`` cheap.
+    from ._batch import Batch, BatchInput, KeyFunction
+    from ._events import EventCallback, Outcome
     from ._stream import EventStream
 
-__all__ = ["AsyncSPOClient"]
+__all__ = ["AsyncSPOClient", "Unset", "UNSET"]
 
 log = logging.getLogger("spo_async")
 
 #: How many submitted tasks the client remembers (for ``max_rounds`` and ``model``).
 _REMEMBERED_TASKS: Final = 100_000
+
+
+class Unset(enum.Enum):
+    """The type of :data:`UNSET`: "not given here, use the client's setting"."""
+
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: A per-call option left to the client's (or the view's) setting.
+UNSET: Final = Unset.UNSET
+
+OnEvent: TypeAlias = "EventCallback | EventStream | None"
+
+
+@attrs.frozen(kw_only=True)
+class _Options:
+    """The policy a client (or a view of it) applies to each call."""
+
+    #: The default overall deadline of a wait, in seconds (``None``: none).
+    timeout: float | None
+    request_timeout: float
+    retry: RetryPolicy
+    schedule: PollSchedule = attrs.field(eq=False)
+    strict_status: bool
 
 
 class _TaskFacts:
@@ -80,6 +120,88 @@ class _TaskFacts:
         self.model = model
 
 
+class _Core:
+    """What a client and all its views share: one pool, one limiter, one clock, shared waits."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        lang: str | None,
+        transport: Transport,
+        limiter: RequestLimiter,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.api_key = api_key
+        self.base_url = base_url
+        self.lang = lang
+        self.transport = transport
+        self.limiter = limiter
+        self.clock = clock
+        self.sleep = sleep
+        self.shared = SharedPolls()
+        self.known: collections.OrderedDict[str, _TaskFacts] = collections.OrderedDict()
+        self.closed = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def check_usable(self) -> None:
+        """Refuse use after ``aclose`` and use from a second event loop, with typed errors."""
+        if self.closed:
+            raise ClientClosedError("this AsyncSPOClient is closed; create a new one")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not in a coroutine: nothing is sent from here
+        if self.loop is None:
+            self.loop = running
+        elif self.loop is not running:
+            if self.loop.is_closed():
+                raise ClientClosedError(
+                    "this AsyncSPOClient was used on an event loop that is now closed "
+                    "(each asyncio.run() makes a new loop): create the client inside the loop "
+                    "that uses it"
+                )
+            raise ConfigurationError(
+                "this AsyncSPOClient belongs to another event loop: create one client per loop"
+            )
+
+    def remember(self, task_id: str, request: OptimizationRequest) -> None:
+        self.known[task_id] = _TaskFacts(request.max_rounds, request.model)
+        if len(self.known) > _REMEMBERED_TASKS:
+            self.known.popitem(last=False)
+
+
+def _schedule_option(schedule: object) -> PollSchedule:
+    try:
+        return as_schedule(schedule)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _retry_option(retry: object) -> RetryPolicy:
+    if not isinstance(retry, RetryPolicy):
+        raise ConfigurationError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+    return retry
+
+
+def _request_timeout_option(value: object) -> float:
+    seconds = check_seconds("request_timeout", value, allow_none=False)
+    assert seconds is not None  # noqa: S101 - allow_none=False
+    if seconds <= 0:
+        raise ConfigurationError(f"request_timeout must be > 0, got {value!r}")
+    return seconds
+
+
+def _check_request(request: object) -> OptimizationRequest:
+    if not isinstance(request, OptimizationRequest):
+        raise RequestValidationError(
+            "request", f"expected an OptimizationRequest, got {type(request).__name__}"
+        )
+    return request
+
+
 class AsyncSPOClient:
     """An asyncio client for 302.AI's SPO prompt optimization service.
 
@@ -88,38 +210,53 @@ class AsyncSPOClient:
         async with AsyncSPOClient() as client:      # key from AI302_API_KEY
             result = await client.optimize(request)
 
-    The API key comes from ``api_key``, else the first of
-    :data:`API_KEY_ENV_VARS` that is set. The base URL comes from ``base_url``,
-    else ``AI302_BASE_URL``, else :data:`DEFAULT_BASE_URL` (``https://api.302.ai``).
+    The API key comes from ``api_key``, else the first of ``AI302_API_KEY``,
+    ``302AI_API_KEY``, ``AI302_KEY``, ``NEXT_PUBLIC_302_API_KEY`` that is set.
+    The base URL comes from ``base_url``, else ``AI302_BASE_URL``, else
+    ``https://api.302.ai``; plain ``http://`` is refused for any host but this
+    machine unless ``allow_insecure_http`` is true.
 
     One client holds one connection pool (at most ``max_connections``
-    connections), created on the first request. ``request_timeout`` bounds each
-    HTTP request; the overall deadline of a wait is separate (``timeout`` of
-    :meth:`wait_for_result`). ``retry`` says how passing failures are retried,
-    ``schedule`` when a running task is looked at again (by default an
-    :class:`AdaptiveSchedule` that learns round times per model across this
-    client's tasks and looks just after a round or the end is due), ``limiter`` how many
-    requests per second and at once the whole client may send (by default no
-    limit, but every HTTP 429 slows all of the client's requests down).
+    connections, which is also the most requests in flight), created on the
+    first request, and belongs to the event loop that first uses it.
+    ``request_timeout`` bounds each HTTP request; ``timeout`` is the default
+    overall deadline of a wait (15 minutes). ``retry`` says how passing
+    failures are retried, ``schedule`` when a running task is looked at again
+    (by default an :class:`~spo_async.polling.AdaptiveSchedule` that learns
+    round times per model), ``limiter`` how fast the whole client may send (by
+    default no fixed rate, but every HTTP 429 slows all of its requests down).
+    ``lang`` asks the service for messages in ``"en"``, ``"cn"`` or ``"jp"``;
+    ``strict_status`` makes an unknown task status a
+    :class:`~spo_async.ProtocolError` instead of ``TaskStatus.UNKNOWN``.
 
     ``session`` lets you bring your own :class:`aiohttp.ClientSession` (the
     client then never closes it); ``transport`` replaces the HTTP stack
-    altogether. ``clock`` and ``sleep`` replace :func:`time.monotonic` and
-    :func:`asyncio.sleep`, so tests can run waits at zero delay.
+    altogether (see :mod:`spo_async.transport`). ``clock`` and ``sleep``
+    replace :func:`time.monotonic` and :func:`asyncio.sleep` for every wait the
+    client makes, so tests can run waits at zero delay.
+
+    Every argument of every method is checked before anything is sent: a
+    mistake raises :class:`~spo_async.ConfigurationError` (an option) or
+    :class:`~spo_async.RequestValidationError` (what would be sent).
     """
+
+    _core: _Core
+    _options: _Options
+    _owner: bool
 
     def __init__(
         self,
         api_key: str | None = None,
         *,
         base_url: str | None = None,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
         request_timeout: float = 30.0,
         max_connections: int = 100,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         retry: RetryPolicy | None = None,
         schedule: ScheduleLike | None = None,
         limiter: RequestLimiter | None = None,
-        lang: str | None = None,
+        lang: Literal["en", "cn", "jp"] | None = None,
         strict_status: bool = False,
         allow_insecure_http: bool = False,
         session: aiohttp.ClientSession | None = None,
@@ -127,51 +264,135 @@ class AsyncSPOClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._closed = True  # until construction succeeds; keeps __del__ quiet on errors
-        self._api_key = resolve_api_key(api_key, os.environ)
-        self.base_url = resolve_base_url(
-            base_url, os.environ, allow_insecure_http=allow_insecure_http
+        self._owner = False  # until construction succeeds; keeps __del__ quiet on errors
+        key = resolve_api_key(api_key, os.environ)
+        base = resolve_base_url(
+            base_url,
+            os.environ,
+            allow_insecure_http=check_flag("allow_insecure_http", allow_insecure_http),
         )
-        if not request_timeout > 0:
-            raise ConfigurationError(f"request_timeout must be > 0, got {request_timeout!r}")
         if lang is not None and lang not in {"en", "cn", "jp"}:
-            raise ConfigurationError(f"lang must be 'en', 'cn' or 'jp', got {lang!r}")
+            raise ConfigurationError(f"lang must be 'en', 'cn', 'jp' or None, got {lang!r}")
         if session is not None and transport is not None:
             raise ConfigurationError("pass either session or transport, not both")
-        self.request_timeout = float(request_timeout)
-        self.retry = retry if retry is not None else RetryPolicy()
+        if limiter is not None and not isinstance(limiter, RequestLimiter):
+            raise ConfigurationError(
+                f"limiter must be a RequestLimiter, got {type(limiter).__name__}"
+            )
+        for name, function in (("clock", clock), ("sleep", sleep)):
+            if not callable(function):
+                raise ConfigurationError(f"{name} must be callable, got {type(function).__name__}")
+        check_count("max_connections", max_connections)
+        check_count("max_response_bytes", max_response_bytes)
         if schedule is None:
             # Imported here: the adaptive schedule is the largest module of the SDK, and
             # ``import spo_async`` should not pay for it before a client needs it.
             from ._adaptive import AdaptiveSchedule  # noqa: PLC0415
 
             schedule = AdaptiveSchedule()
-        self.schedule = as_schedule(schedule)
-        self.limiter = limiter if limiter is not None else RequestLimiter()
-        self.lang = lang
-        self.strict_status = strict_status
-        try:
-            self._transport: Transport = transport or AiohttpTransport(
+        options = _Options(
+            timeout=check_seconds("timeout", timeout),
+            request_timeout=_request_timeout_option(request_timeout),
+            retry=_retry_option(retry if retry is not None else RetryPolicy()),
+            schedule=_schedule_option(schedule),
+            strict_status=check_flag("strict_status", strict_status),
+        )
+        if transport is None:
+            transport = AiohttpTransport(
                 session=session,
                 max_connections=max_connections,
                 max_response_bytes=max_response_bytes,
             )
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
-        self._clock = clock
-        self._sleep = sleep
-        self._known: collections.OrderedDict[str, _TaskFacts] = collections.OrderedDict()
-        self._shared = SharedPolls()
-        self._closed = False
+        elif not isinstance(transport, Transport):
+            raise ConfigurationError(
+                f"transport must implement send() and aclose(), got {type(transport).__name__}"
+            )
+        self._core = _Core(
+            api_key=key,
+            base_url=base,
+            lang=lang,
+            transport=transport,
+            limiter=limiter if limiter is not None else RequestLimiter(),
+            clock=clock,
+            sleep=sleep,
+        )
+        self._options = options
+        self._owner = True
+
+    def with_options(
+        self,
+        *,
+        timeout: float | Unset | None = UNSET,
+        request_timeout: float | Unset = UNSET,
+        retry: RetryPolicy | Unset = UNSET,
+        schedule: ScheduleLike | Unset = UNSET,
+        strict_status: bool | Unset = UNSET,
+    ) -> AsyncSPOClient:
+        """A view of this client with other options, sharing its pool, limiter and waits.
+
+        The view is cheap (no new connections) and is meant to be made per use::
+
+            patient = client.with_options(timeout=3600, retry=RetryPolicy(attempts=10))
+            result = await patient.wait_for_result(task_id)
+
+        Options not given keep this client's values. Waits for the same task
+        through views with different policies poll separately, each with its own;
+        waits with the same policy share one poll loop. Closing a view closes the
+        client it was made from (they share the pool).
+        """
+        changes: dict[str, object] = {}
+        if timeout is not UNSET:
+            changes["timeout"] = check_seconds("timeout", timeout)
+        if request_timeout is not UNSET:
+            changes["request_timeout"] = _request_timeout_option(request_timeout)
+        if retry is not UNSET:
+            changes["retry"] = _retry_option(retry)
+        if schedule is not UNSET:
+            changes["schedule"] = _schedule_option(schedule)
+        if strict_status is not UNSET:
+            changes["strict_status"] = check_flag("strict_status", strict_status)
+        view = object.__new__(AsyncSPOClient)
+        view._core = self._core
+        view._options = attrs.evolve(self._options, **changes)  # type: ignore[arg-type]
+        view._owner = False
+        return view
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<AsyncSPOClient base_url={self.base_url!r} api_key=<redacted> {state}>"
+        state = "closed" if self._core.closed else "open"
+        kind = "" if self._owner else " (view)"
+        return f"<AsyncSPOClient{kind} base_url={self._core.base_url!r} api_key=<redacted> {state}>"
+
+    # -- read-only settings ------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The service's address, checked and without a trailing slash."""
+        return self._core.base_url
+
+    @property
+    def limiter(self) -> RequestLimiter:
+        """The request budget every view of this client shares."""
+        return self._core.limiter
+
+    @property
+    def timeout(self) -> float | None:
+        """The default overall deadline of a wait, in seconds (``None``: none)."""
+        return self._options.timeout
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """How passing failures are retried."""
+        return self._options.retry
+
+    @property
+    def schedule(self) -> PollSchedule:
+        """When a running task is looked at again."""
+        return self._options.schedule
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self._check_open()
+        self._core.check_usable()
         return self
 
     async def __aexit__(
@@ -184,19 +405,20 @@ class AsyncSPOClient:
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
-        return self._closed
+        """Whether :meth:`aclose` was called (on this client or any of its views)."""
+        return self._core.closed
 
     async def aclose(self) -> None:
         """Close the connection pool. Calling it again does nothing."""
-        if self._closed:
+        core = self._core
+        if core.closed:
             return
-        self._closed = True
-        await self._transport.aclose()
+        core.closed = True
+        await core.transport.aclose()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if not getattr(self, "_closed", True):
-            self._closed = True
+        if getattr(self, "_owner", False) and not self._core.closed:
+            self._core.closed = True
             _warn(
                 f"unclosed {self!r}: use 'async with' or call 'await client.aclose()'",
                 ResourceWarning,
@@ -204,26 +426,31 @@ class AsyncSPOClient:
                 stacklevel=2,
             )
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClientClosedError("this AsyncSPOClient is closed; create a new one")
-
     # -- one HTTP exchange -------------------------------------------------------------------
 
-    async def _send(self, request: HTTPRequest, *, task_id: str | None) -> HTTPResponse:
-        """Send one request, logging one DEBUG line for the attempt whatever its outcome."""
-        self._check_open()
-        started = self._clock()
+    async def _send(
+        self, request: HTTPRequest, *, task_id: str | None, sent: list[bool] | None = None
+    ) -> HTTPResponse:
+        """Send one request, logging one DEBUG line for the attempt whatever its outcome.
+
+        ``sent``, when given, is set to ``[True]`` once the request is handed to the
+        transport: until then it certainly has not left.
+        """
+        core = self._core
+        core.check_usable()
+        started = core.clock()
         attempt = current_attempt()
         outcome: int | str = "CancelledError"
         try:
-            async with self.limiter.slot():
-                response = await self._transport.send(request, timeout=self.request_timeout)
+            async with core.limiter.slot():
+                if sent is not None:
+                    sent[:] = [True]
+                response = await core.transport.send(request, timeout=self._options.request_timeout)
             outcome = response.status
             if response.status == 429:
-                self.limiter.on_rate_limited(self._pause_for(response))
+                core.limiter.on_rate_limited(self._pause_for(response))
             else:
-                self.limiter.on_success()
+                core.limiter.on_success()
         except SPOError as exc:
             outcome = type(exc).__name__
             raise
@@ -233,7 +460,7 @@ class AsyncSPOClient:
                 request.method,
                 request.path,
                 outcome,
-                self._clock() - started,
+                core.clock() - started,
                 attempt,
                 task_id or "-",
                 extra={"task_id": task_id, "attempt": attempt},
@@ -243,53 +470,59 @@ class AsyncSPOClient:
     def _pause_for(self, response: HTTPResponse) -> float | None:
         """How long a 429 should pause every request of this client.
 
-        The ``Retry-After`` the service asked for, as long as the client's retry
-        policy would honour it: a longer one fails the call with
-        :class:`RateLimitError` instead, and ``RetryPolicy.no_wait()`` pauses nothing.
+        The ``Retry-After`` the service asked for, as long as the retry policy
+        would honour it: a longer one fails the call with :class:`RateLimitError`
+        instead, and ``RetryPolicy.no_wait()`` pauses nothing.
         """
-        if not self.retry.respect_retry_after:
+        policy = self._options.retry
+        if not policy.respect_retry_after:
             return None
         asked = parse_retry_after(response.headers.get("retry-after"), now=time.time())
-        if asked is None or asked > self.retry.max_retry_after:
+        if asked is None or asked > policy.max_retry_after:
             return None
         return asked
 
-    # -- the API -----------------------------------------------------------------------------
+    # -- submit ------------------------------------------------------------------------------
 
-    async def submit(
-        self,
-        request: OptimizationRequest,
-        *,
-        retry: RetryPolicy | None = None,
-        on_retry: RetryHook | None = None,
-    ) -> str:
+    async def submit(self, request: OptimizationRequest) -> str:
         """Start an optimization and return its task id at once.
 
         The submit is retried only when the service certainly created no task
         (the connection was never made, HTTP 429, or the service's own
         transient error envelope). When a failure leaves it open whether a task
-        was created, :class:`SubmitOutcomeUnknownError` is raised, carrying the
-        request, and nothing is resubmitted: a blind retry could bill twice.
+        was created, :class:`~spo_async.SubmitOutcomeUnknownError` is raised,
+        carrying the request, and nothing is resubmitted: a blind retry could
+        bill twice.
         """
-        self._check_open()
-        if not isinstance(request, OptimizationRequest):
-            raise RequestValidationError(
-                "request", f"expected an OptimizationRequest, got {type(request).__name__}"
-            )
-        http = build_submit_request(self.base_url, self._api_key, request, lang=self.lang)
+        self._core.check_usable()
+        return await self._submit(_check_request(request), deadline=None, timeout=None)
+
+    async def _submit(
+        self,
+        request: OptimizationRequest,
+        *,
+        deadline: float | None,
+        timeout: float | None,
+        observer: Observer | None = None,
+    ) -> str:
+        """:meth:`submit`, bounded by ``deadline`` (on the client's clock) when given."""
+        core = self._core
+        http = build_submit_request(core.base_url, core.api_key, request, lang=core.lang)
 
         async def once() -> str:
-            return parse_submit_response(await self._send(http, task_id=None), now=time.time())
+            response = await self._bounded(http, deadline=deadline, timeout=timeout)
+            return parse_submit_response(response, now=time.time())
 
         try:
             task_id = await retry_call(
                 once,
                 operation="POST submit",
-                policy=retry or self.retry,
+                policy=self._options.retry,
                 retryable=is_submit_retryable,
-                sleep=self._sleep,
-                clock=self._clock,
-                on_retry=on_retry,
+                sleep=core.sleep,
+                clock=core.clock,
+                deadline=deadline,
+                observer=observer,
             )
         except SPOError as exc:
             if is_submit_unknown(exc):
@@ -297,36 +530,61 @@ class AsyncSPOClient:
                 unknown.task_id = exc.task_id  # set when the id came but cannot be used
                 raise unknown from exc
             raise
-        self._remember(task_id, request)
+        core.remember(task_id, request)
         log.info("submitted task %s (%d rounds of %s)", task_id, request.max_rounds, request.model)
         return task_id
 
-    def _remember(self, task_id: str, request: OptimizationRequest) -> None:
-        self._known[task_id] = _TaskFacts(request.max_rounds, request.model)
-        if len(self._known) > _REMEMBERED_TASKS:
-            self._known.popitem(last=False)
+    async def _bounded(
+        self, http: HTTPRequest, *, deadline: float | None, timeout: float | None
+    ) -> HTTPResponse:
+        """Send a submit, cut off :data:`DEADLINE_GRACE` seconds after ``deadline``.
 
-    def _task_request(self, task_id: str) -> HTTPRequest:
-        return build_task_request(self.base_url, self._api_key, task_id, lang=self.lang)
+        Cut off before it left (queued in the limiter), nothing was created: the
+        deadline is reported as a :class:`~spo_async.WaitTimeoutError` without a
+        task. Cut off in flight, the outcome is unknown.
+        """
+        if deadline is None:
+            return await self._send(http, task_id=None)
+        sent: list[bool] = []
+        bound = asyncio.timeout(max(0.0, deadline - self._core.clock()) + DEADLINE_GRACE)
+        try:
+            async with bound:
+                return await self._send(http, task_id=None, sent=sent)
+        except TimeoutError:
+            if not bound.expired():
+                raise
+        if sent:
+            raise TransportError(
+                f"{http.method} {http.path}: the call's deadline passed while the submit was in "
+                "flight",
+                method=http.method,
+                path=http.path,
+            )
+        raise WaitTimeoutError(None, timeout or 0.0, None)
+
+    # -- read --------------------------------------------------------------------------------
+
+    def _facts(self, task_id: str, max_rounds: int | None) -> tuple[int | None, str | None]:
+        facts = self._core.known.get(task_id)
+        if max_rounds is None and facts is not None:
+            max_rounds = facts.max_rounds
+        return max_rounds, (facts.model if facts is not None else None)
 
     async def _fetch(
         self, task_id: str, max_rounds: int | None, http: HTTPRequest | None = None
     ) -> TaskResult:
-        """One GET of the task; a wait passes the request it built once for all its polls."""
-        response = await self._send(http or self._task_request(task_id), task_id=task_id)
+        """One GET of the task; a wait passes the request it built once for all its looks."""
+        core = self._core
+        if http is None:
+            http = build_task_request(core.base_url, core.api_key, task_id, lang=core.lang)
+        response = await self._send(http, task_id=task_id)
         return parse_task_response(
             response,
             task_id,
             max_rounds=max_rounds,
-            strict_status=self.strict_status,
+            strict_status=self._options.strict_status,
             now=time.time(),
         )
-
-    def _max_rounds(self, task_id: str, max_rounds: int | None) -> int | None:
-        if max_rounds is not None:
-            return max_rounds
-        facts = self._known.get(task_id)
-        return facts.max_rounds if facts is not None else None
 
     async def get_task(self, task_id: str, *, max_rounds: int | None = None) -> TaskResult:
         """Read the task's current snapshot with exactly one GET (no retry, no waiting).
@@ -334,116 +592,122 @@ class AsyncSPOClient:
         ``max_rounds`` fills :attr:`TaskResult.max_rounds` for a task this client
         did not submit (the service does not report it).
         """
-        self._check_open()
+        self._core.check_usable()
         quote_task_id(task_id)
-        return await self._fetch(task_id, self._max_rounds(task_id, max_rounds))
+        rounds = check_count("max_rounds", max_rounds, allow_none=True)
+        return await self._fetch(task_id, self._facts(task_id, rounds)[0])
+
+    # -- wait --------------------------------------------------------------------------------
+
+    def _deadline(self, timeout: float | Unset | None) -> tuple[float | None, float | None]:
+        """The call's timeout (checked, or the client's) and its deadline on the clock."""
+        seconds = self._options.timeout if timeout is UNSET else check_seconds("timeout", timeout)
+        return seconds, (None if seconds is None else self._core.clock() + seconds)
 
     async def wait_for_result(
         self,
         task_id: str,
         *,
-        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
-        on_progress: SnapshotHook | None = None,
-        on_event: EventCallback | EventStream | None = None,
-        schedule: ScheduleLike | None = None,
-        retry: RetryPolicy | None = None,
-        on_retry: RetryHook | None = None,
+        timeout: float | Unset | None = UNSET,
+        on_event: OnEvent = None,
         max_rounds: int | None = None,
         raise_on_failure: bool = True,
     ) -> TaskResult:
         """Poll the task until it finishes and return its final snapshot.
 
-        ``timeout`` is the overall deadline in seconds (``None`` waits forever);
-        when it passes, :class:`WaitTimeoutError` carries the last snapshot, and
-        the task keeps running (and billing) on the service. ``on_progress``
-        (sync or async) receives every snapshot whose status or rounds changed;
-        ``on_event`` receives the same story as typed events (queued, round k of
-        n, retrying, succeeded, ...), as a callback or an :class:`EventStream`.
-        Passing failures of a poll are retried per ``retry``; a task that ends in
-        ``fail`` raises :class:`TaskFailedError` unless ``raise_on_failure`` is
-        false. Any error that escapes carries ``task_id``.
+        ``timeout`` is the overall deadline in seconds (``None`` waits forever;
+        by default the client's, 15 minutes); when it passes,
+        :class:`~spo_async.WaitTimeoutError` carries the last snapshot, and the
+        task keeps running (and billing) on the service. ``on_event`` (a
+        callback, sync or async, or an :class:`~spo_async.EventStream`)
+        receives the task's progress events, then its outcome; a callback is
+        called from a task of its own, so a slow one never delays the polling,
+        and it is given until the deadline to catch up. Passing failures of a
+        poll are retried per the client's ``retry``; a task that ends in
+        ``fail`` raises :class:`~spo_async.TaskFailedError` unless
+        ``raise_on_failure`` is false. Any error that escapes carries ``task_id``.
 
-        Cancelling the caller stops only the local polling, at once.
+        ``max_rounds`` gives the number of rounds of a task this client did not
+        submit. Cancelling the caller stops only its own polling, at once.
         """
-        self._check_open()
+        core = self._core
+        core.check_usable()
         quote_task_id(task_id)
-        if timeout is not None and not timeout >= 0:
-            raise RequestValidationError("timeout", f"must be >= 0 or None, got {timeout!r}")
-        if on_event is not None:
-            from ._events import chain_hooks, final_event, hooks_for  # noqa: PLC0415
-            from ._stream import as_stream  # noqa: PLC0415
-        stream, owned = as_stream(on_event) if on_event is not None else (None, False)
-        if stream is not None:
-            progress_events, retry_events = hooks_for(stream.emit)
-            on_progress = chain_hooks(on_progress, progress_events)
-            on_retry = chain_hooks(on_retry, retry_events)
-        try:
-            result = await self._wait(
-                task_id,
-                timeout=timeout,
-                on_progress=on_progress,
-                schedule=schedule,
-                retry=retry,
-                on_retry=on_retry,
-                max_rounds=max_rounds,
-                raise_on_failure=raise_on_failure,
-            )
-        except BaseException as exc:
-            if stream is not None:
-                stream.emit(final_event(key=None, task_id=task_id, error=exc))
-            raise
-        else:
-            if stream is not None:
-                stream.emit(final_event(key=None, task_id=task_id, result=result))
+        seconds, deadline = self._deadline(timeout)
+        rounds = check_count("max_rounds", max_rounds, allow_none=True)
+        check_flag("raise_on_failure", raise_on_failure)
+        async with _Watching(on_event, deadline=deadline, clock=core.clock) as watching:
+            reporter = watching.reporter(total=self._facts(task_id, rounds)[0])
+            try:
+                result = await self._wait(
+                    task_id,
+                    timeout=seconds,
+                    deadline=deadline,
+                    observer=reporter,
+                    max_rounds=rounds,
+                    raise_on_failure=raise_on_failure,
+                )
+            except BaseException as exc:
+                watching.ended(task_id=task_id, error=exc)
+                raise
+            watching.ended(task_id=task_id, result=result)
             return result
-        finally:
-            if owned and stream is not None:
-                await stream.aclose()
+
+    def _poll_key(self, task_id: str, max_rounds: int | None) -> Hashable:
+        """What decides whether two waits may share one poll loop: the task and the policy."""
+        options = self._options
+        return (
+            task_id,
+            max_rounds,
+            id(options.schedule),
+            options.retry,
+            options.request_timeout,
+            options.strict_status,
+        )
 
     async def _wait(
         self,
         task_id: str,
         *,
         timeout: float | None,
-        on_progress: SnapshotHook | None,
-        schedule: ScheduleLike | None,
-        retry: RetryPolicy | None,
-        on_retry: RetryHook | None,
+        deadline: float | None,
+        observer: Observer | None,
         max_rounds: int | None,
         raise_on_failure: bool,
     ) -> TaskResult:
-        """The shared poll loop of :meth:`wait_for_result`, without events."""
-        facts = self._known.get(task_id)
-        rounds = self._max_rounds(task_id, max_rounds)
-        policy = retry or self.retry
-        chosen = as_schedule(schedule) if schedule is not None else self.schedule
-        http = self._task_request(task_id)
+        """The shared poll loop behind every wait, with this view's policy."""
+        core, options = self._core, self._options
+        rounds, model = self._facts(task_id, max_rounds)
+        http = build_task_request(core.base_url, core.api_key, task_id, lang=core.lang)
 
         def run(
-            remaining: float | None,
-            publish: Callable[[TaskResult], Awaitable[None]],
+            leader_deadline: float | None,
+            fan_out: LoopObserver,
             mode: Callable[[], PollMode],
             takeover: bool,
         ) -> Awaitable[TaskResult]:
             return poll_until_done(
                 lambda: self._fetch(task_id, rounds, http),
                 task_id=task_id,
-                schedule=chosen,
-                policy=policy,
-                timeout=remaining,
-                sleep=self._sleep,
-                clock=self._clock,
+                schedule=options.schedule,
+                policy=options.retry,
+                deadline=leader_deadline,
+                timeout=timeout,
+                sleep=core.sleep,
+                clock=core.clock,
                 mode=mode,
                 max_rounds=rounds,
-                model=facts.model if facts is not None else None,
-                on_snapshot=publish,
-                on_retry=on_retry,
+                model=model,
+                observer=fan_out,
                 look_at_once=takeover,
             )
 
+        waiter = Waiter(
+            timeout=timeout, deadline=deadline, observer=observer, progress=observer is not None
+        )
         try:
-            result = await self._shared.wait(
-                task_id, run, timeout=timeout, clock=self._clock, on_progress=on_progress
+            result = await core.shared.wait(
+                self._poll_key(task_id, rounds), task_id, waiter, run, clock=core.clock
             )
         except SPOError as exc:
             if exc.task_id is None:
@@ -454,48 +718,60 @@ class AsyncSPOClient:
             raise TaskFailedError(task_id, result)
         return result
 
+    # -- both --------------------------------------------------------------------------------
+
     async def optimize(
         self,
         request: OptimizationRequest,
         *,
-        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
-        on_progress: SnapshotHook | None = None,
-        on_event: EventCallback | EventStream | None = None,
-        schedule: ScheduleLike | None = None,
-        retry: RetryPolicy | None = None,
-        on_retry: RetryHook | None = None,
+        timeout: float | Unset | None = UNSET,
+        on_event: OnEvent = None,
         raise_on_failure: bool = True,
     ) -> TaskResult:
-        """Submit ``request`` and wait for its result: :meth:`submit` then :meth:`wait_for_result`.
+        """Submit ``request`` and wait for its result, all within ``timeout`` seconds.
 
-        If the wait fails, the error's ``task_id`` says which task to look for later.
+        ``timeout`` bounds the whole call, the submit included (by default the
+        client's, 15 minutes). A deadline that falls while the submit is in
+        flight raises :class:`~spo_async.SubmitOutcomeUnknownError`: a task may
+        exist. Once the task exists, ``on_event`` receives
+        :class:`~spo_async.TaskSubmitted` with its id before anything else is
+        awaited, and every error that escapes carries ``task_id``; if the
+        caller is cancelled (its own ``asyncio.timeout``, a cancelled task), the
+        ``CancelledError`` carries a note with the task id, and the id is logged
+        at INFO. The other options are :meth:`wait_for_result`'s.
         """
-        if on_event is not None:
-            from ._events import TaskSubmitted, final_event  # noqa: PLC0415
-            from ._stream import as_stream  # noqa: PLC0415
-        stream, owned = as_stream(on_event) if on_event is not None else (None, False)
-        try:
+        core = self._core
+        core.check_usable()
+        request = _check_request(request)
+        seconds, deadline = self._deadline(timeout)
+        check_flag("raise_on_failure", raise_on_failure)
+        async with _Watching(on_event, deadline=deadline, clock=core.clock) as watching:
+            reporter = watching.reporter(total=request.max_rounds)
+            task_id: str | None = None
             try:
-                task_id = await self.submit(request, retry=retry, on_retry=on_retry)
+                task_id = await self._submit(
+                    request, deadline=deadline, timeout=seconds, observer=reporter
+                )
+                watching.submitted(task_id)
+                result = await self._wait(
+                    task_id,
+                    timeout=seconds,
+                    deadline=deadline,
+                    observer=reporter,
+                    max_rounds=request.max_rounds,
+                    raise_on_failure=raise_on_failure,
+                )
             except BaseException as exc:
-                if stream is not None:
-                    stream.emit(final_event(key=None, task_id=None, error=exc))
+                if isinstance(exc, asyncio.CancelledError):
+                    exc.add_note(
+                        f"spo-async: task {task_id} was submitted and keeps running on the service"
+                        if task_id is not None
+                        else "spo-async: cancelled during the submit: a task may have been created"
+                    )
+                watching.ended(task_id=task_id, request=request, error=exc)
                 raise
-            if stream is not None:
-                stream.emit(TaskSubmitted(key=None, task_id=task_id))
-            return await self.wait_for_result(
-                task_id,
-                timeout=timeout,
-                on_progress=on_progress,
-                on_event=stream,
-                schedule=schedule,
-                retry=retry,
-                on_retry=on_retry,
-                raise_on_failure=raise_on_failure,
-            )
-        finally:
-            if owned and stream is not None:
-                await stream.aclose()
+            watching.ended(task_id=task_id, request=request, result=result)
+            return result
 
     # -- many tasks --------------------------------------------------------------------------
 
@@ -507,28 +783,37 @@ class AsyncSPOClient:
         keys: KeyFunction | None = None,
         journal: str | os.PathLike[str] | None = None,
         resubmit_unknown: bool = False,
-        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
-        on_event: EventCallback | EventStream | None = None,
-        schedule: ScheduleLike | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> AsyncIterator[Outcome]:
-        """Optimize many requests at once; yield each one's :class:`Outcome` as it finishes.
+        timeout: float | Unset | None = UNSET,
+        on_event: OnEvent = None,
+    ) -> Batch:
+        """Optimize many requests at once; a :class:`~spo_async.Batch` yields each outcome.
 
-        ``requests`` are requests, ``(key, request)`` pairs, :class:`BatchItem` objects or a
-        mapping of key to request; ``keys`` derives a key from each request
-        instead. At most ``concurrency`` tasks are in flight. Outcomes come in
-        completion order and carry their item's key, index and request; one
-        failing item never stops the others. ``journal`` names a SQLite file that
-        makes the batch resumable after a crash without paying twice; items whose
-        submit may have created a task are reported as :class:`OutcomeUnknown`
-        and resubmitted only with ``resubmit_unknown``. ``timeout`` is each
-        task's wait deadline. Wrap the iterator in :func:`contextlib.aclosing`
-        to stop early and cleanly.
+        ``requests`` are requests, ``(key, request)`` pairs or a mapping of key to
+        request; ``keys`` derives a key from each request instead. At most
+        ``concurrency`` tasks are in flight. Outcomes come in completion order
+        and carry their item's key, index and request; one failing item never
+        stops the others. ``journal`` names a SQLite file that makes the batch
+        resumable after a crash without paying twice; items whose submit may have
+        created a task are reported as :class:`~spo_async.OutcomeUnknown` and
+        resubmitted only with ``resubmit_unknown``. ``timeout`` is each task's
+        wait deadline (by default the client's); ``on_event`` gets every task's
+        events and :class:`~spo_async.BatchProgress`.
+
+        Everything, the whole input included, is checked here, before anything
+        is sent. Nothing starts until the batch is iterated or entered::
+
+            async with client.optimize_many(requests, journal="run.db") as batch:
+                async for outcome in batch:
+                    ...
+
+        Leaving the ``async with`` (or ``await batch.aclose()``) stops new submits
+        at once; a consumer that stops pulling lets at most ``concurrency`` more
+        tasks be submitted.
         """
-        self._check_open()
-        from ._batch import iter_outcomes  # noqa: PLC0415 - keeps sqlite3 out of the import
+        self._core.check_usable()
+        from ._batch import Batch  # noqa: PLC0415 - keeps sqlite3 out of the import
 
-        return iter_outcomes(
+        return Batch.prepare(
             self,
             requests,
             concurrency=concurrency,
@@ -537,8 +822,6 @@ class AsyncSPOClient:
             resubmit_unknown=resubmit_unknown,
             timeout=timeout,
             on_event=on_event,
-            schedule=schedule,
-            retry=retry,
         )
 
     async def optimize_all(
@@ -549,20 +832,14 @@ class AsyncSPOClient:
         keys: KeyFunction | None = None,
         journal: str | os.PathLike[str] | None = None,
         resubmit_unknown: bool = False,
-        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
-        on_event: EventCallback | EventStream | None = None,
-        schedule: ScheduleLike | None = None,
-        retry: RetryPolicy | None = None,
+        timeout: float | Unset | None = UNSET,
+        on_event: OnEvent = None,
     ) -> list[Outcome]:
-        """Optimize many requests and return every :class:`Outcome` in input order.
+        """Optimize many requests and return every :class:`~spo_async.Outcome` in input order.
 
         The options are those of :meth:`optimize_many`.
         """
-        self._check_open()
-        from ._batch import gather_outcomes  # noqa: PLC0415 - keeps sqlite3 out of the import
-
-        return await gather_outcomes(
-            self,
+        batch = self.optimize_many(
             requests,
             concurrency=concurrency,
             keys=keys,
@@ -570,6 +847,60 @@ class AsyncSPOClient:
             resubmit_unknown=resubmit_unknown,
             timeout=timeout,
             on_event=on_event,
-            schedule=schedule,
-            retry=retry,
         )
+        async with batch:
+            outcomes = [outcome async for outcome in batch]
+        outcomes.sort(key=lambda o: o.index if o.index is not None else -1)
+        return outcomes
+
+
+class _Watching:
+    """One call's events: its stream, the reporter that feeds it, and its bounded close."""
+
+    def __init__(
+        self, on_event: OnEvent, *, deadline: float | None, clock: Callable[[], float]
+    ) -> None:
+        from ._stream import as_stream  # noqa: PLC0415 - the stream is loaded on first use
+
+        self._stream, self._owned = as_stream(on_event)
+        self._deadline = deadline
+        self._clock = clock
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        stream = self._stream
+        if stream is None or not self._owned:
+            return
+        cancelled = isinstance(exc_info[1], asyncio.CancelledError)
+        left = None if self._deadline is None else self._deadline - self._clock()
+        await stream._close_within(0.0 if cancelled else left)
+
+    def reporter(self, *, total: int | None) -> Observer | None:
+        if self._stream is None:
+            return None
+        from ._events import Reporter  # noqa: PLC0415
+
+        return Reporter(self._stream.emit, total=total)
+
+    def submitted(self, task_id: str) -> None:
+        if self._stream is not None:
+            from ._events import TaskSubmitted  # noqa: PLC0415
+
+            self._stream.emit(TaskSubmitted(task_id=task_id))
+
+    def ended(
+        self,
+        *,
+        task_id: str | None,
+        request: OptimizationRequest | None = None,
+        result: TaskResult | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        if self._stream is not None:
+            from ._events import outcome_of  # noqa: PLC0415
+
+            self._stream.emit(
+                outcome_of(request=request, task_id=task_id, result=result, error=error)
+            )

@@ -1,6 +1,6 @@
 """The one cattrs converter: the only place that knows the service's JSON shapes.
 
-Rules it applies (all from the wire contract, ``shared/spec/302-spo-api.md``):
+Rules it applies (the service's wire contract, as documented in the docs' reference):
 
 * Names differ on the wire: ``round_data_list`` -> ``rounds``, ``round`` ->
   ``number``, ``sample`` -> ``samples``.
@@ -29,10 +29,18 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from ._models import OptimizationRequest, QAPair, Round, Sample, TaskError, TaskResult
+from ._errors import RequestValidationError
+from ._models import FailureReason, OptimizationRequest, QAPair, Round, Sample, TaskResult
 from ._state import TaskStatus, status_from_wire
 
-__all__ = ["CONVERTER", "make_converter", "request_to_wire", "task_from_wire", "task_to_wire"]
+__all__ = [
+    "CONVERTER",
+    "make_converter",
+    "request_to_wire",
+    "task_from_dict",
+    "task_from_wire",
+    "task_to_wire",
+]
 
 T = TypeVar("T")
 
@@ -95,21 +103,21 @@ def _text_or_empty(value: Any, _: Any) -> str:
     return value
 
 
-def _task_error(value: Any, _: Any) -> TaskError | None:
+def _task_error(value: Any, _: Any) -> FailureReason | None:
     """The ``error`` field may be a string, an object, anything; empty means none."""
     if not value:
         return None
     if isinstance(value, str):
-        return TaskError(message=value, raw=value)
+        return FailureReason(message=value, raw=value)
     if isinstance(value, Mapping):
         message = value.get("message")
         code = value.get("err_code")
-        return TaskError(
+        return FailureReason(
             message=message if isinstance(message, str) else None,
             err_code=code if isinstance(code, int) and not isinstance(code, bool) else None,
             raw=value,
         )
-    return TaskError(message=str(value), raw=value)
+    return FailureReason(message=str(value), raw=value)
 
 
 def _normalize_rounds(rounds: tuple[Round, ...]) -> tuple[Round, ...]:
@@ -160,7 +168,7 @@ def make_converter() -> cattrs.Converter:
         ),
     )
     c.register_structure_hook_func(lambda t: t == tuple[Round, ...], _list_of(c, Round))
-    c.register_structure_hook(TaskError | None, _task_error)
+    c.register_structure_hook(FailureReason | None, _task_error)
 
     def _status(value: Any, _: Any) -> TaskStatus:
         return status_from_wire(c.structure(value, str))
@@ -258,6 +266,22 @@ def task_from_wire(
     if max_rounds is not None or "max_rounds" not in payload:
         payload["max_rounds"] = max_rounds
     return CONVERTER.structure(payload, TaskResult)
+
+
+def task_from_dict(data: Mapping[str, Any]) -> TaskResult:
+    """:meth:`TaskResult.from_dict`: a stored snapshot back, or a typed error naming the problem."""
+    if not isinstance(data, Mapping):
+        raise RequestValidationError("data", f"expected a mapping, got {type(data).__name__}")
+    task_id = data.get("task_id")
+    if not isinstance(task_id, str) or not task_id:
+        raise RequestValidationError("task_id", "a stored result needs its task_id string")
+    max_rounds = data.get("max_rounds")
+    try:
+        return task_from_wire(data, task_id=task_id, max_rounds=max_rounds)
+    except cattrs.BaseValidationError as exc:
+        raise RequestValidationError("data", "; ".join(cattrs.transform_error(exc))) from None
+    except (TypeError, ValueError) as exc:
+        raise RequestValidationError("data", str(exc)) from None
 
 
 def task_to_wire(result: TaskResult) -> dict[str, Any]:

@@ -8,7 +8,7 @@ decide what to do next: the HTTP status, the service's ``err_code`` and messages
 ::
 
     SPOError
-    ├── ConfigurationError            bad client settings (no API key, bad base URL, ...)
+    ├── ConfigurationError            bad settings or options, before any network call (ValueError)
     ├── RequestValidationError        bad input, raised before any network call (ValueError)
     ├── ClientClosedError             the client was used after aclose() (RuntimeError)
     ├── TransportError                the HTTP exchange itself failed
@@ -99,8 +99,12 @@ class SPOError(Exception):
     task_id: str | None = None
 
 
-class ConfigurationError(SPOError):
-    """The client's settings cannot work: no API key, a malformed base URL, ..."""
+class ConfigurationError(SPOError, ValueError):
+    """A setting or option cannot work: no API key, a malformed base URL, ``timeout=-5``, ...
+
+    Raised before any network call, by the client's constructor, by
+    :meth:`~spo_async.AsyncSPOClient.with_options` and by every method for its own options.
+    """
 
 
 class RequestValidationError(SPOError, ValueError):
@@ -316,19 +320,28 @@ class TaskFailedError(SPOError):
 
 
 class WaitTimeoutError(SPOError, TimeoutError):
-    """The overall wait deadline passed before the task finished.
+    """The overall deadline of a wait (or of a whole ``optimize``) passed first.
 
-    The task keeps running on the service (and keeps being billed): wait for it
-    again with ``task_id``. ``last_result`` is the last snapshot seen, or ``None``
-    when no poll succeeded.
+    When ``task_id`` is set, the task keeps running on the service (and keeps
+    being billed): wait for it again with that id. ``last_result`` is the last
+    snapshot seen, or ``None`` when no poll succeeded. ``task_id`` is ``None``
+    only when the deadline passed before a submit had left this machine, so no
+    task was created.
     """
 
-    def __init__(self, task_id: str, timeout: float, last_result: TaskResult | None) -> None:
+    def __init__(self, task_id: str | None, timeout: float, last_result: TaskResult | None) -> None:
         self.task_id = task_id
         self.timeout = timeout
         self.last_result = last_result
-        status = last_result.raw_status if last_result is not None else "never seen"
-        super().__init__(
-            f"task {task_id} did not finish within {timeout:g} s (last status: {status}); "
-            "it keeps running on the service"
-        )
+        if task_id is None:
+            message = (
+                f"nothing was submitted within {timeout:g} s: the request never left, "
+                "so no task was created"
+            )
+        else:
+            status = last_result.raw_status if last_result is not None else "never seen"
+            message = (
+                f"task {task_id} did not finish within {timeout:g} s (last status: {status}); "
+                "it keeps running on the service"
+            )
+        super().__init__(message)

@@ -1,70 +1,66 @@
-"""Progress as typed events, from single waits and from batches alike.
+"""What happens to a task, as values: progress events on the way, and one outcome at the end.
 
-Every event is a frozen attrs value. Task events carry the batch item's ``key``
-(``None`` for a single wait without one) and the ``task_id`` once it is known.
-For one task they come in this order::
+One vocabulary serves single waits and batches alike. For one task the events
+come in this order::
 
-    TaskSubmitted?  TaskQueued?  RoundCompleted(1) ... RoundCompleted(k)  <one final event>
+    TaskSubmitted?  TaskQueued?  RoundCompleted(1) ... RoundCompleted(k)  <one Outcome>
 
-with :class:`TaskRetrying` anywhere before the end, and exactly one final event:
-:class:`TaskSucceeded`, :class:`TaskFailed`, :class:`TaskTimedOut`,
-:class:`TaskErrored` or :class:`TaskOutcomeUnknown` (which has no task id and
-nothing before it but retries). A task resumed from a journal has no
-``TaskSubmitted`` (an earlier run sent it). :class:`BatchProgress` carries a
-batch's counters.
+with :class:`TaskRetrying` anywhere before the end. The outcome is exactly one
+of :class:`Succeeded`, :class:`Failed` (the task ended in ``fail``),
+:class:`Errored` (the submit or the wait ended with an error, a timeout
+included; ``task_id`` says whether a task exists) or :class:`OutcomeUnknown` (a
+submit may have created a task whose id never arrived). A batch yields the
+same outcome objects, and :class:`BatchProgress` carries its counters.
 
-:class:`~spo_async.EventStream` (in :mod:`spo_async._stream`) delivers them
-to a callback and to async iterators.
+Every event is a frozen attrs value; task events carry the batch item's ``key``
+(``None`` outside a batch) and the ``task_id`` once it is known.
+:class:`~spo_async.EventStream` (in :mod:`spo_async._stream`) delivers them.
 
-The adapters turn the client's hooks into events: :func:`hooks_for` gives an
-``on_progress`` / ``on_retry`` pair, :func:`events_between` diffs two snapshots,
-and :func:`final_event` names the end of a wait from its result or error. The
-final event is never derived from snapshots, because only the code that ends
-the wait knows whether it ended with a result, a timeout or an error.
+:class:`Reporter` turns what one wait sees (snapshots, retries) into events
+for one consumer; :func:`outcome_of` names the end of a wait from its result or
+error. The outcome is never derived from snapshots, because only the code that
+ends the wait knows whether it ended with a result, a timeout or an error.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 import attrs
 
-from ._errors import SubmitOutcomeUnknownError, TaskFailedError, WaitTimeoutError
+from ._errors import SubmitOutcomeUnknownError, TaskFailedError
 from ._models import OptimizationRequest, Round, TaskResult
-from ._polling import RetryNotice
 from ._state import TaskStatus
 
 __all__ = [
+    "AnyOutcome",
     "BatchKey",
     "BatchProgress",
+    "Errored",
     "Event",
     "EventCallback",
+    "Failed",
+    "Outcome",
+    "OutcomeUnknown",
+    "Reporter",
     "RoundCompleted",
-    "TaskErrored",
-    "TaskEvent",
-    "TaskFailed",
-    "TaskOutcomeUnknown",
+    "Succeeded",
     "TaskQueued",
     "TaskRetrying",
     "TaskSubmitted",
-    "TaskSucceeded",
-    "TaskTimedOut",
-    "chain_hooks",
-    "events_between",
-    "final_event",
-    "hooks_for",
+    "outcome_of",
 ]
-
-T = TypeVar("T")
 
 #: How a batch item is named: the caller's own key, or one the batch derives.
 BatchKey: TypeAlias = str | int
 
 
+# -- on the way ----------------------------------------------------------------------------
+
+
 @attrs.frozen(kw_only=True)
-class TaskEvent:
+class _TaskEvent:
     """Something happened to one task. ``key`` names the batch item, if any."""
 
     key: BatchKey | None = None
@@ -72,26 +68,31 @@ class TaskEvent:
 
 
 @attrs.frozen(kw_only=True)
-class TaskSubmitted(TaskEvent):
-    """The service accepted the submit; from now on the task is billed."""
+class TaskSubmitted(_TaskEvent):
+    """The service accepted the submit: from now on the task exists and is billed.
+
+    This is the moment to record ``task_id`` if the caller may be cancelled
+    before the wait ends.
+    """
 
     task_id: str
 
 
 @attrs.frozen(kw_only=True)
-class TaskQueued(TaskEvent):
-    """The service reports the task waiting in its queue."""
+class TaskQueued(_TaskEvent):
+    """The service reports the task waiting in its queue. ``result`` is that snapshot."""
 
     task_id: str
+    result: TaskResult = attrs.field(repr=False, eq=False)
 
 
 @attrs.frozen(kw_only=True)
-class RoundCompleted(TaskEvent):
+class RoundCompleted(_TaskEvent):
     """Round ``number`` of ``total`` finished (``total`` is ``None`` when unknown).
 
     ``success`` says whether this round's prompt beat the best so far;
     ``best_prompt`` is the best prompt after this round (SPO's rule: the most
-    recent successful round's).
+    recent successful round's). ``result`` is the snapshot that showed the round.
     """
 
     task_id: str
@@ -100,11 +101,15 @@ class RoundCompleted(TaskEvent):
     success: bool
     prompt: str
     best_prompt: str | None
+    result: TaskResult = attrs.field(repr=False, eq=False)
 
 
 @attrs.frozen(kw_only=True)
-class TaskRetrying(TaskEvent):
-    """A submit or poll failed in a passing way and is tried again after ``wait`` seconds."""
+class TaskRetrying(_TaskEvent):
+    """A submit or poll failed in a passing way and is tried again after ``wait`` seconds.
+
+    ``attempt`` is the number of the attempt that failed; ``cause`` its error.
+    """
 
     operation: str
     attempt: int
@@ -113,80 +118,146 @@ class TaskRetrying(TaskEvent):
 
 
 @attrs.frozen(kw_only=True)
-class TaskSucceeded(TaskEvent):
-    """The task finished with a result."""
-
-    task_id: str
-    result: TaskResult
-
-
-@attrs.frozen(kw_only=True)
-class TaskFailed(TaskEvent):
-    """The task finished in ``fail``; ``result.error`` says why, when the service said."""
-
-    task_id: str
-    result: TaskResult
-
-
-@attrs.frozen(kw_only=True)
-class TaskTimedOut(TaskEvent):
-    """The wait's deadline passed; the task keeps running (and billing) on the service."""
-
-    task_id: str
-    timeout: float
-    last_result: TaskResult | None
-
-
-@attrs.frozen(kw_only=True)
-class TaskErrored(TaskEvent):
-    """The submit or the wait ended with an error; ``task_id`` is set when a task exists."""
-
-    error: BaseException = attrs.field(eq=False)
-
-
-@attrs.frozen(kw_only=True)
-class TaskOutcomeUnknown(TaskEvent):
-    """A submit may have created (and billed) a task whose id never arrived."""
-
-    error: BaseException = attrs.field(eq=False)
-
-
-@attrs.frozen(kw_only=True)
 class BatchProgress:
     """A batch's counters.
 
-    ``pending`` items have not started, ``running`` are being submitted or
-    waited for, ``done`` have an outcome (``failed`` of them are anything but a
-    success). ``requests_per_second`` is the client's recent HTTP request rate,
-    when its limiter counts it.
+    ``pending`` items have not started, ``running`` are being submitted or waited
+    for, ``done`` have an outcome: ``succeeded + failed + errored + unknown``.
+    ``requests_per_second`` is the client's recent HTTP request rate, when its
+    limiter counts it.
     """
 
     total: int
     pending: int
     running: int
-    done: int
-    failed: int
+    succeeded: int = 0
+    failed: int = 0
+    errored: int = 0
+    unknown: int = 0
     requests_per_second: float | None = None
 
+    @property
+    def done(self) -> int:
+        """Items with an outcome."""
+        return self.succeeded + self.failed + self.errored + self.unknown
 
-#: Every event an :class:`EventStream` carries.
+
+# -- at the end ----------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Outcome:
+    """How one task ended: the last event of a wait, and what a batch yields per item.
+
+    In a batch, ``key`` and ``index`` (the item's position in the input) name
+    the item and ``request`` is its request; outside a batch ``key`` and
+    ``index`` are ``None``. ``from_journal`` is true when the outcome was read
+    from the journal of an earlier run, without any request. ``ok`` is true
+    only for :class:`Succeeded`.
+    """
+
+    key: BatchKey | None = None
+    index: int | None = None
+    request: OptimizationRequest | None = attrs.field(default=None, repr=False)
+    task_id: str | None = None
+    from_journal: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Whether the task finished with a result."""
+        return False
+
+
+@attrs.frozen(kw_only=True)
+class Succeeded(Outcome):
+    """The task finished with a result."""
+
+    task_id: str
+    result: TaskResult = attrs.field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """Always true."""
+        return True
+
+
+@attrs.frozen(kw_only=True)
+class Failed(Outcome):
+    """The task ended in ``fail``; ``result.error`` holds the service's reason."""
+
+    task_id: str
+    result: TaskResult = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class Errored(Outcome):
+    """The submit or the wait ended with ``error``; a wait's timeout is one such error.
+
+    ``task_id`` is ``None`` when no task was created (the item can simply be run
+    again) and set when a task exists: it may still be running (and billing),
+    and a run with the same journal polls it instead of submitting again.
+    """
+
+    task_id: str | None = None
+    error: BaseException = attrs.field(eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class OutcomeUnknown(Outcome):
+    """A submit may have created (and billed) a task, but its id never arrived.
+
+    It was not resubmitted, since that could pay twice: look for the task in
+    your 302.AI account, or run the batch again with ``resubmit_unknown=True``.
+    """
+
+    error: SubmitOutcomeUnknownError = attrs.field(eq=False)
+
+
+#: An outcome as it is made: always one of the four kinds.
+AnyOutcome: TypeAlias = Succeeded | Failed | Errored | OutcomeUnknown
+
+#: Every event an :class:`~spo_async.EventStream` carries.
 Event: TypeAlias = (
     TaskSubmitted
     | TaskQueued
     | RoundCompleted
     | TaskRetrying
-    | TaskSucceeded
-    | TaskFailed
-    | TaskTimedOut
-    | TaskErrored
-    | TaskOutcomeUnknown
+    | Succeeded
+    | Failed
+    | Errored
+    | OutcomeUnknown
     | BatchProgress
 )
 
 #: A consumer of events: a plain function, or an ``async def`` one.
 EventCallback: TypeAlias = Callable[[Event], Any]
 
-# -- adapters from the client's hooks ------------------------------------------------------
+
+def outcome_of(
+    *,
+    key: BatchKey | None = None,
+    index: int | None = None,
+    request: OptimizationRequest | None = None,
+    task_id: str | None = None,
+    result: TaskResult | None = None,
+    error: BaseException | None = None,
+) -> AnyOutcome:
+    """The outcome that ends a task's story: from its final snapshot, or from the error."""
+    where: dict[str, Any] = {"key": key, "index": index, "request": request}
+    if error is not None:
+        if isinstance(error, SubmitOutcomeUnknownError):
+            return OutcomeUnknown(**where, error=error)
+        known: str | None = task_id if task_id is not None else getattr(error, "task_id", None)
+        if isinstance(error, TaskFailedError):
+            return Failed(**where, task_id=error.result.task_id, result=error.result)
+        return Errored(**where, task_id=known, error=error)
+    if result is None or not result.is_terminal:
+        raise ValueError("outcome_of needs a terminal result or an error")
+    cls = Succeeded if result.succeeded else Failed
+    return cls(**where, task_id=result.task_id, result=result)
+
+
+# -- from what a wait sees to events -------------------------------------------------------
 
 
 def _best_prompt_up_to(rounds: Sequence[Round], number: int) -> str | None:
@@ -196,117 +267,68 @@ def _best_prompt_up_to(rounds: Sequence[Round], number: int) -> str | None:
     return None
 
 
-def events_between(
-    previous: TaskResult | None,
-    current: TaskResult,
-    *,
-    key: BatchKey | None = None,
-    total: int | None = None,
-) -> list[Event]:
-    """The progress events that lead from snapshot ``previous`` to ``current``.
+class Reporter:
+    """One consumer's view of one task: turns snapshots and retries into its events.
 
-    A newly queued task gives :class:`TaskQueued`; each round completed since
-    ``previous`` gives a :class:`RoundCompleted`, in order. Final events are
-    not produced here (see :func:`final_event`). ``total`` is the number of
-    rounds, when the snapshot does not know it.
+    ``emit`` must not block (an :meth:`EventStream.emit`); ``total`` is the
+    number of rounds when the snapshots do not say. Each waiter of a shared
+    poll has a reporter of its own, so what one consumer sees never depends on
+    another's.
     """
-    events: list[Event] = []
-    task_id = current.task_id
-    if current.status is TaskStatus.QUEUE and (
-        previous is None or previous.status is not TaskStatus.QUEUE
-    ):
-        events.append(TaskQueued(key=key, task_id=task_id))
-    done = current.completed_rounds
-    seen = len(previous.completed_rounds) if previous is not None else 0
-    rounds_total = current.max_rounds if current.max_rounds is not None else total
-    for r in done[seen:]:
-        events.append(
-            RoundCompleted(
-                key=key,
-                task_id=task_id,
-                number=r.number,
-                total=rounds_total,
-                success=r.success,
-                prompt=r.prompt,
-                best_prompt=_best_prompt_up_to(done, r.number),
+
+    __slots__ = ("_emit", "_key", "_previous", "_total")
+
+    def __init__(
+        self, emit: Callable[[Event], None], *, key: BatchKey | None = None, total: int | None
+    ) -> None:
+        self._emit = emit
+        self._key = key
+        self._total = total
+        self._previous: TaskResult | None = None
+
+    def snapshot(self, current: TaskResult) -> None:
+        """Emit what changed since the last snapshot: a newly queued task, each new round."""
+        previous, key = self._previous, self._key
+        self._previous = current
+        task_id = current.task_id
+        if current.status is TaskStatus.QUEUE and (
+            previous is None or previous.status is not TaskStatus.QUEUE
+        ):
+            self._emit(TaskQueued(key=key, task_id=task_id, result=current))
+        done = current.completed_rounds
+        seen = len(previous.completed_rounds) if previous is not None else 0
+        total = current.max_rounds if current.max_rounds is not None else self._total
+        for r in done[seen:]:
+            self._emit(
+                RoundCompleted(
+                    key=key,
+                    task_id=task_id,
+                    number=r.number,
+                    total=total,
+                    success=r.success,
+                    prompt=r.prompt,
+                    best_prompt=_best_prompt_up_to(done, r.number),
+                    result=current,
+                )
             )
-        )
-    return events
 
-
-def final_event(
-    *,
-    key: BatchKey | None,
-    task_id: str | None,
-    result: TaskResult | None = None,
-    error: BaseException | None = None,
-) -> Event:
-    """The event that ends a task's story: from its final snapshot, or from the error."""
-    if error is not None:
-        known: str | None = getattr(error, "task_id", None)
-        task_id = task_id if task_id is not None else known
-        if isinstance(error, SubmitOutcomeUnknownError):
-            return TaskOutcomeUnknown(key=key, error=error)
-        if isinstance(error, WaitTimeoutError) and task_id is not None:
-            return TaskTimedOut(
-                key=key, task_id=task_id, timeout=error.timeout, last_result=error.last_result
-            )
-        if isinstance(error, TaskFailedError) and task_id is not None:
-            return TaskFailed(key=key, task_id=task_id, result=error.result)
-        return TaskErrored(key=key, task_id=task_id, error=error)
-    if result is None or not result.is_terminal:
-        raise ValueError("final_event needs a terminal result or an error")
-    if result.succeeded:
-        return TaskSucceeded(key=key, task_id=result.task_id, result=result)
-    return TaskFailed(key=key, task_id=result.task_id, result=result)
-
-
-def chain_hooks(*hooks: Callable[[T], Any] | None) -> Callable[[T], Any] | None:
-    """One hook calling each given hook in turn (sync or async ones); ``None`` if none given."""
-    present = [h for h in hooks if h is not None]
-    if len(present) <= 1:
-        return present[0] if present else None
-
-    async def chained(value: T) -> None:
-        for hook in present:
-            outcome = hook(value)
-            if inspect.isawaitable(outcome):
-                await outcome
-
-    return chained
-
-
-def hooks_for(
-    stream: Callable[[Event], None],
-    key: BatchKey | None = None,
-    request: OptimizationRequest | None = None,
-) -> tuple[Callable[[TaskResult], None], Callable[[RetryNotice], None]]:
-    """``(on_progress, on_retry)`` hooks for one wait that emit its progress events.
-
-    ``stream`` is an :class:`EventStream` (or any function taking an event);
-    ``request``, when known, gives the number of rounds. Pass the hooks to
-    :meth:`AsyncSPOClient.wait_for_result` (progress polling then looks at every
-    round), and emit :func:`final_event` when the wait ends.
-    """
-    total = request.max_rounds if request is not None else None
-    previous: TaskResult | None = None
-
-    def on_progress(result: TaskResult) -> None:
-        nonlocal previous
-        for event in events_between(previous, result, key=key, total=total):
-            stream(event)
-        previous = result
-
-    def on_retry(notice: RetryNotice) -> None:
-        stream(
+    def retrying(
+        self,
+        *,
+        operation: str,
+        attempt: int,
+        wait: float,
+        cause: BaseException,
+        task_id: str | None,
+    ) -> None:
+        """Emit a :class:`TaskRetrying`."""
+        self._emit(
             TaskRetrying(
-                key=key,
-                task_id=notice.task_id,
-                operation=notice.operation,
-                attempt=notice.attempt,
-                wait=notice.wait,
-                cause=notice.cause,
+                key=self._key,
+                task_id=task_id,
+                operation=operation,
+                attempt=attempt,
+                wait=wait,
+                cause=cause,
             )
         )
-
-    return on_progress, on_retry

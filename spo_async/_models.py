@@ -8,7 +8,9 @@ field before anything touches the network.
 
 from __future__ import annotations
 
+import collections
 import math
+import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,14 +21,55 @@ from ._state import TaskStatus
 
 __all__ = [
     "MAX_ROUNDS_LIMIT",
+    "FailureReason",
     "OptimizationRequest",
-    "Progress",
     "QAPair",
     "Round",
     "Sample",
-    "TaskError",
     "TaskResult",
+    "detect_language",
 ]
+
+#: The largest ``temperature`` the SDK accepts: chat models take 0 to 2.
+MAX_TEMPERATURE = 2.0
+
+#: Scripts whose letters name a language for ``language="auto"``; anything else is English.
+_SCRIPT_LANGUAGES = {
+    "CJK": "zh",
+    "HIRAGANA": "ja",
+    "KATAKANA": "ja",
+    "HANGUL": "ko",
+    "CYRILLIC": "ru",
+    "ARABIC": "ar",
+    "HEBREW": "he",
+    "GREEK": "el",
+    "THAI": "th",
+    "DEVANAGARI": "hi",
+}
+
+
+def detect_language(text: str) -> str:
+    """The language ``language="auto"`` picks for ``text``, from the script of its letters.
+
+    Japanese kana anywhere means ``"ja"`` (Japanese mixes kana with Chinese
+    characters); otherwise the script with the most letters decides: Chinese
+    characters give ``"zh"``, Hangul ``"ko"``, Cyrillic ``"ru"``, and so on, and
+    Latin letters (or none) give ``"en"``. A script cannot tell French from
+    English: pass ``language`` yourself for other languages written in Latin letters.
+    """
+    counts: collections.Counter[str] = collections.Counter()
+    for ch in text:
+        if not ch.isalpha():
+            continue
+        name = unicodedata.name(ch, "")
+        script = name.split(" ", 1)[0]
+        counts[_SCRIPT_LANGUAGES.get(script, "en")] += 1
+    if not counts:
+        return "en"
+    if counts["ja"]:
+        return "ja"
+    return counts.most_common(1)[0][0]
+
 
 #: The largest ``max_rounds`` the SDK accepts. The service documents no limit,
 #: but each round costs about eight LLM calls; the upstream SPO app stops at 100.
@@ -80,10 +123,13 @@ def _to_qa_tuple(value: Iterable[QAPair | Mapping[str, str]]) -> tuple[QAPair, .
 class OptimizationRequest:
     """What to optimize, and how: the body of one submit.
 
-    Defaults are the service's documented ones (``language="zh"``,
-    ``temperature=0.7``); ``max_rounds`` defaults to 5, as in 302.AI's own web
-    app. Round 1 only re-runs the original prompt, so at least 2 rounds are
-    needed for any optimization to happen. Every field is checked here, on
+    ``max_rounds`` defaults to 5, as in 302.AI's own web app; the first round
+    runs the original prompt unchanged and each later one tries a rewrite.
+    ``temperature`` defaults to the service's 0.7. ``language`` defaults to
+    ``"auto"``: the language of the prompt's text, read from its script when the
+    request is made (see :func:`detect_language`), so that an English prompt is
+    optimized in English; the service's own default would be Chinese (``"zh"``).
+    The field then holds the language chosen. Every field is checked here, on
     construction, and a bad one raises :class:`~spo_async.RequestValidationError`.
     """
 
@@ -97,9 +143,10 @@ class OptimizationRequest:
     max_rounds: int = 5
     #: Free text describing the effect wanted; left out of the request when ``None``.
     requirements: str | None = None
-    #: The optimization's working language.
-    language: str = "zh"
-    #: The optimizer model's sampling temperature.
+    #: The optimization's working language, such as ``"en"`` or ``"zh"``; ``"auto"``
+    #: (the default) picks it from the text's script when the request is made.
+    language: str = "auto"
+    #: The optimizer model's sampling temperature, 0 to :data:`MAX_TEMPERATURE`.
     temperature: float = 0.7
 
     def __attrs_post_init__(self) -> None:
@@ -115,10 +162,14 @@ class OptimizationRequest:
                 "max_rounds", f"expected an int, got {type(self.max_rounds).__name__}"
             )
         if not 2 <= self.max_rounds <= MAX_ROUNDS_LIMIT:
+            hint = (
+                " (round 1 only runs the original prompt, so 1 round optimizes nothing)"
+                if self.max_rounds < 2
+                else " (each round costs about eight model calls)"
+            )
             raise RequestValidationError(
                 "max_rounds",
-                f"must be between 2 and {MAX_ROUNDS_LIMIT}, got {self.max_rounds} "
-                "(round 1 only re-runs the original prompt)",
+                f"must be between 2 and {MAX_ROUNDS_LIMIT}, got {self.max_rounds}{hint}",
             )
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, int | float):
             raise RequestValidationError(
@@ -128,10 +179,15 @@ class OptimizationRequest:
             finite = math.isfinite(self.temperature)
         except OverflowError:  # an int too large for a float
             finite = False
-        if not finite or self.temperature < 0:
+        if not finite or not 0 <= self.temperature <= MAX_TEMPERATURE:
             raise RequestValidationError(
-                "temperature", f"must be a finite number >= 0, got {self.temperature!r}"
+                "temperature",
+                f"must be a number from 0 to {MAX_TEMPERATURE:g}, got {self.temperature!r}",
             )
+        if self.language == "auto":
+            texts = [self.prompt, self.requirements or ""]
+            texts += [text for pair in self.qa for text in (pair.question, pair.answer)]
+            object.__setattr__(self, "language", detect_language(" ".join(texts)))
 
 
 @attrs.frozen
@@ -165,7 +221,7 @@ class Round:
 
 
 @attrs.frozen
-class TaskError:
+class FailureReason:
     """Why a task failed, as the service said it: a text, a code, or both.
 
     ``raw`` is the ``error`` value exactly as it came (a string, an object, ...).
@@ -179,24 +235,6 @@ class TaskError:
         code = f"err_code {self.err_code}" if self.err_code is not None else ""
         parts = [p for p in (code, self.message) if p]
         return ": ".join(parts) or repr(self.raw)
-
-
-@attrs.frozen
-class Progress:
-    """How far a task has come: ``done`` rounds of ``total`` (``None`` when unknown)."""
-
-    done: int
-    total: int | None
-
-    @property
-    def fraction(self) -> float | None:
-        """``done / total`` between 0 and 1, or ``None`` when the total is unknown."""
-        if not self.total:
-            return None
-        return min(1.0, self.done / self.total)
-
-    def __str__(self) -> str:
-        return f"{self.done}/{self.total if self.total is not None else '?'}"
 
 
 @attrs.frozen
@@ -219,7 +257,7 @@ class TaskResult:
     rounds: tuple[Round, ...] = ()
     best_prompt: str | None = None
     best_round: int | None = None
-    error: TaskError | None = None
+    error: FailureReason | None = None
     max_rounds: int | None = None
     #: Top-level fields the service sent that this SDK does not know.
     extra: Mapping[str, Any] = attrs.field(factory=dict, hash=False, repr=False)
@@ -266,7 +304,27 @@ class TaskResult:
                 return r
         return None
 
-    @property
-    def progress(self) -> Progress:
-        """Rounds done of ``max_rounds`` (the total is ``None`` when not known)."""
-        return Progress(done=len(self.completed_rounds), total=self.max_rounds)
+    def to_dict(self) -> dict[str, Any]:
+        """The public JSON form of a result: a JSON-ready dict of this snapshot.
+
+        It is the service's own shape (``status``, ``round_data_list`` with
+        ``round``/``prompt``/``success``/``sample``, ``best_prompt``, ``best_round``,
+        ``error``) plus ``task_id`` and ``max_rounds``, with every field the service
+        sent that this SDK does not know kept as it came. The CLI's ``--json``
+        output and the batch journal store results in this form;
+        :meth:`from_dict` reads it back into an equal snapshot.
+        """
+        from ._convert import task_to_wire  # noqa: PLC0415 - the wire format lives there
+
+        return task_to_wire(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskResult:
+        """Read a snapshot back from :meth:`to_dict`'s form (or a service answer with ``task_id``).
+
+        Raises :class:`~spo_async.RequestValidationError` naming the problem when
+        ``data`` is not such a dict.
+        """
+        from ._convert import task_from_dict  # noqa: PLC0415
+
+        return task_from_dict(data)

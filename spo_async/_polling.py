@@ -1,33 +1,34 @@
 """The loops that repeat calls: retries of one call, and polling a task to its end.
 
-This is the only module that imports tenacity (on first use), and no tenacity
-type leaves it: schedules (:mod:`spo_async._schedules`) and retry policies
-(:mod:`spo_async._retry`) are the SDK's own objects, adapted here into tenacity
-wait, stop and retry strategies (stamina wraps tenacity the same way). It is
-imported inside the functions that use it: nothing needs it before a client
-makes a request, and it is a noticeable share of ``import spo_async``'s time
-(``bench/README.md`` measures it).
+Both loops are :class:`tenacity.AsyncRetrying`, called through its public API
+(stamina's ``_core.py`` composes tenacity the same way). The SDK's own objects
+become tenacity strategies here: a retry policy becomes the stop and the
+failure backoff, and a poll schedule becomes the wait between successful looks.
+No tenacity type leaves this module, and tenacity is imported on first use
+only: nothing needs it before a client makes a request, and it is a noticeable
+share of ``import spo_async``'s time.
 
-Clock and sleep are parameters, so tests run whole waits at zero delay.
+Every wait goes through the ``sleep`` and ``clock`` the client was given, so a
+test runs whole waits at zero delay.
 
 Contradicting snapshots. A snapshot that moves backwards (``success`` then
-``processing``, rounds that vanish or change, ``best_round`` going down) is not
-believed: the last good snapshot is kept, a warning is logged, and the task is
-polled again after an error backoff. Only when
+``processing``, completed rounds that vanish or change, ``best_round`` going
+down) is not believed: the last good snapshot is kept, a warning is logged,
+and the task is polled again after an error backoff. Only when
 :data:`MAX_CONTRADICTIONS` answers in a row contradict it does the wait end
-with :class:`~spo_async.TaskStateError`.
+with :class:`~spo_async.ProtocolError`. Fields the SDK does not know never
+take part (they are not part of a model's equality), so a service rolling out
+a new field behind a load balancer cannot make a finished round look changed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 import logging
 import random
-import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ._errors import SPOError, TaskStateError, WaitTimeoutError
 from ._models import TaskResult
@@ -45,10 +46,13 @@ if TYPE_CHECKING:
     import tenacity
 
 __all__ = [
-    "DEFAULT_WAIT_TIMEOUT",
     "DEADLINE_GRACE",
+    "DEFAULT_WAIT_TIMEOUT",
     "MAX_CONTRADICTIONS",
-    "RetryNotice",
+    "Clock",
+    "LoopObserver",
+    "Observer",
+    "Sleep",
     "current_attempt",
     "poll_until_done",
     "retry_call",
@@ -59,8 +63,6 @@ log = logging.getLogger("spo_async")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
-#: Called with each new snapshot; may be sync or async.
-SnapshotHook = Callable[[TaskResult], Any]
 
 #: The overall wait deadline, in seconds, when none is given: 15 minutes, several
 #: times what a 10-round task usually takes.
@@ -83,86 +85,67 @@ _attempt: contextvars.ContextVar[int] = contextvars.ContextVar("spo_async_attemp
 def current_attempt() -> int:
     """The try number of the call running now: 1 at first, ``n`` after ``n - 1`` failures.
 
-    Set by :func:`retry_call` and :func:`poll_until_done` around each call they make,
-    so that the layer below can put it in its log line for each HTTP attempt.
+    Set by both loops around each call they make, so that the layer below can put
+    it in its log line for each HTTP attempt.
     """
     return _attempt.get()
 
 
-class RetryNotice:
-    """What a retry is about to do; handed to ``on_retry`` hooks and logged."""
+class Observer(Protocol):
+    """Who hears what a loop sees: new snapshots and retries. Both calls must not block."""
 
-    __slots__ = ("attempt", "cause", "operation", "task_id", "wait")
+    def snapshot(self, result: TaskResult) -> None:
+        """A snapshot that changed something worth reporting."""
 
-    def __init__(
-        self, operation: str, attempt: int, wait: float, cause: BaseException, task_id: str | None
+    def retrying(
+        self,
+        *,
+        operation: str,
+        attempt: int,
+        wait: float,
+        cause: BaseException,
+        task_id: str | None,
     ) -> None:
-        self.operation = operation
-        self.attempt = attempt
-        self.wait = wait
-        self.cause = cause
-        self.task_id = task_id
-
-    def __repr__(self) -> str:
-        return (
-            f"RetryNotice(operation={self.operation!r}, attempt={self.attempt}, "
-            f"wait={self.wait:.3f}, cause={type(self.cause).__name__}, task_id={self.task_id!r})"
-        )
+        """A passing failure, retried after ``wait`` seconds."""
 
 
-RetryHook = Callable[[RetryNotice], Any]
+class LoopObserver(Observer, Protocol):
+    """What a poll loop reports to: an :class:`Observer` that also hears every look end."""
 
-
-async def _call_hook(hook: Callable[[T], Any] | None, value: T) -> None:
-    if hook is None:
-        return
-    outcome = hook(value)
-    if inspect.isawaitable(outcome):
-        await outcome
+    def tick(self) -> None:
+        """A look ended, whatever it saw."""
 
 
 def _remaining(deadline: float | None, clock: Clock) -> float:
     return float("inf") if deadline is None else deadline - clock()
 
 
-async def _drive(
-    retrying: tenacity.Retrying,
-    attempt: Callable[[], Awaitable[T]],
+def _retry_noticed(
+    observer: Observer | None,
     *,
-    sleep: Sleep,
-    before_sleep: Callable[[tenacity.RetryCallState], Awaitable[None]],
-) -> T:
-    """Run ``attempt`` under ``retrying``'s decisions, doing the awaiting here.
-
-    tenacity decides everything (retry or not, how long to wait, when to stop,
-    what to raise); this loop only awaits the attempt, the hook and the sleep.
-    Why not ``tenacity.AsyncRetrying``: in tenacity 9 it inspects every strategy
-    with :func:`inspect.iscoroutinefunction` again on every attempt, which was
-    the largest single cost of a poll in the profile (``bench/README.md``). The
-    decisions come from the same state machine (``Retrying.iter``, the loop
-    ``AsyncRetrying`` itself ran until tenacity 8.3) with plain calls, so every
-    strategy given to ``retrying`` must be synchronous; the one async hook,
-    ``before_sleep``, runs here, at the point where tenacity would run it.
-    """
-    import tenacity  # noqa: PLC0415 - on first use; see the module docstring
-
-    retrying.begin()
-    state = tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
-    while True:
-        do = retrying.iter(state)
-        if isinstance(do, tenacity.DoAttempt):
-            try:
-                result = await attempt()
-            except BaseException:  # judged by the retry strategy, re-raised if not retried
-                state.set_exception(sys.exc_info())  # type: ignore[arg-type]
-            else:
-                state.set_result(result)
-        elif isinstance(do, tenacity.DoSleep):
-            await before_sleep(state)
-            state.prepare_for_next_attempt()
-            await sleep(float(do))
-        else:
-            return do  # type: ignore[no-any-return]
+    operation: str,
+    attempt: int,
+    wait: float,
+    cause: BaseException,
+    task_id: str | None,
+) -> None:
+    """Log a retry at INFO and tell the observer, which must never break the loop."""
+    log.info(
+        "retrying %s in %.2f s after attempt %d failed: %s: %s",
+        operation,
+        wait,
+        attempt,
+        type(cause).__name__,
+        cause,
+        extra={"task_id": task_id},
+    )
+    if observer is not None:
+        try:
+            observer.retrying(
+                operation=operation, attempt=attempt, wait=wait, cause=cause, task_id=task_id
+            )
+        except Exception:
+            log.exception("an observer raised on a retry notice; the loop goes on")
 
 
 async def retry_call(
@@ -175,13 +158,14 @@ async def retry_call(
     clock: Clock,
     deadline: float | None = None,
     task_id: str | None = None,
-    on_retry: RetryHook | None = None,
+    observer: Observer | None = None,
 ) -> T:
     """Run ``call`` until it succeeds, fails for good, or the policy or deadline says stop.
 
-    The last error is re-raised as it is. No wait crosses ``deadline``: when the
-    next wait would, the last error is raised at once.
+    The last error is re-raised as it is. No wait crosses ``deadline`` (on ``clock``):
+    when the next wait would, the last error is raised at once.
     """
+    import tenacity  # noqa: PLC0415 - on first use; see the module docstring
 
     def wait(state: tenacity.RetryCallState) -> float:
         assert state.outcome is not None  # noqa: S101 - tenacity sets it before waiting
@@ -196,13 +180,18 @@ async def retry_call(
             or state.upcoming_sleep > _remaining(deadline, clock)
         )
 
-    async def before_sleep(state: tenacity.RetryCallState) -> None:
+    def before_sleep(state: tenacity.RetryCallState) -> None:
         assert state.outcome is not None  # noqa: S101
         exc = state.outcome.exception()
         assert exc is not None  # noqa: S101 - only failures are retried here
-        notice = RetryNotice(operation, state.attempt_number, state.upcoming_sleep, exc, task_id)
-        _log_retry(notice)
-        await _call_hook(on_retry, notice)
+        _retry_noticed(
+            observer,
+            operation=operation,
+            attempt=state.attempt_number,
+            wait=state.upcoming_sleep,
+            cause=exc,
+            task_id=task_id,
+        )
 
     tries = 0
 
@@ -215,24 +204,15 @@ async def retry_call(
         finally:
             _attempt.reset(token)
 
-    import tenacity  # noqa: PLC0415 - on first use; see the module docstring
-
-    retrying = tenacity.Retrying(
-        stop=stop, wait=wait, retry=tenacity.retry_if_exception(retryable), reraise=True
+    retrying = tenacity.AsyncRetrying(
+        sleep=sleep,
+        stop=stop,
+        wait=wait,
+        retry=tenacity.retry_if_exception(retryable),
+        before_sleep=before_sleep,
+        reraise=True,
     )
-    return await _drive(retrying, attempt, sleep=sleep, before_sleep=before_sleep)
-
-
-def _log_retry(notice: RetryNotice) -> None:
-    log.info(
-        "retrying %s in %.2f s after attempt %d failed: %s: %s",
-        notice.operation,
-        notice.wait,
-        notice.attempt,
-        type(notice.cause).__name__,
-        notice.cause,
-        extra={"task_id": notice.task_id},
-    )
+    return await retrying(attempt)
 
 
 def contradiction(before: TaskResult, after: TaskResult) -> str | None:
@@ -268,14 +248,14 @@ class _ContradictedError(SPOError):
 
 
 class _TaskWatch:
-    """What one wait has learnt about its task: the timeline the schedule reads."""
+    """What one poll loop has learnt about its task: the timeline the schedule reads."""
 
     def __init__(
         self,
         task_id: str,
         *,
         clock: Clock,
-        mode: PollMode | Callable[[], PollMode],
+        mode: Callable[[], PollMode],
         max_rounds: int | None,
         model: str | None,
     ) -> None:
@@ -303,7 +283,7 @@ class _TaskWatch:
             model=self.model,
             round_seen_at=tuple(self.round_seen_at),
             started_at=self.started_at,
-            mode=self.mode() if callable(self.mode) else self.mode,
+            mode=self.mode(),
         )
 
     def believe(self, result: TaskResult) -> bool:
@@ -347,23 +327,17 @@ class _TaskWatch:
         return _changed(previous, result)
 
 
-def _asks_to_wait_past(policy: RetryPolicy, exc: BaseException | None, remaining: float) -> bool:
-    """Whether the service's Retry-After outlasts the deadline.
-
-    Looking again at the deadline would then ignore the service's request, so the
-    wait ends at once instead.
-    """
-    asked = retry_after_of(exc) if exc is not None and policy.respect_retry_after else None
-    return asked is not None and asked > remaining
-
-
 async def _by_deadline(
     fetch: Callable[[], Awaitable[T]],
     deadline: float | None,
     clock: Clock,
     expired: Callable[[], BaseException],
 ) -> T:
-    """Run ``fetch``, abandoning it :data:`DEADLINE_GRACE` seconds after ``deadline``."""
+    """Run ``fetch``, abandoning it :data:`DEADLINE_GRACE` seconds after ``deadline``.
+
+    The grace is measured with ``asyncio.timeout`` on the event loop, because a
+    request in flight is bounded by real time; the deadline itself is read on ``clock``.
+    """
     if deadline is None:
         return await fetch()
     bound = asyncio.timeout(max(0.0, deadline - clock()) + DEADLINE_GRACE)
@@ -376,121 +350,170 @@ async def _by_deadline(
         raise
 
 
-async def poll_until_done(  # noqa: PLR0915 - one loop, its strategies as closures
+class _PollStrategies:
+    """One poll loop's strategies for tenacity, over what the loop has seen (its watch).
+
+    ``wait`` is the schedule after a good look and the policy's backoff after a
+    failed one, capped at the deadline; ``stop`` ends the loop when failures are
+    used up or the deadline has come; ``give_up`` says how it ended.
+    """
+
+    def __init__(
+        self,
+        watch: _TaskWatch,
+        *,
+        schedule: PollSchedule,
+        policy: RetryPolicy,
+        deadline: float | None,
+        timeout: float | None,
+        observer: LoopObserver | None,
+    ) -> None:
+        self.watch = watch
+        self.schedule = schedule
+        self.policy = policy
+        self.deadline = deadline
+        self.timeout = timeout
+        self.observer = observer
+
+    def remaining(self) -> float:
+        return _remaining(self.deadline, self.watch.clock)
+
+    def timed_out(self, cause: BaseException | None = None) -> WaitTimeoutError:
+        watch = self.watch
+        error = WaitTimeoutError(watch.task_id, self.timeout or 0.0, watch.last)
+        error.__cause__ = cause
+        return error
+
+    def failed_for_good(self, exc: BaseException | None) -> bool:
+        return exc is not None and (
+            self.watch.failures >= self.policy.attempts or exceeds_retry_after(self.policy, exc)
+        )
+
+    @staticmethod
+    def retryable(exc: BaseException) -> bool:
+        return isinstance(exc, _ContradictedError) or is_query_retryable(exc)
+
+    def wait(self, state: tenacity.RetryCallState) -> float:
+        assert state.outcome is not None  # noqa: S101 - tenacity sets it before waiting
+        exc, watch = state.outcome.exception(), self.watch
+        if exc is None:
+            delay = self.schedule.next_delay(watch.state())
+        else:
+            failures = max(watch.failures, watch.contradictions)
+            delay = backoff_delay(self.policy, failures, exc, _rng)
+        return max(0.0, min(delay, self.remaining()))
+
+    def stop(self, state: tenacity.RetryCallState) -> bool:
+        assert state.outcome is not None  # noqa: S101
+        exc = state.outcome.exception()
+        remaining = self.remaining()
+        if self.failed_for_good(exc) or remaining <= 0:
+            return True
+        # A Retry-After that outlasts the deadline: looking again at the deadline would
+        # ignore what the service asked, so the wait ends now.
+        asked = retry_after_of(exc) if exc is not None and self.policy.respect_retry_after else None
+        return asked is not None and asked > remaining
+
+    def give_up(self, state: tenacity.RetryCallState) -> TaskResult:
+        assert state.outcome is not None  # noqa: S101
+        exc = state.outcome.exception()
+        if exc is not None and (self.failed_for_good(exc) or self.deadline is None):
+            raise exc
+        raise self.timed_out(exc)
+
+    def before_sleep(self, state: tenacity.RetryCallState) -> None:
+        assert state.outcome is not None  # noqa: S101
+        exc, watch = state.outcome.exception(), self.watch
+        if exc is not None:
+            _retry_noticed(
+                self.observer,
+                operation=f"GET task {watch.task_id}",
+                attempt=watch.failures or watch.contradictions,
+                wait=state.upcoming_sleep,
+                cause=exc,
+                task_id=watch.task_id,
+            )
+
+
+async def poll_until_done(
     fetch: Callable[[], Awaitable[TaskResult]],
     *,
     task_id: str,
     schedule: PollSchedule,
     policy: RetryPolicy,
+    deadline: float | None,
     timeout: float | None,
     sleep: Sleep,
     clock: Clock,
-    mode: PollMode | Callable[[], PollMode] = PollMode.COMPLETION,
+    mode: Callable[[], PollMode],
     max_rounds: int | None = None,
     model: str | None = None,
-    on_snapshot: SnapshotHook | None = None,
-    on_retry: RetryHook | None = None,
+    observer: LoopObserver | None = None,
     look_at_once: bool = False,
 ) -> TaskResult:
     """Query a task until it reaches a terminal status, and return that snapshot.
 
     The first look comes after ``schedule``'s delay for a task not looked at yet
-    (``polls == 0``; 0 for the built-in schedules unless their ``first`` says
-    otherwise), or at once with ``look_at_once`` (a loop that takes over from
-    another, which has looked at the task already). Successful polls are spaced
-    by ``schedule``; failed ones by ``policy``'s backoff, ``policy.attempts``
-    failures in a row ending the wait with the last error. No sleep crosses the
-    deadline (``timeout`` seconds from now, ``None`` for none): the last look
-    happens at the deadline, and if the task is still running then,
-    :class:`~spo_async.WaitTimeoutError` carries the last snapshot.
-    A poll still in flight :data:`DEADLINE_GRACE` seconds after the deadline is
-    abandoned with the same error.
+    (``polls == 0``), or at once with ``look_at_once`` (a loop that takes over
+    from another, which has looked at the task already). Then tenacity decides:
+    a terminal snapshot ends the loop; a running one waits ``schedule``'s delay;
+    a passing failure waits ``policy``'s backoff, and ``policy.attempts``
+    failures in a row end the wait with the last error. No sleep crosses
+    ``deadline`` (on ``clock``): the last look happens at the deadline, and if
+    the task is still running then, :class:`~spo_async.WaitTimeoutError` (with
+    ``timeout`` in its message) carries the last snapshot.
     """
-    watch = _TaskWatch(task_id, clock=clock, mode=mode, max_rounds=max_rounds, model=model)
-    deadline = None if timeout is None else watch.started + timeout
+    import tenacity  # noqa: PLC0415 - on first use; see the module docstring
 
-    async def attempt() -> TaskResult:
+    watch = _TaskWatch(task_id, clock=clock, mode=mode, max_rounds=max_rounds, model=model)
+    loop = _PollStrategies(
+        watch,
+        schedule=schedule,
+        policy=policy,
+        deadline=deadline,
+        timeout=timeout,
+        observer=observer,
+    )
+
+    async def look() -> TaskResult:
         token = _attempt.set(max(watch.failures, watch.contradictions) + 1)
         try:
-            result = await _by_deadline(
-                fetch,
-                deadline,
-                clock,
-                lambda: WaitTimeoutError(task_id, timeout or 0.0, watch.last),
-            )
+            result = await _by_deadline(fetch, deadline, clock, loop.timed_out)
         except BaseException:
             watch.failures += 1
             raise
         finally:
             _attempt.reset(token)
+            if observer is not None:
+                observer.tick()
         watch.failures = 0
-        if watch.believe(result):
-            await _call_hook(on_snapshot, result)
+        if watch.believe(result) and observer is not None:
+            try:
+                observer.snapshot(result)
+            except Exception:
+                log.exception("an observer raised on a snapshot; the loop goes on")
         assert watch.last is not None  # noqa: S101 - believe() just set it
         return watch.last
 
-    def retryable(exc: BaseException) -> bool:
-        return isinstance(exc, _ContradictedError) or is_query_retryable(exc)
-
-    def wait(state: tenacity.RetryCallState) -> float:
-        assert state.outcome is not None  # noqa: S101
-        exc = state.outcome.exception()
-        if exc is not None:
-            delay = backoff_delay(policy, max(watch.failures, watch.contradictions), exc, _rng)
-        else:
-            delay = schedule.next_delay(watch.state())
-        return max(0.0, min(delay, _remaining(deadline, clock)))
-
-    def stop(state: tenacity.RetryCallState) -> bool:
-        assert state.outcome is not None  # noqa: S101
-        exc = state.outcome.exception()
-        if exc is not None and (
-            watch.failures >= policy.attempts or exceeds_retry_after(policy, exc)
-        ):
-            return True
-        remaining = _remaining(deadline, clock)
-        return remaining <= 0 or _asks_to_wait_past(policy, exc, remaining)
-
-    def give_up(state: tenacity.RetryCallState) -> TaskResult:
-        assert state.outcome is not None  # noqa: S101
-        exc = state.outcome.exception()
-        gave_up_on_error = exc is not None and (
-            watch.failures >= policy.attempts or exceeds_retry_after(policy, exc)
-        )
-        if not gave_up_on_error and timeout is not None:
-            raise WaitTimeoutError(task_id, timeout, watch.last) from exc
-        assert exc is not None  # noqa: S101 - only failures or the deadline stop a wait
-        raise exc
-
-    async def before_sleep(state: tenacity.RetryCallState) -> None:
-        assert state.outcome is not None  # noqa: S101
-        exc = state.outcome.exception()
-        if exc is not None:
-            notice = RetryNotice(
-                f"GET task {task_id}", watch.failures, state.upcoming_sleep, exc, task_id
-            )
-            _log_retry(notice)
-            await _call_hook(on_retry, notice)
-
-    import tenacity  # noqa: PLC0415 - on first use; see the module docstring
-
-    retrying = tenacity.Retrying(
-        stop=stop,
-        wait=wait,
+    retrying = tenacity.AsyncRetrying(
+        sleep=sleep,
+        wait=loop.wait,
+        stop=loop.stop,
         retry=(
-            tenacity.retry_if_exception(retryable)
-            | tenacity.retry_if_result(lambda r: not r.is_terminal)
+            tenacity.retry_if_exception(loop.retryable)
+            | tenacity.retry_if_result(lambda result: not result.is_terminal)
         ),
-        retry_error_callback=give_up,
+        before_sleep=loop.before_sleep,
+        retry_error_callback=loop.give_up,
     )
     finished = getattr(schedule, "task_finished", None)
     try:
         if not look_at_once:
             # The schedule's delay before the first look (``polls == 0``), usually 0.
-            first = min(schedule.next_delay(watch.state()), _remaining(deadline, clock))
+            first = min(schedule.next_delay(watch.state()), loop.remaining())
             if first > 0:
                 await sleep(first)
-        result: TaskResult = await _drive(retrying, attempt, sleep=sleep, before_sleep=before_sleep)
+        result: TaskResult = await retrying(look)
     finally:
         if finished is not None:
             # A learning schedule sees the final snapshot too, and forgets the task.

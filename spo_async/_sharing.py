@@ -1,111 +1,161 @@
-"""One poll loop per task, however many coroutines wait for it.
+"""One poll loop per task and policy, however many coroutines wait for it; invisible to each.
 
-When several coroutines wait for the same task id, the first becomes the
-*leader* and polls; the others follow: they see every snapshot through their own
-``on_progress`` hooks and receive the leader's final result or error, at one GET
-per poll in all. If the leader leaves early (its own deadline passed, or it was
-cancelled), a follower still waiting takes over the polling. Each waiter keeps
-its own deadline; the loop uses the leader's schedule and retry policy, in
-progress mode as soon as any waiter asked for progress.
+When several coroutines wait for the same task id under the same polling policy
+(schedule, retry policy, request settings), the first becomes the *leader* and
+polls; the others follow, at one GET per look in all. Sharing never changes
+what a caller gets:
 
-Nothing here runs in the background: the polling happens inside the leader's
-own ``await``, so cancelling every waiter leaves no task behind.
+* **Its deadline.** Each waiter keeps its own. If the leader leaves (its own
+  deadline passed, or it was cancelled), a follower still waiting takes over
+  the polling, looking at once.
+* **Its hooks.** Each waiter has its own :class:`Observer` (its own events,
+  delivered by its own stream), fed by calls that never block: a slow or
+  failing consumer delays or breaks nobody else's wait. A waiter that joins
+  late is shown the latest snapshot at once.
+* **Its policy.** Waits with different policies are different keys, hence
+  different loops: nobody's schedule or retry policy is dropped or applied to
+  another caller. Only the mode is merged: the loop looks at every round while
+  any of its waiters wants progress.
+
+Nothing here runs in the background: the polling happens inside the leader's own
+``await``, so cancelling every waiter leaves no task behind.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import Awaitable, Callable
-from typing import Any
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Hashable
 
 from ._errors import SPOError, WaitTimeoutError
 from ._models import TaskResult
+from ._polling import Clock, LoopObserver, Observer
 from ._schedules import PollMode
 
-__all__ = ["SharedPoll", "SharedPolls"]
+__all__ = ["PollRunner", "SharedPolls", "Waiter"]
 
-#: Runs one poll loop to the end: given the remaining time, the snapshot hook, the
-#: mode getter and whether it takes over from an earlier loop (which looked at the
-#: task already, so the first look comes at once), returns the final snapshot or raises.
+log = logging.getLogger("spo_async")
+
+#: Runs one poll loop to the end: given the leader's deadline, the observer that fans
+#: out to every waiter, the mode getter, and whether it takes over from an earlier loop
+#: (which looked at the task already, so the first look comes at once).
 PollRunner = Callable[
-    [float | None, Callable[[TaskResult], Awaitable[None]], Callable[[], PollMode], bool],
+    [float | None, LoopObserver, Callable[[], PollMode], bool],
     Awaitable[TaskResult],
 ]
 
 
-class SharedPoll:
-    """The state all waiters of one task share."""
+class Waiter:
+    """One caller waiting for a task: its own deadline and its own observer."""
+
+    __slots__ = ("deadline", "observer", "progress", "timeout")
+
+    def __init__(
+        self,
+        *,
+        timeout: float | None,
+        deadline: float | None,
+        observer: Observer | None,
+        progress: bool,
+    ) -> None:
+        self.timeout = timeout
+        self.deadline = deadline
+        self.observer = observer
+        self.progress = progress
+
+
+class _SharedPoll:
+    """The state every waiter of one (task, policy) shares; the loop's observer, fanning out."""
 
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
-        self.waiters = 0
-        self.progress_waiters = 0
+        self.waiters: list[Waiter] = []
         self.leading = False
         self.last: TaskResult | None = None
         self.final: TaskResult | None = None
         self.error: SPOError | None = None
-        self.hooks: dict[object, Callable[[TaskResult], Any]] = {}
         self._changed: asyncio.Event | None = None
 
     def mode(self) -> PollMode:
         """Progress mode while any waiter wants to see rounds as they land."""
-        return PollMode.PROGRESS if self.progress_waiters else PollMode.COMPLETION
+        return PollMode.PROGRESS if any(w.progress for w in self.waiters) else PollMode.COMPLETION
 
-    async def publish(self, snapshot: TaskResult) -> None:
-        """Hand a new snapshot to every waiter's hook."""
-        self.last = snapshot
-        for hook in list(self.hooks.values()):
-            outcome = hook(snapshot)
-            if inspect.isawaitable(outcome):
-                await outcome
+    # -- the Observer the loop reports to ----------------------------------------------
+
+    def snapshot(self, result: TaskResult) -> None:
+        self.last = result
+        for waiter in list(self.waiters):
+            _tell(waiter.observer, "snapshot", result)
+
+    def retrying(
+        self,
+        *,
+        operation: str,
+        attempt: int,
+        wait: float,
+        cause: BaseException,
+        task_id: str | None,
+    ) -> None:
+        for waiter in list(self.waiters):
+            _tell(
+                waiter.observer,
+                "retrying",
+                operation=operation,
+                attempt=attempt,
+                wait=wait,
+                cause=cause,
+                task_id=task_id,
+            )
+
+    # -- waiting -------------------------------------------------------------------------
 
     def _wake(self) -> None:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
 
-    async def _wait_for_change(self) -> None:
+    def tick(self) -> None:
+        """The leader's loop finished a look: followers re-check their own deadlines."""
+        self._wake()
+
+    async def _wait_for_change(self, remaining: float | None) -> None:
+        """Wait until the leader looks again, finishes or leaves, or ``remaining`` passes.
+
+        Deadlines are read on the client's clock after every wake-up: the leader's
+        looks, which follow the client's ``sleep``, wake the followers, so a follower's
+        deadline holds on an injected clock too. The event loop's own timeout is the
+        backstop for a leader stuck in a request.
+        """
         if self._changed is None:
             self._changed = asyncio.Event()
-        await self._changed.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(remaining):
+                await self._changed.wait()
 
-    async def wait(
-        self,
-        run: PollRunner,
-        *,
-        timeout: float | None,
-        clock: Callable[[], float],
-    ) -> TaskResult:
+    async def wait(self, waiter: Waiter, run: PollRunner, clock: Clock) -> TaskResult:
         """Wait for the task's final snapshot, leading the polling when nobody else does."""
-        deadline = None if timeout is None else clock() + timeout
         while True:
             if self.final is not None:
                 return self.final
             if self.error is not None:
                 raise self.error
-            remaining = None if deadline is None else max(0.0, deadline - clock())
             if not self.leading:
-                return await self._lead(run, remaining, timeout)
+                return await self._lead(waiter, run)
+            remaining = None if waiter.deadline is None else waiter.deadline - clock()
             if remaining is not None and remaining <= 0:
-                raise WaitTimeoutError(self.task_id, timeout or 0.0, self.last)
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._wait_for_change()
-            except TimeoutError:
-                raise WaitTimeoutError(self.task_id, timeout or 0.0, self.last) from None
+                raise WaitTimeoutError(self.task_id, waiter.timeout or 0.0, self.last)
+            await self._wait_for_change(remaining)
 
-    async def _lead(
-        self, run: PollRunner, remaining: float | None, timeout: float | None
-    ) -> TaskResult:
+    async def _lead(self, waiter: Waiter, run: PollRunner) -> TaskResult:
         self.leading = True
         try:
-            result = await run(remaining, self.publish, self.mode, self.last is not None)
+            result = await run(waiter.deadline, self, self.mode, self.last is not None)
         except WaitTimeoutError as exc:
             # Only this waiter's deadline passed; a follower may take over. Report the
-            # timeout the caller gave, not what was left of it when this waiter took the lead.
+            # timeout this caller gave, whoever's loop measured it.
             raise WaitTimeoutError(
-                self.task_id, timeout or 0.0, exc.last_result or self.last
+                self.task_id, waiter.timeout or 0.0, exc.last_result or self.last
             ) from exc.__cause__
         except SPOError as exc:
             self.error = exc  # about the task itself: every waiter gets it
@@ -118,38 +168,44 @@ class SharedPoll:
             self._wake()
 
 
+def _tell(observer: Observer | None, method: str, *args: object, **kwargs: object) -> None:
+    """Call one waiter's observer; whatever it does, the loop and the other waiters go on."""
+    if observer is None:
+        return
+    try:
+        getattr(observer, method)(*args, **kwargs)
+    except Exception:
+        log.exception("a waiter's observer raised; the shared poll goes on")
+
+
 class SharedPolls:
-    """The client's registry of tasks being waited for."""
+    """A client's registry of (task, policy) pairs being waited for."""
 
     def __init__(self) -> None:
-        self._polls: dict[str, SharedPoll] = {}
+        self._polls: dict[Hashable, _SharedPoll] = {}
 
     def __len__(self) -> int:
         return len(self._polls)
 
     async def wait(
         self,
+        key: Hashable,
         task_id: str,
+        waiter: Waiter,
         run: PollRunner,
         *,
-        timeout: float | None,
-        clock: Callable[[], float],
-        on_progress: Callable[[TaskResult], Any] | None,
+        clock: Clock,
     ) -> TaskResult:
-        """Join (or start) the shared wait for ``task_id``."""
-        shared = self._polls.get(task_id)
+        """Join (or start) the shared wait under ``key`` (a task id with its policy)."""
+        shared = self._polls.get(key)
         if shared is None:
-            shared = self._polls[task_id] = SharedPoll(task_id)
-        token = object()
-        shared.waiters += 1
-        if on_progress is not None:
-            shared.hooks[token] = on_progress
-            shared.progress_waiters += 1
+            shared = self._polls[key] = _SharedPoll(task_id)
+        shared.waiters.append(waiter)
+        if shared.last is not None:
+            _tell(waiter.observer, "snapshot", shared.last)  # what this waiter missed
         try:
-            return await shared.wait(run, timeout=timeout, clock=clock)
+            return await shared.wait(waiter, run, clock)
         finally:
-            shared.waiters -= 1
-            if shared.hooks.pop(token, None) is not None:
-                shared.progress_waiters -= 1
-            if shared.waiters == 0:
-                del self._polls[task_id]
+            shared.waiters.remove(waiter)
+            if not shared.waiters:
+                del self._polls[key]

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Self
 
+from ._checks import check_count
+from ._errors import ConfigurationError
 from ._events import (
     BatchProgress,
     Event,
@@ -27,7 +29,7 @@ from ._events import (
     TaskRetrying,
 )
 
-__all__ = ["DEFAULT_MAX_PENDING", "EventStream", "as_stream"]
+__all__ = ["DEFAULT_MAX_PENDING", "EventStream", "as_stream", "check_on_event"]
 
 log = logging.getLogger("spo_async")
 
@@ -94,13 +96,23 @@ class EventStream:
     Close the stream when done (``async with EventStream(cb) as stream:``, or
     :meth:`aclose`): it waits until the callback has seen every event emitted,
     and leaves no task behind.
+
+    A stream that a call makes for a plain callback (``on_event=callback``) is
+    closed by that call before it returns, within the call's own deadline: a
+    callback slower than the events never stretches the wait. When the deadline
+    has passed, events the callback has not been handed yet are dropped (and
+    logged at DEBUG); the call's return value or exception is the authoritative
+    outcome. Pass an :class:`EventStream` you own to keep every event.
     """
 
     def __init__(
         self, callback: EventCallback | None = None, *, max_pending: int = DEFAULT_MAX_PENDING
     ) -> None:
-        if max_pending < 1:
-            raise ValueError(f"max_pending must be at least 1, got {max_pending!r}")
+        if callback is not None and not callable(callback):
+            raise ConfigurationError(
+                f"the event callback must be callable, got {type(callback).__name__}"
+            )
+        check_count("max_pending", max_pending)
         self._callback = callback
         self._max_pending = max_pending
         self._callback_buffer = _Buffer(max_pending) if callback is not None else None
@@ -193,6 +205,33 @@ class EventStream:
         if dispatcher is not None:
             await dispatcher
 
+    async def _close_within(self, seconds: float | None) -> None:
+        """Close, give the callback at most ``seconds`` to catch up, then stop delivering.
+
+        ``None`` waits for the whole drain, as :meth:`aclose`. Events still
+        undelivered when the time is up are dropped and counted in :attr:`dropped`.
+        """
+        self.close()
+        dispatcher = self._dispatcher
+        if dispatcher is None or dispatcher.done():
+            return
+        if seconds is None:
+            await dispatcher
+            return
+        done, _ = await asyncio.wait({dispatcher}, timeout=max(0.0, seconds))
+        if done:
+            return
+        dispatcher.cancel()
+        await asyncio.gather(dispatcher, return_exceptions=True)
+        buffer = self._callback_buffer
+        if buffer is not None and buffer.items:
+            log.debug(
+                "the wait's deadline passed: %d events were not handed to the callback",
+                len(buffer.items),
+            )
+            buffer.dropped += len(buffer.items)
+            buffer.items.clear()
+
     async def __aenter__(self) -> Self:
         return self
 
@@ -205,12 +244,21 @@ class EventStream:
         await self.aclose()
 
 
+def check_on_event(on_event: object) -> None:
+    """Refuse an ``on_event`` that is neither ``None``, an :class:`EventStream` nor callable."""
+    if on_event is not None and not isinstance(on_event, EventStream) and not callable(on_event):
+        raise ConfigurationError(
+            f"on_event must be a callable or an EventStream, got {type(on_event).__name__}"
+        )
+
+
 def as_stream(on_event: EventCallback | EventStream | None) -> tuple[EventStream | None, bool]:
     """An ``on_event`` argument as a stream, and whether the caller owns (must close) it.
 
     A stream passed in stays open (its owner closes it); a callback gets a
-    stream of its own that the caller closes with :meth:`EventStream.aclose`.
+    stream of its own that the caller closes with ``EventStream._close_within``.
     """
+    check_on_event(on_event)
     if on_event is None or isinstance(on_event, EventStream):
         return on_event, False
     return EventStream(on_event), True

@@ -1,0 +1,290 @@
+"""``SPOClient``: the same client for scripts and notebooks, without ``await``.
+
+It runs an :class:`~spo_async.AsyncSPOClient` on an event loop of its own, in a
+thread of its own, and blocks the calling thread on each call. A thread rather
+than ``asyncio.run`` per call, because a notebook's cell already runs inside an
+event loop (where ``asyncio.run`` refuses to start) and because the
+connection pool should live as long as the client, not one call.
+
+Ctrl-C (``KeyboardInterrupt``) in the calling thread cancels the call on the
+loop and waits briefly for it to stop, so no request is left running for a
+caller that is gone. Closing the client (``with SPOClient() as client:`` or
+:meth:`SPOClient.close`) closes the pool, stops the loop and joins the thread:
+nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+
+from ._client import UNSET, AsyncSPOClient, Unset
+from ._errors import ClientClosedError
+from ._limiter import RequestLimiter
+from ._models import OptimizationRequest, TaskResult
+from ._polling import DEFAULT_WAIT_TIMEOUT
+from ._retry import RetryPolicy
+from ._schedules import ScheduleLike
+from ._settings import DEFAULT_CONCURRENCY
+from ._transport import DEFAULT_MAX_RESPONSE_BYTES
+
+if TYPE_CHECKING:
+    from ._batch import BatchInput, KeyFunction
+    from ._events import EventCallback, Outcome
+
+__all__ = ["SPOClient"]
+
+T = TypeVar("T")
+
+#: Seconds a cancelled call is given to stop on the loop after Ctrl-C.
+_CANCEL_GRACE = 5.0
+
+
+class _LoopThread:
+    """An event loop running in a daemon thread, fed coroutines from other threads."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="spo-async sync client", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the loop and wait for it; Ctrl-C cancels it there."""
+        if threading.current_thread() is self._thread:
+            coroutine.close()
+            raise RuntimeError("an SPOClient cannot be called from its own callbacks")
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            if not future.done():  # interrupted here (Ctrl-C): stop the call over there
+                future.cancel()
+                with contextlib.suppress(Exception):  # its cancellation, or a late error
+                    future.result(timeout=_CANCEL_GRACE)
+            raise
+
+    def stop(self) -> None:
+        """Stop the loop, join the thread and close the loop."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class SPOClient:
+    """A blocking client for scripts and notebooks: :class:`AsyncSPOClient` without ``await``.
+
+    It takes the same arguments as :class:`AsyncSPOClient` (except ``session``,
+    ``transport`` and ``sleep``, which belong to an event loop) and offers the
+    same calls but ``optimize_many``::
+
+        with SPOClient() as client:                 # key from AI302_API_KEY
+            result = client.optimize(request)
+            print(result.best_prompt)
+
+    Event callbacks (``on_event``) run in the client's own thread; keep them
+    short. Use one client per thread or share one: calls from several threads
+    run concurrently on the client's loop. Ctrl-C cancels the call in progress.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        request_timeout: float = 30.0,
+        max_connections: int = 100,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        retry: RetryPolicy | None = None,
+        schedule: ScheduleLike | None = None,
+        limiter: RequestLimiter | None = None,
+        lang: Literal["en", "cn", "jp"] | None = None,
+        strict_status: bool = False,
+        allow_insecure_http: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._runner: _LoopThread | None = None
+        self._shared_runner: _LoopThread | None = None
+        runner = _LoopThread()
+        try:
+
+            async def build() -> AsyncSPOClient:
+                return AsyncSPOClient(
+                    api_key,
+                    base_url=base_url,
+                    timeout=timeout,
+                    request_timeout=request_timeout,
+                    max_connections=max_connections,
+                    max_response_bytes=max_response_bytes,
+                    retry=retry,
+                    schedule=schedule,
+                    limiter=limiter,
+                    lang=lang,
+                    strict_status=strict_status,
+                    allow_insecure_http=allow_insecure_http,
+                    clock=clock,
+                )
+
+            self._client = runner.call(build())
+        except BaseException:
+            runner.stop()
+            raise
+        self._runner = runner
+        self._lock = threading.Lock()
+
+    @classmethod
+    def _view(cls, client: AsyncSPOClient, runner: _LoopThread) -> SPOClient:
+        view = object.__new__(cls)
+        view._client = client
+        view._runner = None  # a view does not own the loop
+        view._shared_runner = runner
+        view._lock = threading.Lock()
+        return view
+
+    def __repr__(self) -> str:
+        return repr(self._client).replace("AsyncSPOClient", "SPOClient", 1)
+
+    def _loop(self) -> _LoopThread:
+        runner = self._runner or self._shared_runner
+        if runner is None or self._client.closed:
+            raise ClientClosedError("this SPOClient is closed; create a new one")
+        return runner
+
+    def _call(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        return self._loop().call(make())
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self._loop()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._client.closed
+
+    def close(self) -> None:
+        """Close the pool, stop the loop and join its thread. Calling it again does nothing."""
+        with self._lock:
+            runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        try:
+            runner.call(self._client.aclose())
+        finally:
+            runner.stop()
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        runner = getattr(self, "_runner", None)
+        if runner is not None:
+            _warn(f"unclosed {self!r}: use 'with' or call close()", ResourceWarning, stacklevel=2)
+            self._runner = None
+            runner.stop()
+
+    # -- the calls ---------------------------------------------------------------------------
+
+    def with_options(
+        self,
+        *,
+        timeout: float | Unset | None = UNSET,
+        request_timeout: float | Unset = UNSET,
+        retry: RetryPolicy | Unset = UNSET,
+        schedule: ScheduleLike | Unset = UNSET,
+        strict_status: bool | Unset = UNSET,
+    ) -> SPOClient:
+        """A view with other options; see :meth:`AsyncSPOClient.with_options`."""
+        client = self._client.with_options(
+            timeout=timeout,
+            request_timeout=request_timeout,
+            retry=retry,
+            schedule=schedule,
+            strict_status=strict_status,
+        )
+        return SPOClient._view(client, self._loop())
+
+    def submit(self, request: OptimizationRequest) -> str:
+        """Start an optimization; see :meth:`AsyncSPOClient.submit`."""
+        return self._call(lambda: self._client.submit(request))
+
+    def get_task(self, task_id: str, *, max_rounds: int | None = None) -> TaskResult:
+        """Read one snapshot with one GET; see :meth:`AsyncSPOClient.get_task`."""
+        return self._call(lambda: self._client.get_task(task_id, max_rounds=max_rounds))
+
+    def wait_for_result(
+        self,
+        task_id: str,
+        *,
+        timeout: float | Unset | None = UNSET,
+        on_event: EventCallback | None = None,
+        max_rounds: int | None = None,
+        raise_on_failure: bool = True,
+    ) -> TaskResult:
+        """Poll the task until it finishes; see :meth:`AsyncSPOClient.wait_for_result`."""
+        return self._call(
+            lambda: self._client.wait_for_result(
+                task_id,
+                timeout=timeout,
+                on_event=on_event,
+                max_rounds=max_rounds,
+                raise_on_failure=raise_on_failure,
+            )
+        )
+
+    def optimize(
+        self,
+        request: OptimizationRequest,
+        *,
+        timeout: float | Unset | None = UNSET,
+        on_event: EventCallback | None = None,
+        raise_on_failure: bool = True,
+    ) -> TaskResult:
+        """Submit and wait, within ``timeout``; see :meth:`AsyncSPOClient.optimize`."""
+        return self._call(
+            lambda: self._client.optimize(
+                request, timeout=timeout, on_event=on_event, raise_on_failure=raise_on_failure
+            )
+        )
+
+    def optimize_all(
+        self,
+        requests: BatchInput,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        keys: KeyFunction | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        resubmit_unknown: bool = False,
+        timeout: float | Unset | None = UNSET,
+        on_event: EventCallback | None = None,
+    ) -> list[Outcome]:
+        """Run a batch; every outcome in input order (see :meth:`AsyncSPOClient.optimize_all`)."""
+        return self._call(
+            lambda: self._client.optimize_all(
+                requests,
+                concurrency=concurrency,
+                keys=keys,
+                journal=journal,
+                resubmit_unknown=resubmit_unknown,
+                timeout=timeout,
+                on_event=on_event,
+            )
+        )
