@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
-from spo_async import AsyncSPOClient, FixedSchedule, OptimizationRequest, QAPair, RetryPolicy
+from spo_async import AsyncSPOClient, OptimizationRequest, QAPair, RetryPolicy
+from spo_async.polling import FixedSchedule
 from spo_async.testing import Emulator, EmulatorConfig, ManualClock
 
 #: Fast enough that a 5-round task finishes in a few tens of milliseconds.
