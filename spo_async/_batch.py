@@ -510,7 +510,8 @@ class Batch:
             if not isinstance(submitted, str):
                 return submitted  # no task id: the item's outcome, or None when stopping
             task_id = submitted
-        observer = _ItemObserver(key, journal, reporter)
+        # Without anyone to tell, the wait need not look at every round.
+        observer = _ItemObserver(key, journal, reporter) if journal or reporter else None
         try:
             result = await client._wait(
                 task_id,
