@@ -120,7 +120,7 @@ class EmulatorConfig:
         win_probability: chance that one judge prefers the new round; a round needs 3 of
             4 votes, so the default 0.5 makes about 31 % of rounds succeed.
         expose_best_while_processing: report ``best_prompt``/``best_round`` before the
-            end (the real behaviour is unverified, spec §3.3).
+            end (the real behaviour is unverified).
         show_running_round: report the running round with an empty ``sample`` list.
         seed: seeds task contents, task ids, jitter and fault draws.
         task_id_nonce: mixed into every task id. ``None`` (the default) draws a random

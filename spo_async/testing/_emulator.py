@@ -1,6 +1,6 @@
 """The emulator itself: 302.AI's two SPO endpoints served on aiohttp.web over loopback.
 
-``POST /302/prompt/spo/submit`` validates the body like the service (spec §2, §8) and
+``POST /302/prompt/spo/submit`` validates the body like the service and
 creates a :class:`~spo_async.testing._tasks.SimulatedTask`; ``GET
 /302/prompt/spo/tasks/{task_id}`` reports that task's state at the current clock time.
 Around both, the :class:`~spo_async.testing._faults.FaultPlan` may drop, delay or mangle

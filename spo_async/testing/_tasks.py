@@ -1,6 +1,6 @@
 """The simulation of one SPO task, worked out in full at submit time and read at any moment.
 
-The hosted service runs MetaGPT's SPO loop (spec §6): round 1 runs the original prompt,
+The hosted service runs MetaGPT's SPO loop: round 1 runs the original prompt,
 every later round writes a new prompt from the best one so far, runs it on up to three
 sampled questions and asks four judges, each of which may see the two answer sets
 swapped, whether the new round beats the best; a strict majority (3 or 4 of 4) wins.
@@ -45,10 +45,10 @@ DEFAULT_TASK_ERROR = "Optimization failed: the optimizer model returned an error
 """The ``error`` a failing task reports when its :class:`TaskOutcome` names none."""
 
 DEFAULT_EXECUTION_ERROR = "Error code: 500 - {'error': {'message': 'upstream model timed out'}}"
-"""The answer text stored when a scripted execution call "raises" (spec §6.2)."""
+"""The answer text stored when a scripted execution call "raises"."""
 
 SERVICE_DEFAULT_LANGUAGE = "zh"
-"""The ``language`` the service assumes when a submit leaves it out (spec §2.1)."""
+"""The ``language`` the service assumes when a submit leaves it out."""
 
 
 @attrs.frozen
@@ -158,11 +158,11 @@ class TaskOutcome:
             ``{"err_code": -1024, "message": "..."}``.
         fail_status: the status a failed task reports. ``"fail"`` is the documented one;
             ``"processing"`` exercises the rule that a truthy ``error`` means failure
-            whatever the status says (spec §3.3).
+            whatever the status says.
         empty_prompt_rounds: rounds (2 and up) whose optimizer "returned no ``<prompt>``
             tag", so their ``prompt`` is ``""``.
         execution_error_rounds: rounds whose first sample's answer is ``execution_error``,
-            as when an execute call raises (spec §6.2).
+            as when an execute call raises.
         execution_error: the text stored as that answer.
         queue_seconds: this task's time in ``queue``; ``None`` uses the config's.
         round_seconds: one duration for every round (round 1 still takes the config's

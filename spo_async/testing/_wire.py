@@ -1,9 +1,9 @@
 """What the emulator says on the wire when things are not fine: envelopes, pages, validation.
 
-302.AI answers errors with one envelope (spec §4.1) carrying an ``err_code`` and the
+302.AI answers errors with one envelope carrying an ``err_code`` and the
 message in English, Chinese and Japanese; gateways in front of it answer with HTML
-pages (spec §4.3). This module builds both, and checks a submit body against the
-contract of spec §2.1 so the emulator rejects exactly what the service would.
+pages. This module builds both, and checks a submit body against the
+submit contract so the emulator rejects exactly what the service would.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def localized_body(key: str) -> bytes:
     """Return an error body with the three messages for ``key`` but no ``err_code``.
 
     Used for a 429, whose envelope (if any) is undocumented: leaving the code out makes a
-    client fall back on the HTTP status, as spec §4.2 orders.
+    client fall back on the HTTP status, as the service's error mapping orders.
     """
     message, message_cn, message_jp = MESSAGES[key]
     error = {
@@ -138,7 +138,7 @@ def _is_number(value: object) -> bool:
 def validate_submit(body: Any, max_rounds_limit: int) -> str | None:
     """Return what is wrong with a decoded submit body, or ``None`` if it is acceptable.
 
-    Checks spec §2.1: ``qa`` a non-empty list of objects with string ``question`` and
+    Checks the submit contract: ``qa`` a non-empty list of objects with string ``question`` and
     ``answer`` (extra keys allowed), ``prompt`` and ``model`` strings, ``max_rounds`` an
     integer from 1 to ``max_rounds_limit``, and the optional ``requirements`` (string or
     null), ``language`` (string) and ``temperature`` (number). Unknown keys are ignored.
