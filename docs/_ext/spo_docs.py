@@ -172,16 +172,16 @@ def public_annotation(text: str, namespace: dict[str, Any], aliases: dict[str, s
         public = _public_by_identity().get(id(value))
         if public is not None:
             return f"~{public}"
-        module = getattr(value, "__module__", None)
+        home = getattr(value, "__module__", None)
         qualname = (
             getattr(value, "__qualname__", None)
             or getattr(value, "_name", None)
             or getattr(value, "__name__", None)  # a TypeVar
         )
-        if module in {"typing", "typing_extensions"}:
+        if home in {"typing", "typing_extensions"}:
             return f"typing.{qualname or name.rsplit('.', 1)[-1]}"
-        if isinstance(module, str) and isinstance(qualname, str):
-            return f"~{module}.{qualname}"
+        if isinstance(home, str) and isinstance(qualname, str):
+            return f"~{home}.{qualname}"
         return name
 
     return _ANNOTATION_NAME.sub(spell, text)
@@ -197,12 +197,38 @@ class _Shown:
         return self.text
 
 
-def _default_text(value: object) -> str:
+def _function_name(value: Any) -> str:
+    """``time.monotonic``, ``asyncio.sleep``, ``random.Random``, ``dict``."""
+    module = getattr(value, "__module__", None) or ""
+    public = {"asyncio.tasks": "asyncio", "builtins": ""}.get(module, module)
+    return f"{public}.{value.__qualname__}" if public else value.__qualname__
+
+
+def _attrs_factory(function: Any, parameter: str) -> str | None:
+    """How the factory default of an attrs class's ``__init__`` parameter reads.
+
+    attrs gives such a parameter the default ``NOTHING`` and calls the factory in
+    the body: ``rng: Random = random.Random()`` says what actually happens. A
+    factory that needs the instance (``takes_self``) reads ``...``: the class's
+    docstring says what it builds.
+    """
+    module = sys.modules.get(getattr(function, "__module__", "") or "")
+    owner = getattr(module, function.__qualname__.split(".")[0], None)
+    if owner is None or not attrs.has(owner):
+        return None
+    for field in attrs.fields(owner):
+        if field.alias == parameter and isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+            factory = field.default
+            return "..." if factory.takes_self else f"{_function_name(factory.factory)}()"
+    return None
+
+
+def _default_text(value: object, function: Any, parameter: str) -> str:
     """How a default reads in a signature: its value, a function by its name."""
+    if value is attrs.NOTHING:
+        return _attrs_factory(function, parameter) or "..."
     if inspect.isfunction(value) or inspect.isbuiltin(value):
-        module = getattr(value, "__module__", None) or ""
-        public = {"asyncio.tasks": "asyncio"}.get(module, module)
-        return f"{public}.{value.__qualname__}" if public else value.__qualname__
+        return _function_name(value)
     return object_description(value)
 
 
@@ -247,7 +273,9 @@ def public_signature(  # noqa: PLR0917 - Sphinx's event signature
     shown = [
         p.replace(
             annotation=annotation(p.annotation),
-            default=p.default if p.default is p.empty else _Shown(_default_text(p.default)),
+            default=(
+                p.default if p.default is p.empty else _Shown(_default_text(p.default, obj, p.name))
+            ),
         )
         for p in parameters
     ]
@@ -256,11 +284,34 @@ def public_signature(  # noqa: PLR0917 - Sphinx's event signature
     return text, (repr(returns) if returns is not inspect.Parameter.empty else return_annotation)
 
 
+def skip_noise(  # noqa: PLR0917 - Sphinx's event signature
+    app: Sphinx, what: str, name: str, obj: Any, skip: bool, options: Any
+) -> bool | None:
+    """Leave out an ``__init__`` or ``__new__`` that the standard library wrote.
+
+    ``autodoc_class_signature = "separated"`` documents both as members; a
+    protocol's (``PollSchedule``, ``Transport``) is typing's
+    ``__init__(*args, **kwargs)``, an enum's is ``Enum.__new__(value)``: neither
+    tells a reader anything.
+    """
+    if name in {"__init__", "__new__"} and getattr(obj, "__module__", None) in {"typing", "enum"}:
+        return True
+    return None
+
+
 def public_bases(app: Sphinx, name: str, obj: Any, options: Any, bases: list[type]) -> None:
-    """Leave private base classes (``_TaskEvent``) out of "Bases:", which names only public ones."""
-    bases[:] = [
-        b for b in bases if not b.__name__.startswith("_") or b.__module__ == "builtins"
-    ] or [b for b in bases if b.__module__ == "builtins"]
+    """Name a private base class (``_TaskEvent``) by its nearest public ancestor.
+
+    "Bases:" should list classes a reader can look up; a private base is an
+    implementation detail, so it is replaced by the first class of its MRO
+    that is not private (``object`` for ``_TaskEvent``).
+    """
+    shown: list[type] = []
+    for base in bases:
+        public = next(c for c in base.__mro__ if not c.__name__.startswith("_"))
+        if public not in shown:
+            shown.append(public)
+    bases[:] = shown
 
 
 def attrs_defaults(  # noqa: PLR0917 - Sphinx's event signature
@@ -285,10 +336,11 @@ def attrs_defaults(  # noqa: PLR0917 - Sphinx's event signature
     field = attrs.fields_dict(owner).get(field_name)
     if field is None or field.default is attrs.NOTHING:
         return
-    default = field.default
+    default: Any = field.default
     if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-        factory = default.factory
-        shown = f"a new ``{factory.__qualname__}()``" if callable(factory) else "computed"
+        if default.takes_self:  # built from the other fields: the class's docstring says how
+            return
+        shown = f"a new ``{_function_name(default.factory)}()``"
     else:
         shown = f"``{object_description(default)}``"
     if lines and lines[-1].strip():
@@ -719,6 +771,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("missing-reference", resolve_private_names)
     app.connect("autodoc-process-signature", public_signature)
     app.connect("autodoc-process-bases", public_bases)
+    app.connect("autodoc-skip-member", skip_noise)
     app.connect("autodoc-process-docstring", attrs_defaults)
     app.add_directive("spo-lifecycle", LifecycleDirective)
     app.add_directive("spo-error-tree", ErrorTreeDirective)
