@@ -7,10 +7,10 @@ a raised exception: one failing task does not stop the batch, and every item
 comes back exactly once.
 
 Work is done by ``concurrency`` worker tasks, each taking the next item,
-submitting it and waiting for its task. Finished outcomes wait in a queue of
-``concurrency`` places: a consumer that stops pulling stops the batch from
-submitting after at most ``concurrency`` more tasks (backpressure), and leaving
-the ``async with`` stops new submits at once.
+submitting it and waiting for its task. An item starts only when fewer than
+``concurrency`` started items wait to be consumed: a consumer that stops pulling
+stops the batch from submitting after at most ``concurrency`` more tasks
+(backpressure), and leaving the ``async with`` stops new submits at once.
 
 Keys. Each item has a key: the caller's own (``(key, request)`` pairs, a
 mapping, or a ``keys`` function), or a derived one, ``"<index>-<fingerprint>"``
@@ -265,7 +265,11 @@ class Batch:
         self._owns_stream = False
         self._restored: list[AnyOutcome] = []
         self._todo: asyncio.Queue[tuple[_Item, JournalEntry | None]] = asyncio.Queue()
-        self._results: asyncio.Queue[AnyOutcome | BaseException] = asyncio.Queue(concurrency)
+        self._results: asyncio.Queue[AnyOutcome | BaseException] = asyncio.Queue()
+        #: Backpressure: an item starts only with a permit, and the consumer gives one back
+        #: with each outcome it takes, so at most ``concurrency`` items are ever started
+        #: and not yet consumed.
+        self._permits = asyncio.Semaphore(concurrency)
         self._workers: list[asyncio.Task[None]] = []
         self._submitting: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -371,6 +375,7 @@ class Batch:
             await self.aclose()
             raise got
         self._left -= 1
+        self._permits.release()
         return got
 
     async def aclose(self) -> None:
@@ -471,9 +476,11 @@ class Batch:
     async def _work(self) -> None:
         """One worker: take items until none are left or the batch stops."""
         while not self._stopping:
+            await self._permits.acquire()
             try:
                 item, entry = self._todo.get_nowait()
             except asyncio.QueueEmpty:
+                self._permits.release()
                 return
             self._counts["running"] += 1
             self._report()
@@ -503,7 +510,8 @@ class Batch:
             if not isinstance(submitted, str):
                 return submitted  # no task id: the item's outcome, or None when stopping
             task_id = submitted
-        observer = _ItemObserver(key, journal, reporter)
+        # Without anyone to tell, the wait need not look at every round.
+        observer = _ItemObserver(key, journal, reporter) if journal or reporter else None
         try:
             result = await client._wait(
                 task_id,

@@ -158,6 +158,7 @@ class _Core:
             self.loop = running
         elif self.loop is not running:
             if self.loop.is_closed():
+                self.closed = True  # its pool died with its loop
                 raise ClientClosedError(
                     "this AsyncSPOClient was used on an event loop that is now closed "
                     "(each asyncio.run() makes a new loop): create the client inside the loop "

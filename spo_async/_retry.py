@@ -19,6 +19,7 @@ import random
 
 import attrs
 
+from ._checks import check_count, check_flag, check_seconds
 from ._errors import (
     APIError,
     ProtocolError,
@@ -38,14 +39,16 @@ __all__ = [
 ]
 
 
-def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value >= 0:  # also refuses NaN
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+def _seconds(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    check_seconds(attribute.name, value, allow_none=False)
 
 
-def _whole_number(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{attribute.name} must be an int, got {type(value).__name__}")
+def _attempts(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    check_count(attribute.name, value)
+
+
+def _flag(_instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    check_flag(attribute.name, value)
 
 
 @attrs.frozen(kw_only=True)
@@ -60,22 +63,23 @@ class RetryPolicy:
     :class:`~spo_async.RateLimitError`.
 
     In your own tests, ``RetryPolicy.no_wait()`` keeps the attempts but makes
-    every wait zero, ``Retry-After`` included.
+    every wait zero, ``Retry-After`` included. A setting out of range raises
+    :class:`~spo_async.ConfigurationError`.
     """
 
     #: Attempts in all, the first included (1 means no retry). In a wait, it
     #: counts consecutive failed polls.
-    attempts: int = attrs.field(default=6, validator=[_whole_number, attrs.validators.ge(1)])
+    attempts: int = attrs.field(default=6, validator=_attempts)
     #: The first backoff, in seconds.
-    initial: float = attrs.field(default=0.5, validator=_positive)
+    initial: float = attrs.field(default=0.5, validator=_seconds)
     #: The largest single backoff, in seconds.
-    maximum: float = attrs.field(default=30.0, validator=_positive)
+    maximum: float = attrs.field(default=30.0, validator=_seconds)
     #: Draw each wait uniformly from ``[0, backoff]``.
-    jitter: bool = True
+    jitter: bool = attrs.field(default=True, validator=_flag)
     #: The longest ``Retry-After`` honoured, in seconds.
-    max_retry_after: float = attrs.field(default=120.0, validator=_positive)
+    max_retry_after: float = attrs.field(default=120.0, validator=_seconds)
     #: Wait as long as ``Retry-After`` asks (off in ``no_wait()``).
-    respect_retry_after: bool = True
+    respect_retry_after: bool = attrs.field(default=True, validator=_flag)
 
     @classmethod
     def no_wait(cls, attempts: int = 6) -> RetryPolicy:

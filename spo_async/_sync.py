@@ -115,7 +115,7 @@ class SPOClient:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._runner: _LoopThread | None = None
-        self._shared_runner: _LoopThread | None = None
+        self._root = self
         runner = _LoopThread()
         try:
 
@@ -143,20 +143,20 @@ class SPOClient:
         self._runner = runner
         self._lock = threading.Lock()
 
-    @classmethod
-    def _view(cls, client: AsyncSPOClient, runner: _LoopThread) -> SPOClient:
-        view = object.__new__(cls)
+    def _view(self, client: AsyncSPOClient) -> SPOClient:
+        """A client on the same loop and pool, with ``client``'s options; its root owns the loop."""
+        view = object.__new__(SPOClient)
         view._client = client
-        view._runner = None  # a view does not own the loop
-        view._shared_runner = runner
-        view._lock = threading.Lock()
+        view._runner = None
+        view._root = self._root
+        view._lock = self._root._lock
         return view
 
     def __repr__(self) -> str:
         return repr(self._client).replace("AsyncSPOClient", "SPOClient", 1)
 
     def _loop(self) -> _LoopThread:
-        runner = self._runner or self._shared_runner
+        runner = self._root._runner
         if runner is None or self._client.closed:
             raise ClientClosedError("this SPOClient is closed; create a new one")
         return runner
@@ -184,13 +184,17 @@ class SPOClient:
         return self._client.closed
 
     def close(self) -> None:
-        """Close the pool, stop the loop and join its thread. Calling it again does nothing."""
-        with self._lock:
-            runner, self._runner = self._runner, None
+        """Close the pool, stop the loop and join its thread. Calling it again does nothing.
+
+        Closing a view made by :meth:`with_options` closes the client it was made from.
+        """
+        root = self._root
+        with root._lock:
+            runner, root._runner = root._runner, None
         if runner is None:
             return
         try:
-            runner.call(self._client.aclose())
+            runner.call(root._client.aclose())
         finally:
             runner.stop()
 
@@ -220,7 +224,8 @@ class SPOClient:
             schedule=schedule,
             strict_status=strict_status,
         )
-        return SPOClient._view(client, self._loop())
+        self._loop()
+        return self._view(client)
 
     def submit(self, request: OptimizationRequest) -> str:
         """Start an optimization; see :meth:`AsyncSPOClient.submit`."""

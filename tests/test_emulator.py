@@ -115,13 +115,41 @@ async def test_submit_returns_unique_opaque_task_ids(
     assert set(emu.tasks) == set(ids)
 
 
-async def test_task_ids_are_deterministic_from_the_seed(session: aiohttp.ClientSession) -> None:
-    """Two emulators with the same seed hand out the same ids in the same order."""
+async def test_task_ids_differ_between_emulators_with_the_same_seed(
+    session: aiohttp.ClientSession,
+) -> None:
+    """Each emulator mixes a random nonce into its ids, so a new one never reuses an old id."""
     runs = []
     for _ in range(2):
         async with Emulator(EmulatorConfig(seed=5)) as emulator:
             runs.append([await new_task(session, emulator) for _ in range(2)])
+    assert not set(runs[0]) & set(runs[1])
+
+
+async def test_task_ids_are_reproducible_with_a_fixed_nonce(
+    session: aiohttp.ClientSession,
+) -> None:
+    """With task_id_nonce set, the same seed hands out the same ids in the same order."""
+    runs = []
+    for _ in range(2):
+        async with Emulator(EmulatorConfig(seed=5, task_id_nonce="run")) as emulator:
+            runs.append([await new_task(session, emulator) for _ in range(2)])
     assert runs[0] == runs[1]
+    async with Emulator(EmulatorConfig(seed=5, task_id_nonce="other")) as emulator:
+        assert await new_task(session, emulator) not in runs[0]
+
+
+async def test_task_contents_do_not_depend_on_the_id_nonce(
+    session: aiohttp.ClientSession,
+) -> None:
+    """Random ids leave the seeded simulation alone: one seed still gives the same rounds."""
+    tasks = []
+    config = EmulatorConfig(seed=5, clock=ManualClock())
+    for _ in range(2):
+        async with Emulator(config) as emulator:
+            tasks.append(emulator.tasks[await new_task(session, emulator)])
+    assert tasks[0].task_id != tasks[1].task_id
+    assert tasks[0].rounds == tasks[1].rounds
 
 
 INVALID = [
@@ -213,14 +241,33 @@ async def test_oversized_submit_body_is_refused_with_413(session: aiohttp.Client
         assert emulator.submits[-1].body is None
 
 
-async def test_unknown_model_is_refused_with_503_and_10008(
-    emu: Emulator, session: aiohttp.ClientSession
+@pytest.mark.parametrize("model", ["gpt-4.1", "o3", "qwen-max", "a-model-from-next-year"])
+async def test_any_model_is_accepted_by_default(
+    emu: Emulator, session: aiohttp.ClientSession, model: str
 ) -> None:
-    """A model id the service does not offer is a 503 with -10008, as captured in the wild."""
-    status, data = await submit(session, emu, request_with(model="gpt-99"))
-    assert status == 503
-    assert_envelope(data, -10008)
-    assert emu.tasks_created == 0
+    """Without a models list the emulator accepts every model id, like a full catalogue."""
+    task_id = await new_task(session, emu, request_with(model=model))
+    assert emu.tasks[task_id].request["model"] == model
+
+
+async def test_model_outside_an_explicit_list_is_refused_with_503_and_10008(
+    session: aiohttp.ClientSession,
+) -> None:
+    """With models listed, any other id is a 503 with -10008, as the service answers it."""
+    config = EmulatorConfig(models={"gpt-4o", "gpt-4.1"})
+    async with Emulator(config) as emulator:
+        status, data = await submit(session, emulator, request_with(model="gpt-99"))
+        assert status == 503
+        assert_envelope(data, -10008)
+        assert "'gpt-99'" in data["error"]["message"]
+        assert emulator.tasks_created == 0
+        await new_task(session, emulator, request_with(model="gpt-4.1"))
+
+
+def test_models_must_be_a_collection_not_one_string() -> None:
+    """A bare string would silently become a set of letters, so it is refused."""
+    with pytest.raises(TypeError, match="collection of strings"):
+        EmulatorConfig(models="gpt-4o")
 
 
 @pytest.mark.parametrize(

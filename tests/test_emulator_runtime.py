@@ -248,6 +248,9 @@ def test_parser_defaults_build_the_default_config() -> None:
     assert config.api_keys == {DEFAULT_API_KEY}
     assert config.faults == ()
     assert config.round_seconds == EmulatorConfig().round_seconds
+    assert config.models is None
+    assert config.task_id_nonce is None
+    assert not config.log_requests
 
 
 def test_parser_options_reach_the_config() -> None:
@@ -255,7 +258,8 @@ def test_parser_options_reach_the_config() -> None:
     argv = [
         "--port", "0", "--round-seconds", "2", "--queue-seconds", "1", "--jitter", "0.3",
         "--seed", "4", "--time-scale", "0.5", "--win-probability", "0.7",
-        "--api-key", "sk-1", "--api-key", "sk-2", "--broke-key", "sk-0", "--model", "my-model",
+        "--api-key", "sk-1", "--api-key", "sk-2", "--broke-key", "sk-0",
+        "--models", "my-model, gpt-4o", "--models", "o3", "--task-id-nonce", "n1", "--verbose",
         "--hide-best-while-processing", "--show-running-round",
         "--fault-rate-429", "0.05", "--retry-after", "3", "--fault-rate-5xx", "0.1",
         "--fault-rate-drop", "0.01",
@@ -270,7 +274,9 @@ def test_parser_options_reach_the_config() -> None:
     )
     assert config.api_keys == {"sk-1", "sk-2"}
     assert config.insufficient_balance_keys == {"sk-0"}
-    assert {"my-model", "gpt-4o"} <= config.models
+    assert config.models == frozenset({"my-model", "gpt-4o", "o3"})
+    assert config.task_id_nonce == "n1"
+    assert config.log_requests
     assert not config.expose_best_while_processing
     assert config.show_running_round
     kinds = [(f.kind, f.probability) for f in config.faults]
@@ -390,7 +396,7 @@ async def test_module_runs_as_a_server_process() -> None:
 async def test_emulator_and_threaded_emulator_share_one_behaviour() -> None:
     """The same config gives the same task in-loop and threaded (one seed, one simulation)."""
     clock = ManualClock()
-    config = EmulatorConfig(clock=clock)
+    config = EmulatorConfig(clock=clock, task_id_nonce="shared")
     async with Emulator(config) as emu:
         await round_trip(emu.base_url)
     with ThreadedEmulator(config) as threaded:

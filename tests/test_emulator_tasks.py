@@ -361,3 +361,115 @@ async def test_scripted_outcomes_are_used_first_in_first_out_then_outcome_for(
         ] == "by rule"
         assert (await finished(session, emulator, clock))["status"] == "success"
         assert len(seen) == 2
+
+
+# -- language -------------------------------------------------------------------------
+
+
+def has_cjk(text: str) -> bool:
+    """Whether ``text`` holds a CJK ideograph (Chinese, or Japanese kanji)."""
+    return any("\u4e00" <= c <= "\u9fff" for c in text)
+
+
+def has_kana(text: str) -> bool:
+    """Whether ``text`` holds Japanese hiragana or katakana."""
+    return any("\u3040" <= c <= "\u30ff" for c in text)
+
+
+async def finished_rounds(
+    session: aiohttp.ClientSession, emu: Emulator, clock: ManualClock, body: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Submit ``body``, run its task to the end and return the rounds it reports."""
+    task_id = await new_task(session, emu, body)
+    clock.advance_to(emu.tasks[task_id].ends_at)
+    _, data = await query(session, emu, task_id)
+    assert data["status"] == "success"
+    rounds: list[dict[str, Any]] = data["round_data_list"]
+    return rounds
+
+
+def written_texts(rounds: list[dict[str, Any]]) -> list[str]:
+    """What the emulator wrote: the prompts of rounds 2 on and every sample answer."""
+    prompts = [r["prompt"].removeprefix(REQUEST["prompt"]) for r in rounds[1:]]
+    return prompts + [s["answer"] for r in rounds for s in r["sample"]]
+
+
+async def test_chinese_requests_get_chinese_prompts_and_answers(
+    emu: Emulator, session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """language="zh" makes every rewritten prompt and sample answer visibly Chinese."""
+    rounds = await finished_rounds(session, emu, clock, request_with(language="zh"))
+    assert all(has_cjk(text) and not has_kana(text) for text in written_texts(rounds))
+    assert "第 2 轮" in rounds[1]["prompt"]
+
+
+async def test_english_requests_get_english_prompts_and_answers(
+    emu: Emulator, session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """language="en" keeps the emulator's texts in English, with no CJK at all."""
+    rounds = await finished_rounds(session, emu, clock, request_with(language="en"))
+    assert not any(has_cjk(text) for text in written_texts(rounds))
+    assert "- round 2 (from round 1): be " in rounds[1]["prompt"]
+    assert rounds[0]["sample"][0]["answer"].startswith("[answer ")
+
+
+async def test_japanese_requests_get_japanese_prompts_and_answers(
+    emu: Emulator, session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """language="ja" writes Japanese: the rewritten prompts carry kana."""
+    rounds = await finished_rounds(session, emu, clock, request_with(language="ja"))
+    assert all(has_cjk(text) for text in written_texts(rounds))
+    assert all(has_kana(r["prompt"]) for r in rounds[1:])
+
+
+async def test_a_missing_language_is_the_services_default_chinese(
+    emu: Emulator, session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """A submit without language gets Chinese, the service's default, so forgetting it shows."""
+    assert "language" not in REQUEST
+    rounds = await finished_rounds(session, emu, clock, REQUEST)
+    assert all(has_cjk(text) and not has_kana(text) for text in written_texts(rounds))
+    assert "第 2 轮" in rounds[1]["prompt"]
+
+
+@pytest.mark.parametrize("code", ["fr", "auto", ""])
+async def test_an_unknown_language_falls_back_to_english_and_names_the_code(
+    emu: Emulator, session: aiohttp.ClientSession, clock: ManualClock, code: str
+) -> None:
+    """A code the emulator does not write is answered in English, each text naming it."""
+    rounds = await finished_rounds(session, emu, clock, request_with(language=code))
+    texts = written_texts(rounds)
+    assert all(f"language {code!r} is not emulated" in text for text in texts)
+    assert not any(has_cjk(text) for text in texts)
+
+
+@pytest.mark.parametrize("spelling", ["zh-CN", "ZH", "zh_Hans", "cn", "Chinese"])
+def test_common_spellings_of_a_language_are_understood(spelling: str) -> None:
+    """Region tags, case and the 302 ``cn`` spelling all select the same language."""
+    settings = SimulationSettings()
+    plain = SimulatedTask(
+        "t", request_with(language="zh"), seed=4, submitted_at=0, settings=settings
+    )
+    other = SimulatedTask(
+        "t", request_with(language=spelling), seed=4, submitted_at=0, settings=settings
+    )
+    assert [r.prompt for r in other.rounds] == [r.prompt for r in plain.rounds]
+    assert [r.samples for r in other.rounds][1:] == [r.samples for r in plain.rounds][1:]
+
+
+def test_language_changes_the_words_but_not_one_draw() -> None:
+    """One seed gives the same votes, successes, questions and timeline in every language."""
+    settings = SimulationSettings()
+
+    def task(language: str) -> SimulatedTask:
+        body = request_with(language=language, max_rounds=30)
+        return SimulatedTask("t", body, seed=12, submitted_at=0.0, settings=settings)
+
+    tasks = [task(code) for code in ("en", "zh", "ja", "fr")]
+    shapes = [
+        [(r.votes, r.success, r.finishes_at, [q for q, _ in r.samples]) for r in t.rounds]
+        for t in tasks
+    ]
+    assert all(shape == shapes[0] for shape in shapes)
+    assert len({t.rounds[5].prompt for t in tasks}) == len(tasks)
+    assert task("zh").rounds == tasks[1].rounds

@@ -3,8 +3,11 @@
 It serves ``POST /302/prompt/spo/submit`` and ``GET /302/prompt/spo/tasks/{task_id}``
 over real HTTP on loopback, validates submits like the service, runs every task through
 ``queue`` -> ``processing`` -> ``success``/``fail`` with rounds judged by four seeded
-votes, and injects the faults a real deployment shows (429s, HTML 5xx pages, dropped
-connections, slow or mangled answers). Three ways to use it:
+votes and written in the request's ``language``, and injects the faults a real
+deployment shows (429s, HTML 5xx pages, dropped connections, slow or mangled answers).
+It accepts any model id unless ``EmulatorConfig.models`` lists the allowed ones, and
+with ``log_requests=True`` logs one line per request on the ``spo_async.testing``
+logger. Three ways to use it:
 
 1. Inside async code, on the running loop::
 
@@ -16,7 +19,8 @@ connections, slow or mangled answers). Three ways to use it:
    one to each test.
 
 3. As a process: ``python -m spo_async.testing --port 8302 --round-seconds 2`` serves
-   until Ctrl-C, for trying clients written in any language.
+   until Ctrl-C, for trying clients written in any language (``--verbose`` logs each
+   request, ``--json`` prints the address as one JSON object).
 
 Tests drive time with :class:`ManualClock`, script tasks with :class:`TaskOutcome`
 (``emu.script_next(...)``), arm :class:`Fault` s (``emu.inject(...)``) and assert on the
@@ -31,7 +35,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from spo_async.testing._config import (
         DEFAULT_API_KEY,
-        DEFAULT_MODELS,
         EmulatorConfig,
         ManualClock,
     )
@@ -42,7 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_API_KEY",
-    "DEFAULT_MODELS",
     "Emulator",
     "EmulatorConfig",
     "Fault",
@@ -62,7 +64,6 @@ __all__ = [
 # (PEP 562), and a session that never asks for an emulator never imports aiohttp.web.
 _HOMES = {
     "DEFAULT_API_KEY": "_config",
-    "DEFAULT_MODELS": "_config",
     "EmulatorConfig": "_config",
     "ManualClock": "_config",
     "Emulator": "_emulator",

@@ -18,21 +18,10 @@ import attrs
 from spo_async.testing._faults import Fault
 from spo_async.testing._tasks import SimulationSettings, TaskOutcome
 
-__all__ = ["DEFAULT_API_KEY", "DEFAULT_MODELS", "EmulatorConfig", "ManualClock"]
+__all__ = ["DEFAULT_API_KEY", "EmulatorConfig", "ManualClock"]
 
 DEFAULT_API_KEY = "sk-spo-emulator"
 """The API key every emulator accepts unless ``EmulatorConfig.api_keys`` says otherwise."""
-
-DEFAULT_MODELS = frozenset(
-    {
-        "claude-3-5-sonnet-20240620",
-        "claude-3-7-sonnet-20250219",
-        "deepseek-chat",
-        "gpt-4o",
-        "gpt-4o-mini",
-    }
-)
-"""Model ids a submit may name; any other is refused with -10008 and HTTP 503 (spec §2.1)."""
 
 
 class ManualClock:
@@ -94,6 +83,13 @@ def _strings(values: Iterable[str]) -> frozenset[str]:
     return frozenset(values)
 
 
+def _optional_strings(values: Iterable[str] | None) -> frozenset[str] | None:
+    """Accept ``None`` (no restriction) or any iterable of strings as a frozenset."""
+    if isinstance(values, str):
+        raise TypeError(f"expected a collection of strings, got the string {values!r}")
+    return None if values is None else frozenset(values)
+
+
 def _fault_tuple(faults: Iterable[Fault]) -> tuple[Fault, ...]:
     """Accept any iterable of faults as a tuple."""
     return tuple(faults)
@@ -108,7 +104,10 @@ class EmulatorConfig:
         api_keys: keys accepted as ``Authorization: Bearer <key>``.
         insufficient_balance_keys: keys that authenticate but whose submits get -10004
             with HTTP 402 (they need not be repeated in ``api_keys``).
-        models: model ids a submit may name.
+        models: the model ids a submit may name; any other is refused with -10008 and
+            HTTP 503, as the service refuses a model it does not know. ``None`` (the
+            default) accepts every model, since the service offers far more than any
+            list here would keep up with.
         max_rounds_limit: the largest ``max_rounds`` accepted (no limit is documented;
             this one keeps a typo from planning a billion rounds).
         max_body_bytes: the largest request body; a bigger one gets 413 with -10011.
@@ -124,11 +123,18 @@ class EmulatorConfig:
             end (the real behaviour is unverified, spec §3.3).
         show_running_round: report the running round with an empty ``sample`` list.
         seed: seeds task contents, task ids, jitter and fault draws.
+        task_id_nonce: mixed into every task id. ``None`` (the default) draws a random
+            one per emulator, so ids never repeat across emulators or processes (a
+            journal resumed against a new emulator cannot meet an old id); a fixed
+            string makes the ids a function of ``seed``, the nonce and the submit order.
         clock: the time source of the simulation (not of ``DELAY`` faults or sockets).
         faults: faults armed when the emulator is created.
         outcome_for: called with each accepted submit body; a :class:`TaskOutcome` it
             returns scripts that task (scripted outcomes from ``script_next`` win).
         record_requests: keep :attr:`Emulator.request_log`; turn off for long benchmarks.
+        log_requests: log one INFO line per request on the ``spo_async.testing``
+            logger: method, path, status, time taken, task id, fault, and whether an
+            ``Authorization`` header came (never its value).
         shutdown_timeout: seconds ``close()`` waits for requests still being answered.
     """
 
@@ -136,7 +142,7 @@ class EmulatorConfig:
     port: int = 0
     api_keys: frozenset[str] = attrs.field(default=frozenset({DEFAULT_API_KEY}), converter=_strings)
     insufficient_balance_keys: frozenset[str] = attrs.field(default=frozenset(), converter=_strings)
-    models: frozenset[str] = attrs.field(default=DEFAULT_MODELS, converter=_strings)
+    models: frozenset[str] | None = attrs.field(default=None, converter=_optional_strings)
     max_rounds_limit: int = attrs.field(default=1000, validator=_positive)
     max_body_bytes: int = attrs.field(default=4 * 1024 * 1024, validator=_positive)
     not_found_status: int = 404
@@ -149,10 +155,12 @@ class EmulatorConfig:
     expose_best_while_processing: bool = True
     show_running_round: bool = False
     seed: int = 0
+    task_id_nonce: str | None = None
     clock: Callable[[], float] = time.monotonic
     faults: tuple[Fault, ...] = attrs.field(default=(), converter=_fault_tuple)
     outcome_for: Callable[[Mapping[str, Any]], TaskOutcome | None] | None = None
     record_requests: bool = True
+    log_requests: bool = False
     shutdown_timeout: float = attrs.field(default=1.0, validator=_not_negative)
 
     def simulation_settings(self) -> SimulationSettings:

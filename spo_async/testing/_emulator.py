@@ -7,8 +7,9 @@ Around both, the :class:`~spo_async.testing._faults.FaultPlan` may drop, delay o
 the exchange, and the emulator records the traffic so tests can assert on what a
 client really sent: how many submits, how many polls per task, which faults fired.
 
-Handlers stay cheap (stdlib JSON, no per-request logging, a cached body per task
-state) because benchmarks run ten thousand tasks against one emulator.
+Handlers stay cheap (stdlib JSON, a cached body per task state, a request log only
+when ``log_requests`` asks for it) because benchmarks run ten thousand tasks against
+one emulator.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import collections
 import contextlib
 import hashlib
 import json
+import secrets
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -28,6 +31,7 @@ from aiohttp import web
 
 from spo_async.testing._config import DEFAULT_API_KEY, EmulatorConfig
 from spo_async.testing._faults import Fault, FaultKind, FaultPlan, Reply, fault_reply, mutate
+from spo_async.testing._log import log_exchange, unrouted_logger
 from spo_async.testing._tasks import SimulatedTask, TaskOutcome
 from spo_async.testing._wire import envelope, validate_submit
 
@@ -82,6 +86,8 @@ class Emulator:
         self._plan = FaultPlan(config.faults, seed=config.seed)
         self._scripted: collections.deque[TaskOutcome] = collections.deque()
         self._ids = 0
+        nonce = config.task_id_nonce
+        self._id_nonce = secrets.token_hex(16) if nonce is None else nonce
         self._occurrences: collections.Counter[str] = collections.Counter()
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()  # replaced at each start, bound to that loop
@@ -115,7 +121,8 @@ class Emulator:
         """Start serving on ``config.host``/``config.port``; :attr:`base_url` is then set."""
         if self._runner is not None:
             raise RuntimeError("the emulator is already running")
-        app = web.Application(client_max_size=self.config.max_body_bytes)
+        middlewares = [unrouted_logger] if self.config.log_requests else []
+        app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=middlewares)
         app.router.add_post(SUBMIT_PATH, self._handle_submit)
         app.router.add_get(TASK_PATH, self._handle_task)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.config.shutdown_timeout)
@@ -204,6 +211,7 @@ class Emulator:
 
     async def _handle_submit(self, request: web.Request) -> web.StreamResponse:
         """Serve ``POST /302/prompt/spo/submit``."""
+        started = time.perf_counter()
         raw: bytes | None
         try:
             raw = await request.read()
@@ -227,15 +235,21 @@ class Emulator:
                 fault=None if fault is None else fault.kind,
             )
         )
+        if self.config.log_requests:
+            task_id = created[0] if created else None
+            log_exchange(request, started, reply=reply, fault=fault, task_id=task_id, body=body)
         return _respond(request, reply)
 
     async def _handle_task(self, request: web.Request) -> web.StreamResponse:
         """Serve ``GET /302/prompt/spo/tasks/{task_id}``."""
+        started = time.perf_counter()
         task_id = request.match_info["task_id"]
         self.task_gets[task_id] += 1
-        reply, _ = await self._serve(
+        reply, fault = await self._serve(
             request, "task", task_id, lambda: self._query(request, task_id)
         )
+        if self.config.log_requests:
+            log_exchange(request, started, reply=reply, fault=fault, task_id=task_id)
         return _respond(request, reply)
 
     async def _serve(
@@ -302,7 +316,8 @@ class Emulator:
         problem = problem or validate_submit(body, self.config.max_rounds_limit)
         if problem is not None:
             return Reply(400, envelope(-10011, problem))
-        if body["model"] not in self.config.models:
+        models = self.config.models
+        if models is not None and body["model"] not in models:
             return Reply(503, envelope(-10008, f"model {body['model']!r} is not available"))
         task = self._create(body)
         created.append(task.task_id)
@@ -312,7 +327,8 @@ class Emulator:
         """Create, remember and count a task for an accepted submit body."""
         seed = self.config.seed
         self._ids += 1
-        id_digest = hashlib.sha256(f"spo-task:{seed}:{self._ids}".encode()).digest()
+        id_source = f"spo-task:{self._id_nonce}:{seed}:{self._ids}"
+        id_digest = hashlib.sha256(id_source.encode("utf-8", "surrogatepass")).digest()
         task_id = "spo-" + uuid.UUID(bytes=id_digest[:16], version=4).hex
         # Seed each task from its request and how often that same request was seen, so
         # results do not depend on how concurrent submits happen to interleave.

@@ -12,6 +12,12 @@ jittered durations) from a seeded :class:`random.Random` once, when it is create
 *now*?" with a bisect over the precomputed round finish times. That keeps a ``GET``
 cheap enough to serve ten thousand concurrent tasks, and makes every run reproducible:
 the same seed and request always give the same rounds.
+
+The rewritten prompts and the sample answers are written in the request's ``language``
+(English, Chinese or Japanese; Chinese when it is left out, as on the service; English
+with a note naming the code for any other), so a client that sends the wrong language
+sees it in the results. For a given task seed the language changes only the words,
+never a draw: samples, votes and timings are the same whatever it is.
 """
 
 from __future__ import annotations
@@ -41,11 +47,88 @@ DEFAULT_TASK_ERROR = "Optimization failed: the optimizer model returned an error
 DEFAULT_EXECUTION_ERROR = "Error code: 500 - {'error': {'message': 'upstream model timed out'}}"
 """The answer text stored when a scripted execution call "raises" (spec §6.2)."""
 
-_WORDS = (
-    "concise", "vivid", "warm", "precise", "playful", "structured", "empathetic", "direct",
-    "stepwise", "grounded", "curious", "formal", "friendly", "specific", "brief", "detailed",
-    "honest", "creative", "calm", "confident", "clear", "polite", "lively", "careful",
+SERVICE_DEFAULT_LANGUAGE = "zh"
+"""The ``language`` the service assumes when a submit leaves it out (spec §2.1)."""
+
+
+@attrs.frozen
+class _Phrasing:
+    """How the fake optimizer and executor write in one language.
+
+    ``words`` are the 24 qualities a rewritten prompt asks for, index for index the same
+    in every language, so one seed draws the same choices whatever the language. The
+    templates' ``{note}`` is where English says that the request named a language the
+    emulator does not write.
+    """
+
+    words: tuple[str, ...]
+    instruction: str  # str.format: number, best_round, words, note
+    answer: str  # str.format: digest, question, note
+    separator: str
+
+
+_ENGLISH = _Phrasing(
+    words=(
+        "concise", "vivid", "warm", "precise", "playful", "structured", "empathetic",
+        "direct", "stepwise", "grounded", "curious", "formal", "friendly", "specific",
+        "brief", "detailed", "honest", "creative", "calm", "confident", "clear", "polite",
+        "lively", "careful",
+    ),
+    instruction="- round {number} (from round {best_round}{note}): be {words}.",
+    answer="[answer {digest}{note}] {question}",
+    separator=", ",
 )  # fmt: skip
+
+_PHRASINGS = {
+    "en": _ENGLISH,
+    "zh": _Phrasing(
+        words=(
+            "简洁", "生动", "温暖", "精确", "俏皮", "有条理", "有同理心", "直接", "循序渐进",
+            "有依据", "好奇", "正式", "友好", "具体", "简短", "详细", "诚实", "有创意", "冷静",
+            "自信", "清晰", "礼貌", "活泼", "细心",
+        ),
+        instruction="- 第 {number} 轮（基于第 {best_round} 轮）：请做到{words}。",  # noqa: RUF001
+        answer="[模拟回答 {digest}] {question}",
+        separator="、",
+    ),
+    "ja": _Phrasing(
+        words=(
+            "簡潔さ", "生き生きとした表現", "温かさ", "正確さ", "遊び心", "構成", "共感",
+            "率直さ", "段階的な説明", "根拠", "好奇心", "丁寧な言葉遣い", "親しみやすさ",
+            "具体性", "短さ", "詳しさ", "誠実さ", "創造性", "落ち着き", "自信", "明快さ",
+            "礼儀正しさ", "明るさ", "慎重さ",
+        ),
+        instruction="- 第{number}ラウンド（第{best_round}ラウンドから）：{words}を心がける。",  # noqa: RUF001
+        answer="[模擬回答 {digest}] {question}",
+        separator="、",
+    ),
+}  # fmt: skip
+
+# Spellings of the languages the emulator writes; anything else is answered in English.
+_ALIASES = {
+    "en": "en", "english": "en",
+    "zh": "zh", "cn": "zh", "chinese": "zh", "中文": "zh",
+    "ja": "ja", "jp": "ja", "japanese": "ja", "日本語": "ja",
+}  # fmt: skip
+_WORD_COUNT = len(_ENGLISH.words)
+
+
+def _phrasing(language: object) -> tuple[_Phrasing, str]:
+    """Return how to write for a request's ``language``, and the note an unknown one adds.
+
+    A missing ``language`` is the service's default (Chinese). A code the emulator does
+    not speak falls back to English and says so in every text it writes, so a client
+    sending a wrong or unresolved code (``"auto"``, ``"french"``) can see it did.
+    """
+    if language is None:
+        language = SERVICE_DEFAULT_LANGUAGE
+    text = str(language).strip()
+    primary = text.lower().replace("_", "-").split("-", 1)[0]
+    known = _ALIASES.get(primary)
+    if known is not None:
+        return _PHRASINGS[known], ""
+    return _ENGLISH, f"; language {text!r} is not emulated, written in English"
+
 
 _QUEUE, _PROCESSING, _SUCCESS, _FAIL = range(4)
 _STATUS_NAMES = ("queue", "processing", "success")
@@ -171,15 +254,25 @@ class SimulatedRound:
         }
 
 
-def _answer(prompt: str, question: str) -> str:
+def _answer(prompt: str, question: str, phrasing: _Phrasing, note: str) -> str:
     """Return the deterministic answer the fake executor gives ``question`` under ``prompt``."""
     digest = zlib.crc32(f"{prompt}\x1f{question}".encode("utf-8", "surrogatepass"))
-    return f"[answer {digest:08x}] {question}"
+    return phrasing.answer.format(digest=f"{digest:08x}", question=question, note=note)
 
 
-def _next_prompt(best_prompt: str, number: int, best_round: int, words: Sequence[str]) -> str:
+def _next_prompt(
+    best_prompt: str,
+    number: int,
+    best_round: int,
+    picks: Sequence[int],
+    *,
+    phrasing: _Phrasing,
+    note: str,
+) -> str:
     """Return round ``number``'s prompt, written by the fake optimizer from the best one."""
-    return f"{best_prompt}\n- round {number} (from round {best_round}): be {', '.join(words)}."
+    words = phrasing.separator.join(phrasing.words[i] for i in picks)
+    line = phrasing.instruction.format(number=number, best_round=best_round, words=words, note=note)
+    return f"{best_prompt}\n{line}"
 
 
 class SimulatedTask:
@@ -270,20 +363,24 @@ class SimulatedTask:
         best_prompt: str = self.request["prompt"]
         best_round = 1
         finished = self.queue_ends_at
+        phrasing, note = _phrasing(self.request.get("language"))
+        word_indices = range(_WORD_COUNT)
         for number in range(1, planned + 1):
-            words = rng.choices(_WORDS, k=3)
+            picks = rng.choices(word_indices, k=3)
             votes: tuple[Vote, ...] = ()
             if number == 1:
                 prompt, success = best_prompt, True
             else:
-                prompt = _next_prompt(best_prompt, number, best_round, words)
+                prompt = _next_prompt(
+                    best_prompt, number, best_round, picks, phrasing=phrasing, note=note
+                )
                 if number in outcome.empty_prompt_rounds:
                     prompt = ""
                 p = self._settings.win_probability
                 votes = tuple(_VOTES[rng.random() < 0.5, rng.random() < p] for _ in range(_JUDGES))
                 success = sum(v.new_round_won for v in votes) * 2 > _JUDGES
             picked = rng.sample(qa, k)
-            samples = [(q, _answer(prompt, q)) for q, _ in picked]
+            samples = [(q, _answer(prompt, q, phrasing, note)) for q, _ in picked]
             if number in outcome.execution_error_rounds and samples:
                 samples[0] = (samples[0][0], outcome.execution_error)
             finished += self._duration(timing, None, number)
