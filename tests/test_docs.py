@@ -422,7 +422,7 @@ def _public_items() -> Iterator[tuple[str, object]]:
     Ruff's pydocstyle rules skip members of underscore modules, and this package
     defines everything in underscore modules and exports it: so the check is here.
     """
-    for package in (spo_async, spo_async.testing):
+    for package in (spo_async, spo_async.polling, spo_async.transport, spo_async.testing):
         for name in package.__all__:
             value = getattr(package, name)
             if not (inspect.isclass(value) or inspect.isfunction(value)):
