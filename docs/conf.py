@@ -47,14 +47,41 @@ myst_enable_extensions = ["colon_fence", "deflist", "fieldlist"]
 myst_heading_anchors = 3
 
 # -- autodoc -------------------------------------------------------------------------------
-autodoc_typehints = "description"
-autodoc_typehints_description_target = "documented_params"
+# Types and defaults go in the signature, where a reader looks for them: every parameter
+# with its type and its real default value (not the name of a constant). attrs classes
+# need the values: their generated ``__init__`` spells defaults as ``attr_dict[...]``.
+autodoc_typehints = "signature"
+autodoc_preserve_defaults = False
 autodoc_member_order = "bysource"
 autodoc_class_signature = "separated"
-autodoc_preserve_defaults = True
 autodoc_default_options = {
     "members": True,
     "show-inheritance": True,
+}
+python_use_unqualified_type_names = True
+
+#: The package's private type aliases, spelled out in public names. A signature shows
+#: ``on_event: Callable[[Event], Any] | EventStream | None`` rather than ``OnEvent``,
+#: which a reader could neither look up nor import. tests/test_docs.py checks that each
+#: spelling means exactly what the alias means.
+spo_type_aliases = {
+    "BatchKey": "str | int",
+    "EventCallback": "collections.abc.Callable[[spo_async.Event], typing.Any]",
+    "OnEvent": (
+        "collections.abc.Callable[[spo_async.Event], typing.Any] | spo_async.EventStream | None"
+    ),
+    "ScheduleLike": (
+        "spo_async.polling.PollSchedule"
+        " | collections.abc.Callable[[spo_async.polling.PollState], float]"
+    ),
+    "KeyFunction": "collections.abc.Callable[[spo_async.OptimizationRequest], str | int]",
+    "BatchInput": (
+        "collections.abc.Iterable[spo_async.OptimizationRequest"
+        " | tuple[str | int, spo_async.OptimizationRequest]]"
+        " | collections.abc.Mapping[str, spo_async.OptimizationRequest]"
+        " | collections.abc.Mapping[int, spo_async.OptimizationRequest]"
+        " | collections.abc.Mapping[str | int, spo_async.OptimizationRequest]"
+    ),
 }
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
@@ -78,7 +105,9 @@ nitpick_ignore_regex = [
     # Type variables of generic helpers.
     (r"py:class", r"spo_async(\.\w+)*\._?T"),
 ]
-nitpick_ignore: list[tuple[str, str]] = []
+# ``timeout: float | Unset | None = UNSET``: a per-call option left to the client's setting.
+# The sentinel is private (never passed by a caller); the client's page says what it means.
+nitpick_ignore = [("py:class", "Unset"), ("py:class", "spo_async._client.Unset")]
 
 # -- HTML ----------------------------------------------------------------------------------
 html_theme = "furo"

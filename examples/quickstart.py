@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import asyncio
 
-from spo_async import AsyncSPOClient, OptimizationRequest, QAPair, TaskResult
+from spo_async import (
+    AsyncSPOClient,
+    Event,
+    OptimizationRequest,
+    QAPair,
+    RoundCompleted,
+    TaskQueued,
+    TaskSubmitted,
+)
 from spo_async.testing import Emulator, EmulatorConfig
 
 REQUEST = OptimizationRequest(
@@ -27,20 +35,18 @@ REQUEST = OptimizationRequest(
 )
 
 
-class ShowRounds:
-    """Print each round once, as soon as a snapshot shows it."""
-
-    def __init__(self) -> None:
-        self.printed = 0
-
-    def __call__(self, snapshot: TaskResult) -> None:
-        """Receive a snapshot from ``on_progress``."""
-        if not snapshot.completed_rounds:
-            print(f"[{snapshot.progress}] {snapshot.raw_status}")
-        for round_ in snapshot.completed_rounds[self.printed :]:
-            verdict = "better  " if round_.success else "not better"
-            print(f"[round {round_.number}/{snapshot.max_rounds}] {verdict}: {round_.prompt!r:.72}")
-        self.printed = len(snapshot.completed_rounds)
+def show(event: Event) -> None:
+    """Print what happens to the task, as ``on_event`` reports it."""
+    match event:
+        case TaskSubmitted(task_id=task_id):
+            print(f"submitted task {task_id} (keep this id: the task runs on the service)")
+        case TaskQueued():
+            print("queued")
+        case RoundCompleted(number=number, total=total, success=success, prompt=prompt):
+            verdict = "better    " if success else "not better"
+            print(f"[round {number}/{total}] {verdict}: {prompt!r:.72}")
+        case _:
+            pass  # the outcome: optimize() returns (or raises) the same news
 
 
 async def main() -> None:
@@ -49,9 +55,7 @@ async def main() -> None:
         Emulator(EmulatorConfig(round_seconds=0.3, queue_seconds=0.2, jitter=0.2, seed=7)) as emu,
         AsyncSPOClient(api_key=emu.api_key, base_url=emu.base_url) as client,
     ):
-        task_id = await client.submit(REQUEST)
-        print(f"submitted task {task_id}")
-        result = await client.wait_for_result(task_id, timeout=60, on_progress=ShowRounds())
+        result = await client.optimize(REQUEST, timeout=60, on_event=show)
         print(f"\nbest prompt (round {result.best_round} of {len(result.rounds)}):")
         print(result.best_prompt)
 

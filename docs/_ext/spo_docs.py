@@ -19,13 +19,17 @@ as annotations spell them) at the documented public name (``spo_async.TaskResult
 from __future__ import annotations
 
 import argparse
+import functools
 import html
 import importlib
 import inspect
 import math
+import re
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
+import attrs
 import spo_async
 from docutils import nodes
 from docutils.parsers.rst import directives
@@ -33,25 +37,52 @@ from docutils.statemachine import StringList
 from sphinx import addnodes
 from sphinx.application import Sphinx
 from sphinx.ext.napoleon.docstring import GoogleDocstring
+from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
+from sphinx.util.inspect import object_description
 from spo_async._state import LEGAL_MOVES, TERMINAL_STATUSES, TaskStatus
 
-#: Packages whose ``__all__`` names are documented under the package's own name.
-PUBLIC_PACKAGES = ("spo_async", "spo_async.testing")
+logger = logging.getLogger(__name__)
+
+#: The public modules: their ``__all__`` names are documented under the module's own name.
+PUBLIC_MODULES = ("spo_async", "spo_async.polling", "spo_async.transport", "spo_async.testing")
 
 
-# -- public names under their public module ---------------------------------------------------
+@functools.cache
+def public_names() -> dict[tuple[str, str], str]:
+    """Where each public object is documented, by where it is defined.
+
+    ``("spo_async._adaptive", "AdaptiveSchedule")`` maps to
+    ``"spo_async.polling.AdaptiveSchedule"``: annotations and docstrings name
+    the private module an object lives in, the reference documents it under the
+    public module that exports it.
+    """
+    found: dict[tuple[str, str], str] = {}
+    for module_name in PUBLIC_MODULES:
+        module = importlib.import_module(module_name)
+        for name in getattr(module, "__all__", ()):
+            value = getattr(module, name)
+            home = getattr(value, "__module__", None)
+            if isinstance(home, str) and getattr(value, "__qualname__", None) == name:
+                found.setdefault((home, name), f"{module_name}.{name}")
+    return found
 
 
 def public_target(target: str) -> str | None:
-    """The documented name of ``spo_async._module.Name``: ``spo_async.Name``, if exported."""
-    for package_name in sorted(PUBLIC_PACKAGES, key=len, reverse=True):
-        prefix = package_name + "._"
-        if target.startswith(prefix) and "." in target[len(prefix) :]:
-            name = target.rsplit(".", 1)[-1]
-            package = importlib.import_module(package_name)
-            if name in getattr(package, "__all__", ()):
-                return f"{package_name}.{name}"
+    """The documented name of ``spo_async._module.Name``, if a public module exports it.
+
+    A reference to a member (``spo_async._client.AsyncSPOClient.optimize``) is
+    resolved through its class.
+    """
+    parts = target.split(".")
+    if parts[0] != "spo_async" or not any(p.startswith("_") for p in parts[1:]):
+        return None
+    names = public_names()
+    for split in range(len(parts) - 1, 0, -1):
+        module, rest = ".".join(parts[:split]), parts[split:]
+        public = names.get((module, rest[0]))
+        if public is not None:
+            return ".".join([public, *rest[1:]])
     return None
 
 
@@ -74,6 +105,247 @@ def resolve_private_names(
         env, node["refdoc"], app.builder, node["reftype"], target, node, contnode
     )
     return resolved
+
+
+# -- signatures ---------------------------------------------------------------------------
+
+#: Names an annotation may use as they are: builtins and the constants of the language.
+_AS_IS = frozenset(
+    {"None", "True", "False", "str", "int", "float", "bool", "bytes", "object", "type"}
+    | {"tuple", "list", "dict", "set", "frozenset", "Ellipsis"}
+)
+#: A (dotted) name in an annotation, not inside a string literal.
+_ANNOTATION_NAME = re.compile(r"(?<![\w.'\"~])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
+
+
+@functools.cache
+def _public_by_identity() -> dict[int, str]:
+    """Each public object (type aliases included) by ``id``: its documented dotted name."""
+    found: dict[int, str] = {}
+    for module_name in PUBLIC_MODULES:
+        module = importlib.import_module(module_name)
+        for name in getattr(module, "__all__", ()):
+            found.setdefault(id(getattr(module, name)), f"{module_name}.{name}")
+    return found
+
+
+def _lookup(name: str, namespace: dict[str, Any]) -> object | None:
+    """The object ``name`` (maybe dotted) stands for in ``namespace``, or a module's."""
+    head, *rest = name.split(".")
+    if head in namespace:
+        value: object = namespace[head]
+    else:
+        try:
+            value = importlib.import_module(head)
+        except ImportError:
+            return None
+    for part in rest:
+        value = getattr(value, part, None)
+        if value is None:
+            return None
+    return value
+
+
+def public_annotation(text: str, namespace: dict[str, Any], aliases: dict[str, str]) -> str:
+    """An annotation as written in the source, each name replaced by its public spelling.
+
+    ``OnEvent`` (a private alias) becomes what it means, in public names;
+    ``RetryPolicy`` becomes ``~spo_async.RetryPolicy`` and ``PollSchedule``
+    ``~spo_async.polling.PollSchedule`` (``~``: shown without the module);
+    ``Literal`` becomes ``typing.Literal``. The annotations are not evaluated,
+    so names imported only for type checking are spelled out all the same.
+    """
+
+    def spell(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in _AS_IS:
+            return name
+        if name in aliases:
+            return public_annotation(aliases[name], namespace, {})
+        value = _lookup(name, namespace)
+        if value is None:
+            for module_name in PUBLIC_MODULES:  # a name imported for type checking only
+                module = importlib.import_module(module_name)
+                if name in getattr(module, "__all__", ()):
+                    return f"~{module_name}.{name}"
+            return name
+        public = _public_by_identity().get(id(value))
+        if public is not None:
+            return f"~{public}"
+        home = getattr(value, "__module__", None)
+        qualname = (
+            getattr(value, "__qualname__", None)
+            or getattr(value, "_name", None)
+            or getattr(value, "__name__", None)  # a TypeVar
+        )
+        if home in {"typing", "typing_extensions"}:
+            return f"typing.{qualname or name.rsplit('.', 1)[-1]}"
+        if isinstance(home, str) and isinstance(qualname, str):
+            return f"~{home}.{qualname}"
+        return name
+
+    return _ANNOTATION_NAME.sub(spell, text)
+
+
+class _Shown:
+    """Text that ``inspect.Signature`` prints as it is (an annotation, a default)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _function_name(value: Any) -> str:
+    """``time.monotonic``, ``asyncio.sleep``, ``random.Random``, ``dict``."""
+    module = getattr(value, "__module__", None) or ""
+    public = {"asyncio.tasks": "asyncio", "builtins": ""}.get(module, module)
+    return f"{public}.{value.__qualname__}" if public else value.__qualname__
+
+
+def _attrs_factory(function: Any, parameter: str) -> str | None:
+    """How the factory default of an attrs class's ``__init__`` parameter reads.
+
+    attrs gives such a parameter the default ``NOTHING`` and calls the factory in
+    the body: ``rng: Random = random.Random()`` says what actually happens. A
+    factory that needs the instance (``takes_self``) reads ``...``: the class's
+    docstring says what it builds.
+    """
+    module = sys.modules.get(getattr(function, "__module__", "") or "")
+    owner = getattr(module, function.__qualname__.split(".")[0], None)
+    if owner is None or not attrs.has(owner):
+        return None
+    for field in attrs.fields(owner):
+        if field.alias == parameter and isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+            factory = field.default
+            return "..." if factory.takes_self else f"{_function_name(factory.factory)}()"
+    return None
+
+
+def _default_text(value: object, function: Any, parameter: str) -> str:
+    """How a default reads in a signature: its value, a function by its name."""
+    if value is attrs.NOTHING:
+        return _attrs_factory(function, parameter) or "..."
+    if inspect.isfunction(value) or inspect.isbuiltin(value):
+        return _function_name(value)
+    return object_description(value)
+
+
+def public_signature(  # noqa: PLR0917 - Sphinx's event signature
+    app: Sphinx,
+    what: str,
+    name: str,
+    obj: Any,
+    options: Any,
+    signature: str | None,
+    return_annotation: str | None,
+) -> tuple[str | None, str | None] | None:
+    """Every parameter with its type as written and its real default, in public names.
+
+    Annotations are read as the source spells them (the package uses
+    ``from __future__ import annotations``) rather than evaluated: evaluation
+    fails for a whole function as soon as one name is imported for type checking
+    only, and expands aliases into unreadable unions. Each name is then spelled
+    as the reference documents it (see :func:`public_annotation`), and each
+    default shown as its value (``timeout=900.0``, not ``DEFAULT_WAIT_TIMEOUT``;
+    ``clock=time.monotonic``, not ``<built-in function monotonic>``).
+    """
+    if signature is None or not callable(obj):
+        return None
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    namespace = dict(vars(module)) if module is not None else {}
+    aliases: dict[str, str] = app.config.spo_type_aliases
+    parameters = list(sig.parameters.values())
+    if parameters and parameters[0].name in {"self", "cls"}:
+        parameters = parameters[1:]
+
+    def annotation(value: object) -> object:
+        if value is inspect.Parameter.empty:
+            return value
+        text = value if isinstance(value, str) else inspect.formatannotation(value)
+        return _Shown(public_annotation(text, namespace, aliases))
+
+    shown = [
+        p.replace(
+            annotation=annotation(p.annotation),
+            default=(
+                p.default if p.default is p.empty else _Shown(_default_text(p.default, obj, p.name))
+            ),
+        )
+        for p in parameters
+    ]
+    returns = annotation(sig.return_annotation)
+    text = str(sig.replace(parameters=shown, return_annotation=inspect.Signature.empty))
+    return text, (repr(returns) if returns is not inspect.Parameter.empty else return_annotation)
+
+
+def skip_noise(  # noqa: PLR0917 - Sphinx's event signature
+    app: Sphinx, what: str, name: str, obj: Any, skip: bool, options: Any
+) -> bool | None:
+    """Leave out an ``__init__`` or ``__new__`` that the standard library wrote.
+
+    ``autodoc_class_signature = "separated"`` documents both as members; a
+    protocol's (``PollSchedule``, ``Transport``) is typing's
+    ``__init__(*args, **kwargs)``, an enum's is ``Enum.__new__(value)``: neither
+    tells a reader anything.
+    """
+    if name in {"__init__", "__new__"} and getattr(obj, "__module__", None) in {"typing", "enum"}:
+        return True
+    return None
+
+
+def public_bases(app: Sphinx, name: str, obj: Any, options: Any, bases: list[type]) -> None:
+    """Name a private base class (``_TaskEvent``) by its nearest public ancestor.
+
+    "Bases:" should list classes a reader can look up; a private base is an
+    implementation detail, so it is replaced by the first class of its MRO
+    that is not private (``object`` for ``_TaskEvent``).
+    """
+    shown: list[type] = []
+    for base in bases:
+        public = next(c for c in base.__mro__ if not c.__name__.startswith("_"))
+        if public not in shown:
+            shown.append(public)
+    bases[:] = shown
+
+
+def attrs_defaults(  # noqa: PLR0917 - Sphinx's event signature
+    app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    """End the entry of each field of an attrs class with its default value.
+
+    The entry of a field shows its type but not its default (a slotted attrs
+    class keeps no class attribute to read it from), so it is read from
+    :func:`attrs.fields` here.
+    """
+    if what != "attribute" or "." not in name:
+        return
+    owner_name, field_name = name.rsplit(".", 1)
+    module_name, _, class_name = owner_name.rpartition(".")
+    try:
+        owner = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError):
+        return
+    if not attrs.has(owner):
+        return
+    field = attrs.fields_dict(owner).get(field_name)
+    if field is None or field.default is attrs.NOTHING:
+        return
+    default: Any = field.default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        if default.takes_self:  # built from the other fields: the class's docstring says how
+            return
+        shown = f"a new ``{_function_name(default.factory)}()``"
+    else:
+        shown = f"``{object_description(default)}``"
+    if lines and lines[-1].strip():
+        lines.append("")
+    lines.append(f"Default: {shown}.")
 
 
 # -- small node builders ------------------------------------------------------------------
@@ -426,9 +698,21 @@ class CliDirective(SphinxDirective):
     def run(self) -> list[nodes.Node]:
         """Load the parser, pick the sub-command, and render it."""
         program = self.arguments[0]
-        parser = load_parser(program)
-        if len(self.arguments) > 1:
-            parser = subcommands(parser)[self.arguments[1]]
+        try:
+            parser = load_parser(program)
+            if len(self.arguments) > 1:
+                parser = subcommands(parser)[self.arguments[1]]
+        except Exception as exc:  # reported as a build warning, with its cause
+            # One broken command line must not stop the whole build (with -W it still fails
+            # it, but every other page is checked and the cause is named).
+            logger.warning(
+                "spo-cli: cannot build the parser of %r: %s: %s",
+                " ".join(self.arguments),
+                type(exc).__name__,
+                exc,
+                location=self.get_location(),
+            )
+            return []
         _fixed_width(parser)
         out: list[nodes.Node] = []
         usage = parser.format_usage().strip()
@@ -482,8 +766,13 @@ def keep_attribute_docstrings() -> None:
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the directives and the reference resolver."""
     app.setup_extension("sphinx.ext.napoleon")
+    app.add_config_value("spo_type_aliases", {}, "env", types=[dict])
     keep_attribute_docstrings()
     app.connect("missing-reference", resolve_private_names)
+    app.connect("autodoc-process-signature", public_signature)
+    app.connect("autodoc-process-bases", public_bases)
+    app.connect("autodoc-skip-member", skip_noise)
+    app.connect("autodoc-process-docstring", attrs_defaults)
     app.add_directive("spo-lifecycle", LifecycleDirective)
     app.add_directive("spo-error-tree", ErrorTreeDirective)
     app.add_directive("spo-cli", CliDirective)

@@ -59,8 +59,8 @@ def summary(result: TaskResult) -> dict[str, object]:
     return {
         "task_id": result.task_id,
         "status": result.raw_status,
-        "rounds_done": result.progress.done,
-        "max_rounds": result.progress.total,
+        "rounds_done": len(result.completed_rounds),
+        "max_rounds": result.max_rounds,
         "best_round": result.best_round,
         "best_prompt": result.best_prompt,
         "error": str(result.error) if result.error is not None else None,

@@ -1,7 +1,8 @@
 """Optimize a JSON Lines file of prompts with a journal; kill the run; resume it.
 
 ``run_batch`` is the part to copy: it reads one request per line, runs them all with
-:meth:`AsyncSPOClient.optimize_many` and a journal, and writes one outcome per line.
+:meth:`AsyncSPOClient.optimize_many` and a journal, and writes one outcome per line (a
+success with its whole result, in :meth:`TaskResult.to_dict`'s JSON form).
 
 Run as a script, it shows a crash and a resume against the emulator: a child process
 runs the batch and is killed with SIGKILL (no cleanup of any kind) after its first
@@ -44,22 +45,24 @@ def read_requests(path: Path) -> Iterator[tuple[str, OptimizationRequest]]:
 async def run_batch(client: AsyncSPOClient, source: Path, output: Path, journal: Path) -> None:
     """Optimize every line of ``source``; append each outcome to ``output`` as it lands."""
     requests = list(read_requests(source))  # read (and validate) all before sending any
+    batch = client.optimize_many(requests, journal=journal, concurrency=3)
     with output.open("a", encoding="utf-8") as out:
-        async for outcome in client.optimize_many(requests, journal=journal, concurrency=3):
-            match outcome:
-                case Succeeded(result=result):
-                    line = {"status": "succeeded", "best_prompt": result.best_prompt}
-                case Failed(result=result):
-                    line = {"status": "failed", "error": str(result.error)}
-                case OutcomeUnknown():
-                    line = {"status": "unknown: a task may exist, not resubmitted"}
-                case Errored(error=error, task_id=task_id):
-                    line = {"status": "errored", "error": str(error), "task_id": task_id}
-            line |= {"id": outcome.key, "from_journal": outcome.from_journal}
-            out.write(json.dumps(line) + "\n")
-            out.flush()
-            origin = " (from the journal)" if outcome.from_journal else ""
-            print(f"{outcome.key}: {line['status']}{origin}")
+        async with batch:  # leaving it, even by an exception, stops the batch
+            async for outcome in batch:
+                match outcome:
+                    case Succeeded(result=result):
+                        line = {"status": "succeeded", "result": result.to_dict()}
+                    case Failed(result=result):
+                        line = {"status": "failed", "error": str(result.error)}
+                    case OutcomeUnknown():
+                        line = {"status": "unknown: a task may exist, not resubmitted"}
+                    case Errored(error=error, task_id=task_id):
+                        line = {"status": "errored", "error": str(error), "task_id": task_id}
+                line |= {"id": outcome.key, "from_journal": outcome.from_journal}
+                out.write(json.dumps(line) + "\n")
+                out.flush()
+                origin = " (from the journal)" if outcome.from_journal else ""
+                print(f"{outcome.key}: {line['status']}{origin}", flush=True)
 
 
 # -- the demo -----------------------------------------------------------------------------
