@@ -279,7 +279,7 @@ class Batch:
         self._last_report = -float("inf")
 
     @classmethod
-    def prepare(
+    def _prepare(
         cls,
         client: AsyncSPOClient,
         requests: BatchInput,

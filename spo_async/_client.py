@@ -814,7 +814,7 @@ class AsyncSPOClient:
         self._core.check_usable()
         from ._batch import Batch  # noqa: PLC0415 - keeps sqlite3 out of the import
 
-        return Batch.prepare(
+        return Batch._prepare(
             self,
             requests,
             concurrency=concurrency,

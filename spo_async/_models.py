@@ -127,7 +127,7 @@ class OptimizationRequest:
     runs the original prompt unchanged and each later one tries a rewrite.
     ``temperature`` defaults to the service's 0.7. ``language`` defaults to
     ``"auto"``: the language of the prompt's text, read from its script when the
-    request is made (see :func:`detect_language`), so that an English prompt is
+    request is made (by the script of its letters), so that an English prompt is
     optimized in English; the service's own default would be Chinese (``"zh"``).
     The field then holds the language chosen. Every field is checked here, on
     construction, and a bad one raises :class:`~spo_async.RequestValidationError`.
@@ -139,14 +139,14 @@ class OptimizationRequest:
     qa: tuple[QAPair, ...] = attrs.field(converter=_to_qa_tuple)
     #: A 302.AI chat model id, for example ``"claude-3-5-sonnet-20240620"``.
     model: str
-    #: Rounds to run, 2 to :data:`MAX_ROUNDS_LIMIT`. Cost grows linearly with it.
+    #: Rounds to run, 2 to 100. Cost grows linearly with it.
     max_rounds: int = 5
     #: Free text describing the effect wanted; left out of the request when ``None``.
     requirements: str | None = None
     #: The optimization's working language, such as ``"en"`` or ``"zh"``; ``"auto"``
     #: (the default) picks it from the text's script when the request is made.
     language: str = "auto"
-    #: The optimizer model's sampling temperature, 0 to :data:`MAX_TEMPERATURE`.
+    #: The optimizer model's sampling temperature, 0 to 2.
     temperature: float = 0.7
 
     def __attrs_post_init__(self) -> None:
