@@ -53,8 +53,9 @@ def _flag(_instance: object, attribute: attrs.Attribute[bool], value: bool) -> N
 
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
-    """How hard to try again after a passing failure. Pass one to a client, or to a view:
-    ``client.with_options(retry=...)``.
+    """How hard to try again after a passing failure.
+
+    Pass one to a client, or to a view: ``client.with_options(retry=...)``.
 
     Waits grow exponentially from ``initial`` (doubling) up to ``maximum``;
     with ``jitter`` each wait is drawn uniformly from zero to that value ("full
