@@ -35,7 +35,7 @@ import asyncio
 import enum
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final, Self, TypeAlias
 
 import attrs
@@ -49,7 +49,6 @@ from ._events import (
     Errored,
     Event,
     Failed,
-    Outcome,
     OutcomeUnknown,
     Reporter,
     Succeeded,
@@ -61,10 +60,10 @@ from ._models import OptimizationRequest, TaskResult
 from ._stream import EventStream, as_stream
 
 if TYPE_CHECKING:
-    from ._client import AsyncSPOClient, Unset
+    from ._client import AsyncSPOClient
     from ._events import EventCallback
 
-__all__ = ["Batch", "BatchInput", "KeyFunction", "prepare_items"]
+__all__ = ["Batch", "BatchInput", "BatchOptions", "KeyFunction", "prepare_items"]
 
 log = logging.getLogger("spo_async")
 
@@ -179,6 +178,75 @@ def _restored(item: _Item, entry: JournalEntry, resubmit_unknown: bool) -> AnyOu
     return attrs.evolve(outcome, from_journal=True)
 
 
+@attrs.frozen(kw_only=True)
+class BatchOptions:
+    """A batch's options, checked: one value instead of the same keywords everywhere."""
+
+    concurrency: int
+    journal: str | os.PathLike[str] | None
+    resubmit_unknown: bool
+    #: Each task's wait deadline (``None``: none), already resolved from the client's.
+    timeout: float | None
+    on_event: EventCallback | EventStream | None = attrs.field(eq=False)
+
+    @classmethod
+    def checked(
+        cls,
+        client: AsyncSPOClient,
+        *,
+        concurrency: object,
+        keys: object,
+        journal: object,
+        resubmit_unknown: object,
+        timeout: object,
+        on_event: object,
+    ) -> BatchOptions:
+        """Check every option as given to ``optimize_many``; refuse with ConfigurationError."""
+        from ._client import UNSET  # noqa: PLC0415 - the client imports this module lazily
+        from ._stream import check_on_event  # noqa: PLC0415
+
+        bound = check_count("concurrency", concurrency)
+        assert bound is not None  # noqa: S101 - allow_none is false
+        check_callable("keys", keys)
+        if journal is not None and not isinstance(journal, str | os.PathLike):
+            raise ConfigurationError(
+                f"journal must be a path (str or os.PathLike) or None, got {type(journal).__name__}"
+            )
+        check_on_event(on_event)
+        return cls(
+            concurrency=bound,
+            journal=journal,
+            resubmit_unknown=check_flag("resubmit_unknown", resubmit_unknown),
+            timeout=client.timeout if timeout is UNSET else check_seconds("timeout", timeout),
+            on_event=on_event,  # type: ignore[arg-type]
+        )
+
+
+class _Gate:
+    """One worker's submit: lets the batch stop it unless its POST is out (a SubmitGate)."""
+
+    __slots__ = ("_batch", "_worker", "out")
+
+    def __init__(self, batch: Batch, worker: asyncio.Task[None]) -> None:
+        self._batch = batch
+        self._worker = worker
+        self.out = False
+
+    def leaving(self) -> None:
+        if self._batch._stopping:
+            raise _StoppedError
+        self.out = True
+
+    def refused(self) -> None:
+        self.out = False
+        if self._batch._stopping:
+            self._worker.cancel()  # no task came of it: stop now, not after the backoff
+
+
+class _StoppedError(SPOError):
+    """Internal: the batch stopped before this submit left; nothing was sent."""
+
+
 class _State(enum.Enum):
     READY = "ready"
     RUNNING = "running"
@@ -241,24 +309,10 @@ class Batch:
     :class:`~spo_async.JournalError` from the iteration, after stopping.
     """
 
-    def __init__(
-        self,
-        client: AsyncSPOClient,
-        items: list[_Item],
-        *,
-        concurrency: int,
-        journal: str | os.PathLike[str] | None,
-        resubmit_unknown: bool,
-        timeout: float | None,
-        on_event: EventCallback | EventStream | None,
-    ) -> None:
+    def __init__(self, client: AsyncSPOClient, items: list[_Item], options: BatchOptions) -> None:
         self._client = client
         self._items = items
-        self._concurrency = concurrency
-        self._journal_path = journal
-        self._resubmit_unknown = resubmit_unknown
-        self._timeout = timeout
-        self._on_event = on_event
+        self._options = options
         self._state = _State.READY
         self._journal: Journal | None = None
         self._stream: EventStream | None = None
@@ -269,10 +323,12 @@ class Batch:
         #: Backpressure: an item starts only with a permit, and the consumer gives one back
         #: with each outcome it takes, so at most ``concurrency`` items are ever started
         #: and not yet consumed.
-        self._permits = asyncio.Semaphore(concurrency)
+        self._permits = asyncio.Semaphore(options.concurrency)
         self._workers: list[asyncio.Task[None]] = []
-        self._submitting: set[asyncio.Task[None]] = set()
+        #: The submit gate of each worker whose submit is under way.
+        self._gates: dict[asyncio.Task[None], _Gate] = {}
         self._stopping = False
+        self._closing: asyncio.Future[None] | None = None
         self._left = len(items)
         self._unfinished: dict[str, None] = {}
         self._counts = {"running": 0, Succeeded: 0, Failed: 0, Errored: 0, OutcomeUnknown: 0}
@@ -280,46 +336,15 @@ class Batch:
 
     @classmethod
     def _prepare(
-        cls,
-        client: AsyncSPOClient,
-        requests: BatchInput,
-        *,
-        concurrency: int,
-        keys: KeyFunction | None,
-        journal: str | os.PathLike[str] | None,
-        resubmit_unknown: bool,
-        timeout: float | Unset | None,
-        on_event: EventCallback | EventStream | None,
+        cls, client: AsyncSPOClient, requests: BatchInput, options: BatchOptions, keys: object
     ) -> Batch:
-        """Check every option and every row; build a batch that has sent nothing."""
-        from ._client import UNSET  # noqa: PLC0415 - the client imports this module lazily
-        from ._stream import check_on_event  # noqa: PLC0415
-
-        bound = check_count("concurrency", concurrency)
-        assert bound is not None  # noqa: S101 - allow_none is false
-        check_callable("keys", keys)
-        if journal is not None and not isinstance(journal, str | os.PathLike):
-            raise ConfigurationError(
-                f"journal must be a path (str or os.PathLike) or None, got {type(journal).__name__}"
-            )
-        check_flag("resubmit_unknown", resubmit_unknown)
-        seconds = client.timeout if timeout is UNSET else check_seconds("timeout", timeout)
-        check_on_event(on_event)
-        items = prepare_items(requests, keys)
-        return cls(
-            client,
-            items,
-            concurrency=bound,
-            journal=journal,
-            resubmit_unknown=resubmit_unknown,
-            timeout=seconds,
-            on_event=on_event,
-        )
+        """Read and check every row; build a batch that has sent nothing."""
+        return cls(client, prepare_items(requests, keys), options)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return (
             f"<Batch {self._state.value} items={len(self._items)} "
-            f"concurrency={self._concurrency} left={self._left}>"
+            f"concurrency={self._options.concurrency} left={self._left}>"
         )
 
     # -- what a caller can read -----------------------------------------------------------
@@ -355,10 +380,27 @@ class Batch:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def __aiter__(self) -> Self:
-        return self
+    def __aiter__(self) -> AsyncIterator[AnyOutcome]:
+        return self._iterate()
 
-    async def __anext__(self) -> Outcome:
+    async def _iterate(self) -> AsyncIterator[AnyOutcome]:
+        """The outcomes, closing the batch however the loop ends (``break`` included).
+
+        A generator, so that the event loop closes it, and with it the batch, as soon
+        as a ``break`` drops it: workers, journal and event delivery stop then.
+        """
+        try:
+            while True:
+                try:
+                    outcome = await self.__anext__()
+                except StopAsyncIteration:
+                    return
+                yield outcome
+        finally:
+            await self.aclose()
+
+    async def __anext__(self) -> AnyOutcome:
+        """The next outcome, in completion order (outcomes from the journal first)."""
         if self._state is _State.READY:
             await self._start()
         if self._restored:
@@ -379,27 +421,32 @@ class Batch:
         return got
 
     async def aclose(self) -> None:
-        """Stop: no new submit, submits on their way finish, waits stop, the journal closes.
+        """Stop: no new submit, submits in flight finish, waits stop, the journal closes.
 
-        Calling it again does nothing. Cancelling it skips the polite part: every
-        worker is cancelled at once (the journal keeps what reached it).
+        Calling it again waits for the first call to finish. Cancelling it skips
+        the polite part: every worker is cancelled at once, and a submit cut off
+        in flight is logged at WARNING with its item's key (its journal, if any,
+        reports it as outcome unknown next time).
         """
-        if self._state is _State.CLOSED:
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
             return
+        self._closing = asyncio.get_running_loop().create_future()
         started = self._state is _State.RUNNING
         self._state = _State.CLOSED
         self._stopping = True
         try:
-            if self._workers:
-                waiting = [w for w in self._workers if w not in self._submitting]
-                for worker in waiting:
+            # A worker whose POST is out finishes it (its task id must be recorded);
+            # every other one is stopped now: waits, backoffs, queued submits.
+            for worker in self._workers:
+                gate = self._gates.get(worker)
+                if gate is None or not gate.out:
                     worker.cancel()
-                await asyncio.gather(*self._workers, return_exceptions=True)
+            await asyncio.gather(*self._workers, return_exceptions=True)
         finally:
             for worker in self._workers:
                 worker.cancel()
-            if self._workers:
-                await asyncio.gather(*self._workers, return_exceptions=True)
+            await asyncio.gather(*self._workers, return_exceptions=True)
             if started:
                 self._report(force=True)
             if self._journal is not None:
@@ -407,10 +454,11 @@ class Batch:
             if self._stream is not None and self._owns_stream:
                 finished = self._left == 0 and not self._restored
                 await self._stream._close_within(None if finished else 0.0)
+            self._closing.set_result(None)
 
     def __del__(self) -> None:
-        # Dropped without being closed (a ``break`` out of a plain ``async for``): stop the
-        # workers so that nothing is submitted for a consumer that is gone.
+        # Dropped without being closed (the consumer is gone): stop the workers so
+        # that nothing more is submitted for nobody.
         for worker in getattr(self, "_workers", ()):
             if not worker.done():
                 worker.cancel()
@@ -424,10 +472,11 @@ class Batch:
             return
         self._state = _State.RUNNING
         try:
-            self._stream, self._owns_stream = as_stream(self._on_event)
+            options = self._options
+            self._stream, self._owns_stream = as_stream(options.on_event)
             entries: Mapping[BatchKey, JournalEntry] = {}
-            if self._journal_path is not None:
-                self._journal = Journal(self._journal_path)
+            if options.journal is not None:
+                self._journal = Journal(options.journal)
                 await self._journal.open()
                 entries = await self._journal.start_batch(
                     [(item.key, item.fingerprint) for item in self._items]
@@ -435,7 +484,7 @@ class Batch:
             for item in self._items:
                 entry = entries.get(item.key)
                 settled = (
-                    _restored(item, entry, self._resubmit_unknown) if entry is not None else None
+                    _restored(item, entry, options.resubmit_unknown) if entry is not None else None
                 )
                 if settled is not None:
                     self._restored.append(settled)
@@ -447,7 +496,7 @@ class Batch:
             self._report(force=True)
             self._workers = [
                 asyncio.create_task(self._work(), name=f"spo-async batch worker {i}")
-                for i in range(min(self._concurrency, self._todo.qsize()))
+                for i in range(min(options.concurrency, self._todo.qsize()))
             ]
         except BaseException:
             await self.aclose()
@@ -512,11 +561,12 @@ class Batch:
             task_id = submitted
         # Without anyone to tell, the wait need not look at every round.
         observer = _ItemObserver(key, journal, reporter) if journal or reporter else None
+        timeout = self._options.timeout
         try:
             result = await client._wait(
                 task_id,
-                timeout=self._timeout,
-                deadline=None if self._timeout is None else client._core.clock() + self._timeout,
+                timeout=timeout,
+                deadline=None if timeout is None else client._core.clock() + timeout,
                 observer=observer,
                 max_rounds=item.request.max_rounds,
                 raise_on_failure=False,
@@ -536,7 +586,7 @@ class Batch:
         journal, key = self._journal, item.key
         me = asyncio.current_task()
         assert me is not None  # noqa: S101 - a worker is a task
-        self._submitting.add(me)
+        gate = self._gates[me] = _Gate(self, me)
         try:
             if journal is not None:
                 try:
@@ -546,8 +596,22 @@ class Batch:
                     raise
             try:
                 task_id = await self._client._submit(
-                    item.request, deadline=None, timeout=None, observer=reporter
+                    item.request, deadline=None, timeout=None, observer=reporter, gate=gate
                 )
+            except _StoppedError:
+                if journal is not None:
+                    journal.revert_intent(key)
+                return None
+            except asyncio.CancelledError:
+                if gate.out:
+                    log.warning(
+                        "item %r: its submit was cut off in flight; a task may exist (look in "
+                        "your 302.AI account)",
+                        key,
+                    )
+                elif journal is not None:
+                    journal.revert_intent(key)
+                raise
             except SubmitOutcomeUnknownError as exc:
                 if journal is not None:
                     await journal.outcome_unknown(key, exc)
@@ -582,7 +646,7 @@ class Batch:
                     raise
             self._emit(TaskSubmitted(key=key, task_id=task_id))
         finally:
-            self._submitting.discard(me)
+            del self._gates[me]
         if self._stopping:
             return None
         return task_id

@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Hashable
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Literal, Self, TypeAlias
+from typing import TYPE_CHECKING, Final, Literal, Protocol, Self, TypeAlias
 
 import attrs
 
@@ -42,10 +42,10 @@ from ._errors import (
 from ._limiter import RequestLimiter
 from ._models import OptimizationRequest, TaskResult
 from ._polling import (
-    DEADLINE_GRACE,
     DEFAULT_WAIT_TIMEOUT,
     LoopObserver,
     Observer,
+    by_deadline,
     current_attempt,
     poll_until_done,
     retry_call,
@@ -56,6 +56,7 @@ from ._sansio import (
     HTTPResponse,
     build_submit_request,
     build_task_request,
+    error_from_response,
     parse_retry_after,
     parse_submit_response,
     parse_task_response,
@@ -75,7 +76,7 @@ if TYPE_CHECKING:
     from ._events import EventCallback, Outcome
     from ._stream import EventStream
 
-__all__ = ["AsyncSPOClient", "Unset", "UNSET"]
+__all__ = ["UNSET", "AsyncSPOClient", "SubmitGate", "Unset"]
 
 log = logging.getLogger("spo_async")
 
@@ -110,6 +111,43 @@ class _Options:
     strict_status: bool
 
 
+class SubmitGate(Protocol):
+    """Hooks around each attempt of one submit, for a caller that must stop cleanly.
+
+    :meth:`leaving` runs just before the POST is handed to the transport (after
+    the connection pool and the limiter let it through) and may raise to keep it
+    home; :meth:`refused` runs when the service answered that attempt with a
+    refusal, so no task came of it. Between the two, the POST may have reached
+    the service. The batch uses them to stop without cutting a submit in flight.
+    """
+
+    def leaving(self) -> None:
+        """The POST leaves now; raise to keep it from leaving."""
+
+    def refused(self) -> None:
+        """The service refused the attempt: it created no task."""
+
+
+class _Attempt:
+    """One submit attempt: whether its POST left, passed on to the caller's gate."""
+
+    __slots__ = ("gate", "left")
+
+    def __init__(self, gate: SubmitGate | None) -> None:
+        self.gate = gate
+        self.left = False
+
+    def leaving(self) -> None:
+        if self.gate is not None:
+            self.gate.leaving()
+        self.left = True
+
+    def refused(self) -> None:
+        self.left = False
+        if self.gate is not None:
+            self.gate.refused()
+
+
 class _TaskFacts:
     """What the client knows of a task it submitted itself."""
 
@@ -133,6 +171,7 @@ class _Core:
         limiter: RequestLimiter,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
+        max_connections: int,
     ) -> None:
         self.api_key = api_key
         self.base_url = base_url
@@ -145,6 +184,10 @@ class _Core:
         self.known: collections.OrderedDict[str, _TaskFacts] = collections.OrderedDict()
         self.closed = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: The client's one cap on requests in flight. A request queues here, before
+        #: its timeout starts and before it is counted as sent: waiting for a free
+        #: connection must never look like a request that may have reached the service.
+        self.slots = asyncio.Semaphore(max_connections)
 
     def check_usable(self) -> None:
         """Refuse use after ``aclose`` and use from a second event loop, with typed errors."""
@@ -193,6 +236,13 @@ def _request_timeout_option(value: object) -> float:
     if seconds <= 0:
         raise ConfigurationError(f"request_timeout must be > 0, got {value!r}")
     return seconds
+
+
+def _pool_size(max_connections: int, session: aiohttp.ClientSession | None) -> int:
+    """The requests a client lets into flight: its own cap, or a smaller one of a session's."""
+    connector = session.connector if session is not None else None
+    limit = getattr(connector, "limit", 0) if connector is not None else 0
+    return min(max_connections, limit) if limit else max_connections
 
 
 def _check_request(request: object) -> OptimizationRequest:
@@ -316,6 +366,7 @@ class AsyncSPOClient:
             limiter=limiter if limiter is not None else RequestLimiter(),
             clock=clock,
             sleep=sleep,
+            max_connections=_pool_size(max_connections, session),
         )
         self._options = options
         self._owner = True
@@ -430,28 +481,33 @@ class AsyncSPOClient:
     # -- one HTTP exchange -------------------------------------------------------------------
 
     async def _send(
-        self, request: HTTPRequest, *, task_id: str | None, sent: list[bool] | None = None
+        self, request: HTTPRequest, *, task_id: str | None, attempt: _Attempt | None = None
     ) -> HTTPResponse:
         """Send one request, logging one DEBUG line for the attempt whatever its outcome.
 
-        ``sent``, when given, is set to ``[True]`` once the request is handed to the
-        transport: until then it certainly has not left.
+        It waits for a connection slot, then for the limiter, and only then hands the
+        request to the transport; ``attempt`` (a submit's) hears that moment, and
+        hears whether the service refused it.
         """
         core = self._core
         core.check_usable()
         started = core.clock()
-        attempt = current_attempt()
+        number = current_attempt()
         outcome: int | str = "CancelledError"
         try:
-            async with core.limiter.slot():
-                if sent is not None:
-                    sent[:] = [True]
+            async with core.slots, core.limiter.slot():
+                if attempt is not None:
+                    attempt.leaving()
                 response = await core.transport.send(request, timeout=self._options.request_timeout)
             outcome = response.status
             if response.status == 429:
                 core.limiter.on_rate_limited(self._pause_for(response))
             else:
                 core.limiter.on_success()
+            if attempt is not None and not 200 <= response.status < 300:
+                error = error_from_response(response, now=time.time())
+                if not is_submit_unknown(error):
+                    attempt.refused()
         except SPOError as exc:
             outcome = type(exc).__name__
             raise
@@ -462,9 +518,9 @@ class AsyncSPOClient:
                 request.path,
                 outcome,
                 core.clock() - started,
-                attempt,
+                number,
                 task_id or "-",
-                extra={"task_id": task_id, "attempt": attempt},
+                extra={"task_id": task_id, "attempt": number},
             )
         return response
 
@@ -505,13 +561,36 @@ class AsyncSPOClient:
         deadline: float | None,
         timeout: float | None,
         observer: Observer | None = None,
+        gate: SubmitGate | None = None,
     ) -> str:
-        """:meth:`submit`, bounded by ``deadline`` (on the client's clock) when given."""
+        """:meth:`submit`, bounded by ``deadline`` (on the client's clock) when given.
+
+        A deadline that cuts off a POST that had left is an outcome unknown; one
+        that passes before it left is a :class:`~spo_async.WaitTimeoutError`
+        without a task.
+        """
         core = self._core
         http = build_submit_request(core.base_url, core.api_key, request, lang=core.lang)
 
         async def once() -> str:
-            response = await self._bounded(http, deadline=deadline, timeout=timeout)
+            attempt = _Attempt(gate)
+
+            def expired() -> SPOError:
+                if attempt.left:
+                    return TransportError(
+                        f"{http.method} {http.path}: the call's deadline passed while the "
+                        "submit was in flight",
+                        method=http.method,
+                        path=http.path,
+                    )
+                return WaitTimeoutError(None, timeout or 0.0, None)
+
+            response = await by_deadline(
+                lambda: self._send(http, task_id=None, attempt=attempt),
+                deadline,
+                core.clock,
+                expired,
+            )
             return parse_submit_response(response, now=time.time())
 
         try:
@@ -534,34 +613,6 @@ class AsyncSPOClient:
         core.remember(task_id, request)
         log.info("submitted task %s (%d rounds of %s)", task_id, request.max_rounds, request.model)
         return task_id
-
-    async def _bounded(
-        self, http: HTTPRequest, *, deadline: float | None, timeout: float | None
-    ) -> HTTPResponse:
-        """Send a submit, cut off :data:`DEADLINE_GRACE` seconds after ``deadline``.
-
-        Cut off before it left (queued in the limiter), nothing was created: the
-        deadline is reported as a :class:`~spo_async.WaitTimeoutError` without a
-        task. Cut off in flight, the outcome is unknown.
-        """
-        if deadline is None:
-            return await self._send(http, task_id=None)
-        sent: list[bool] = []
-        bound = asyncio.timeout(max(0.0, deadline - self._core.clock()) + DEADLINE_GRACE)
-        try:
-            async with bound:
-                return await self._send(http, task_id=None, sent=sent)
-        except TimeoutError:
-            if not bound.expired():
-                raise
-        if sent:
-            raise TransportError(
-                f"{http.method} {http.path}: the call's deadline passed while the submit was in "
-                "flight",
-                method=http.method,
-                path=http.path,
-            )
-        raise WaitTimeoutError(None, timeout or 0.0, None)
 
     # -- read --------------------------------------------------------------------------------
 
@@ -749,9 +800,10 @@ class AsyncSPOClient:
         async with _Watching(on_event, deadline=deadline, clock=core.clock) as watching:
             reporter = watching.reporter(total=request.max_rounds)
             task_id: str | None = None
+            sending = _Attempt(None)  # whether a POST may be out, if this call is cancelled
             try:
                 task_id = await self._submit(
-                    request, deadline=deadline, timeout=seconds, observer=reporter
+                    request, deadline=deadline, timeout=seconds, observer=reporter, gate=sending
                 )
                 watching.submitted(task_id)
                 result = await self._wait(
@@ -764,11 +816,13 @@ class AsyncSPOClient:
                 )
             except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError):
-                    exc.add_note(
-                        f"spo-async: task {task_id} was submitted and keeps running on the service"
-                        if task_id is not None
-                        else "spo-async: cancelled during the submit: a task may have been created"
-                    )
+                    if task_id is not None:
+                        note = f"task {task_id} was submitted and keeps running on the service"
+                    elif sending.left:
+                        note = "cancelled while the submit was in flight: a task may exist"
+                    else:
+                        note = "cancelled before the submit left: no task was created"
+                    exc.add_note(f"spo-async: {note}")
                 watching.ended(task_id=task_id, request=request, error=exc)
                 raise
             watching.ended(task_id=task_id, request=request, result=result)
@@ -812,11 +866,10 @@ class AsyncSPOClient:
         tasks be submitted.
         """
         self._core.check_usable()
-        from ._batch import Batch  # noqa: PLC0415 - keeps sqlite3 out of the import
+        from ._batch import Batch, BatchOptions  # noqa: PLC0415 - keeps sqlite3 out of the import
 
-        return Batch._prepare(
+        options = BatchOptions.checked(
             self,
-            requests,
             concurrency=concurrency,
             keys=keys,
             journal=journal,
@@ -824,6 +877,7 @@ class AsyncSPOClient:
             timeout=timeout,
             on_event=on_event,
         )
+        return Batch._prepare(self, requests, options, keys)
 
     async def optimize_all(
         self,
@@ -850,7 +904,7 @@ class AsyncSPOClient:
             on_event=on_event,
         )
         async with batch:
-            outcomes = [outcome async for outcome in batch]
+            outcomes: list[Outcome] = [outcome async for outcome in batch]
         outcomes.sort(key=lambda o: o.index if o.index is not None else -1)
         return outcomes
 

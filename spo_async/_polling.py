@@ -53,6 +53,7 @@ __all__ = [
     "LoopObserver",
     "Observer",
     "Sleep",
+    "by_deadline",
     "current_attempt",
     "poll_until_done",
     "retry_call",
@@ -114,6 +115,9 @@ class LoopObserver(Observer, Protocol):
 
     def tick(self) -> None:
         """A look ended, whatever it saw."""
+
+    def earliest_deadline(self) -> float | None:
+        """The soonest deadline of anyone waiting on this loop: no sleep may cross it."""
 
 
 def _remaining(deadline: float | None, clock: Clock) -> float:
@@ -327,7 +331,7 @@ class _TaskWatch:
         return _changed(previous, result)
 
 
-async def _by_deadline(
+async def by_deadline(
     fetch: Callable[[], Awaitable[T]],
     deadline: float | None,
     clock: Clock,
@@ -378,6 +382,22 @@ class _PollStrategies:
     def remaining(self) -> float:
         return _remaining(self.deadline, self.watch.clock)
 
+    def until_someone_is_due(self) -> float:
+        """Time until the soonest deadline among the loop's waiters (its own included)."""
+        soonest = self.observer.earliest_deadline() if self.observer is not None else None
+        return min(self.remaining(), _remaining(soonest, self.watch.clock))
+
+    def asks_past_deadline(self, exc: BaseException | None) -> bool:
+        """Whether the service's Retry-After outlasts the deadline.
+
+        Looking again at the deadline would ignore what the service asked, so the
+        wait ends at once, with the service's own error.
+        """
+        if exc is None or not self.policy.respect_retry_after:
+            return False
+        asked = retry_after_of(exc)
+        return asked is not None and asked > self.remaining()
+
     def timed_out(self, cause: BaseException | None = None) -> WaitTimeoutError:
         watch = self.watch
         error = WaitTimeoutError(watch.task_id, self.timeout or 0.0, watch.last)
@@ -401,23 +421,19 @@ class _PollStrategies:
         else:
             failures = max(watch.failures, watch.contradictions)
             delay = backoff_delay(self.policy, failures, exc, _rng)
-        return max(0.0, min(delay, self.remaining()))
+        return max(0.0, min(delay, self.until_someone_is_due()))
 
     def stop(self, state: tenacity.RetryCallState) -> bool:
         assert state.outcome is not None  # noqa: S101
         exc = state.outcome.exception()
-        remaining = self.remaining()
-        if self.failed_for_good(exc) or remaining <= 0:
-            return True
-        # A Retry-After that outlasts the deadline: looking again at the deadline would
-        # ignore what the service asked, so the wait ends now.
-        asked = retry_after_of(exc) if exc is not None and self.policy.respect_retry_after else None
-        return asked is not None and asked > remaining
+        return self.failed_for_good(exc) or self.remaining() <= 0 or self.asks_past_deadline(exc)
 
     def give_up(self, state: tenacity.RetryCallState) -> TaskResult:
         assert state.outcome is not None  # noqa: S101
         exc = state.outcome.exception()
-        if exc is not None and (self.failed_for_good(exc) or self.deadline is None):
+        if exc is not None and (
+            self.failed_for_good(exc) or self.deadline is None or self.asks_past_deadline(exc)
+        ):
             raise exc
         raise self.timed_out(exc)
 
@@ -478,7 +494,7 @@ async def poll_until_done(
     async def look() -> TaskResult:
         token = _attempt.set(max(watch.failures, watch.contradictions) + 1)
         try:
-            result = await _by_deadline(fetch, deadline, clock, loop.timed_out)
+            result = await by_deadline(fetch, deadline, clock, loop.timed_out)
         except BaseException:
             watch.failures += 1
             raise
@@ -510,7 +526,7 @@ async def poll_until_done(
     try:
         if not look_at_once:
             # The schedule's delay before the first look (``polls == 0``), usually 0.
-            first = min(schedule.next_delay(watch.state()), loop.remaining())
+            first = min(schedule.next_delay(watch.state()), loop.until_someone_is_due())
             if first > 0:
                 await sleep(first)
         result: TaskResult = await retrying(look)

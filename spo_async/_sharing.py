@@ -115,6 +115,11 @@ class _SharedPoll:
             self._changed.set()
             self._changed = None
 
+    def earliest_deadline(self) -> float | None:
+        """The soonest deadline among the waiters: the loop wakes for it, so each holds."""
+        deadlines = [w.deadline for w in self.waiters if w.deadline is not None]
+        return min(deadlines, default=None)
+
     def tick(self) -> None:
         """The leader's loop finished a look: followers re-check their own deadlines."""
         self._wake()

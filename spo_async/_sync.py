@@ -16,7 +16,6 @@ nothing is left behind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import threading
 import time
@@ -26,7 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from ._client import UNSET, AsyncSPOClient, Unset
-from ._errors import ClientClosedError
+from ._errors import ClientClosedError, ConfigurationError
 from ._limiter import RequestLimiter
 from ._models import OptimizationRequest, TaskResult
 from ._polling import DEFAULT_WAIT_TIMEOUT
@@ -47,38 +46,93 @@ T = TypeVar("T")
 _CANCEL_GRACE = 5.0
 
 
+class _Call:
+    """One blocking call running on the loop: its task, and an event set when it ends."""
+
+    __slots__ = ("done", "error", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
 class _LoopThread:
     """An event loop running in a daemon thread, fed coroutines from other threads."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="spo-async sync client", daemon=True)
+        self._calls: set[_Call] = set()
         self._thread.start()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
+    def on_loop_thread(self) -> bool:
+        """Whether the caller runs on the loop's own thread (in an event callback)."""
+        return threading.current_thread() is self._thread
+
     def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run ``coroutine`` on the loop and wait for it; Ctrl-C cancels it there."""
-        if threading.current_thread() is self._thread:
+        """Run ``coroutine`` on the loop and wait for it; Ctrl-C cancels it there.
+
+        After an interruption the call is cancelled on the loop and given
+        :data:`_CANCEL_GRACE` seconds to stop; what its cancellation noted (the
+        id of a task it had created) is copied onto the ``KeyboardInterrupt``.
+        """
+        if self.on_loop_thread():
             coroutine.close()
-            raise RuntimeError("an SPOClient cannot be called from its own callbacks")
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+            raise ConfigurationError(
+                "an SPOClient cannot be called from its own event callbacks (they run on its "
+                "loop's thread); use AsyncSPOClient there"
+            )
+        call = _Call()
+
+        async def run() -> T:
+            call.task = asyncio.current_task()
+            try:
+                return await coroutine
+            except BaseException as exc:
+                call.error = exc
+                raise
+            finally:
+                call.done.set()
+
+        self._calls.add(call)
+        future = asyncio.run_coroutine_threadsafe(run(), self.loop)
         try:
             return future.result()
-        except BaseException:
-            if not future.done():  # interrupted here (Ctrl-C): stop the call over there
-                future.cancel()
-                with contextlib.suppress(Exception):  # its cancellation, or a late error
-                    future.result(timeout=_CANCEL_GRACE)
+        except BaseException as exc:
+            if not call.done.is_set():  # interrupted here (Ctrl-C): stop the call over there
+                self.cancel(call)
+                call.done.wait(_CANCEL_GRACE)
+                for note in getattr(call.error, "__notes__", ()):
+                    exc.add_note(note)
             raise
+        finally:
+            self._calls.discard(call)
+
+    def cancel(self, call: _Call) -> None:
+        """Cancel one call on the loop (from any thread)."""
+        task = call.task
+        if task is not None:
+            self.loop.call_soon_threadsafe(task.cancel)
+
+    def cancel_all(self) -> None:
+        """Cancel every call still running and wait (briefly) for each to end."""
+        calls = list(self._calls)
+        for call in calls:
+            self.cancel(call)
+        for call in calls:
+            call.done.wait(_CANCEL_GRACE)
 
     def stop(self) -> None:
         """Stop the loop, join the thread and close the loop."""
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
-        self.loop.close()
+        if not self.loop.is_running():  # at interpreter exit the thread may be frozen instead
+            self.loop.close()
 
 
 class SPOClient:
@@ -189,11 +243,17 @@ class SPOClient:
         Closing a view made by :meth:`with_options` closes the client it was made from.
         """
         root = self._root
+        runner = root._runner
+        if runner is not None and runner.on_loop_thread():
+            raise ConfigurationError(
+                "an SPOClient cannot be closed from its own event callbacks; close it afterwards"
+            )
         with root._lock:
             runner, root._runner = root._runner, None
         if runner is None:
             return
         try:
+            runner.cancel_all()  # calls in other threads end with CancelledError, not a hang
             runner.call(root._client.aclose())
         finally:
             runner.stop()
@@ -203,7 +263,10 @@ class SPOClient:
         if runner is not None:
             _warn(f"unclosed {self!r}: use 'with' or call close()", ResourceWarning, stacklevel=2)
             self._runner = None
-            runner.stop()
+            if runner.on_loop_thread():  # collected on its own loop: let the loop end itself
+                runner.loop.call_soon(runner.loop.stop)
+            else:
+                runner.stop()
 
     # -- the calls ---------------------------------------------------------------------------
 
