@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from spo_async import AsyncSPOClient, FixedSchedule, OptimizationRequest, QAPair, RetryPolicy
-from spo_async._batch import gather_outcomes
+from spo_async import AsyncSPOClient, OptimizationRequest, QAPair, RetryPolicy
+from spo_async.polling import FixedSchedule
 
 
 def batch_requests(count: int) -> dict[str, OptimizationRequest]:
@@ -32,8 +32,8 @@ async def main(base_url: str, api_key: str, journal: str, count: int, concurrenc
         retry=RetryPolicy.no_wait(),
         schedule=FixedSchedule(interval=0.005),
     ) as client:
-        outcomes = await gather_outcomes(
-            client, batch_requests(count), journal=journal, concurrency=concurrency
+        outcomes = await client.optimize_all(
+            batch_requests(count), journal=journal, concurrency=concurrency
         )
     print(f"finished {len(outcomes)}", flush=True)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,37 +11,24 @@ from typing import Any
 import pytest
 from spo_async import (
     AsyncSPOClient,
-    NoAvailableChannelError,
-    OptimizationRequest,
-    RequestValidationError,
-    WaitTimeoutError,
-)
-from spo_async._batch import (
-    BatchItem,
+    BatchProgress,
     Errored,
+    Event,
     Failed,
+    OptimizationRequest,
     Outcome,
     OutcomeUnknown,
+    RequestValidationError,
     Succeeded,
-    gather_outcomes,
-    iter_outcomes,
-    prepare_items,
-)
-from spo_async._events import (
-    BatchProgress,
-    Event,
-    TaskEvent,
-    TaskFailed,
-    TaskOutcomeUnknown,
     TaskSubmitted,
-    TaskSucceeded,
-    TaskTimedOut,
+    WaitTimeoutError,
 )
+from spo_async._batch import prepare_items
 from spo_async._journal import request_fingerprint
 from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind, TaskOutcome
 
-from .conftest import ClientFactory, make_request
-from .test_events import FINAL, assert_legal_order
+from .conftest import NO_CHANNEL_ERROR, ClientFactory, make_request
+from .test_events import FINAL, TASK_EVENTS, assert_legal_order
 
 
 def _outcome_for(body: Mapping[str, Any]) -> TaskOutcome | None:
@@ -71,16 +57,16 @@ async def test_two_thousand_tasks_come_back_with_their_keys_in_both_orders(
     by_key = {f"row-{i}": req(f"prompt {i}") for i in range(n)}
 
     seen: list[Outcome] = []
-    async with contextlib.aclosing(iter_outcomes(client, by_key, concurrency=200)) as outcomes:
-        async for outcome in outcomes:
+    async with client.optimize_many(by_key, concurrency=200) as batch:
+        async for outcome in batch:
             seen.append(outcome)
-    assert sorted(o.index for o in seen) == list(range(n))
+    assert sorted(o.index for o in seen if o.index is not None) == list(range(n))
     assert {o.key for o in seen} == set(by_key)
     assert all(isinstance(o, Succeeded) and o.request is by_key[str(o.key)] for o in seen)
     assert emu.tasks_created == n
 
     pairs = [(i, req(f"again {i}")) for i in range(n)]
-    ordered = await gather_outcomes(client, pairs, concurrency=200)
+    ordered = await client.optimize_all(pairs, concurrency=200)
     assert [o.key for o in ordered] == list(range(n))
     assert [o.index for o in ordered] == list(range(n))
     for outcome, (_, request) in zip(ordered, pairs, strict=True):
@@ -95,7 +81,7 @@ async def test_two_thousand_tasks_come_back_with_their_keys_in_both_orders(
 async def test_outcomes_come_in_completion_order(client: AsyncSPOClient) -> None:
     """A slow first item is yielded after a fast second one."""
     requests = [("slow", req("slow one")), ("fast", req("fast one"))]
-    keys = [o.key async for o in iter_outcomes(client, requests, concurrency=2)]
+    keys = [o.key async for o in client.optimize_many(requests, concurrency=2)]
     assert keys == ["fast", "slow"]
 
 
@@ -113,7 +99,7 @@ async def test_one_failing_item_never_cancels_the_batch(
         "ok-2": req("fine 2"),
     }
     events: list[Event] = []
-    outcomes = await gather_outcomes(client, requests, concurrency=1, on_event=events.append)
+    outcomes = await client.optimize_all(requests, concurrency=1, on_event=events.append)
     kinds = {o.key: type(o) for o in outcomes}
     assert kinds == {
         "lost": OutcomeUnknown,
@@ -128,18 +114,17 @@ async def test_one_failing_item_never_cancels_the_batch(
     assert failed.result.error.err_code == -1024
     assert isinstance(refused, Errored)
     assert refused.task_id is None
-    assert isinstance(refused.error, NoAvailableChannelError)
+    assert isinstance(refused.error, NO_CHANNEL_ERROR)
     # The lost submit created a task, and it was not sent again.
     assert [s.body["prompt"] for s in emu.submits].count("lost answer") == 1
     assert emu.tasks_created == 4
     assert_legal_order(events)
     finals = {e.key: type(e) for e in events if isinstance(e, FINAL)}
-    assert finals["lost"] is TaskOutcomeUnknown
-    assert finals["fails"] is TaskFailed
-    assert finals["ok-1"] is TaskSucceeded
+    assert finals == kinds
     progress = [e for e in events if isinstance(e, BatchProgress)]
     last = progress[-1]
-    assert (last.total, last.pending, last.running, last.done, last.failed) == (5, 0, 0, 5, 3)
+    assert (last.total, last.pending, last.running, last.done) == (5, 0, 0, 5)
+    assert (last.succeeded, last.failed, last.errored, last.unknown) == (2, 1, 1, 1)
     assert last.requests_per_second is not None
     assert last.requests_per_second > 0  # measured by the client's limiter
 
@@ -147,16 +132,17 @@ async def test_one_failing_item_never_cancels_the_batch(
 async def test_a_task_past_its_deadline_is_an_error_with_its_task_id(
     client: AsyncSPOClient,
 ) -> None:
-    """A per-task timeout gives Errored(WaitTimeoutError) with the task id, and TaskTimedOut."""
+    """A per-task timeout gives Errored(WaitTimeoutError) with the task id, as event and outcome."""
     events: list[Event] = []
-    (outcome,) = await gather_outcomes(
-        client, [("k", req("slow task", max_rounds=5))], timeout=0.0, on_event=events.append
+    (outcome,) = await client.optimize_all(
+        [("k", req("slow task", max_rounds=5))], timeout=0.0, on_event=events.append
     )
     assert isinstance(outcome, Errored)
     assert isinstance(outcome.error, WaitTimeoutError)
     assert outcome.task_id is not None
     assert outcome.task_id == outcome.error.task_id
-    assert isinstance(events[-2], TaskTimedOut)
+    assert events[-2] == outcome  # the outcome event, before the last BatchProgress
+    assert isinstance(events[-1], BatchProgress)
 
 
 async def test_concurrency_bounds_the_tasks_in_flight(client: AsyncSPOClient) -> None:
@@ -171,8 +157,8 @@ async def test_concurrency_bounds_the_tasks_in_flight(client: AsyncSPOClient) ->
         elif isinstance(event, FINAL):
             in_flight -= 1
 
-    outcomes = await gather_outcomes(
-        client, [req(f"p {i}") for i in range(60)], concurrency=7, on_event=count
+    outcomes = await client.optimize_all(
+        [req(f"p {i}") for i in range(60)], concurrency=7, on_event=count
     )
     assert len(outcomes) == 60
     assert peak == 7
@@ -187,12 +173,12 @@ async def test_events_arrive_in_a_legal_order_for_every_task(client: AsyncSPOCli
         events.append(event)
 
     requests = [req(f"{'fail' if i % 5 == 0 else 'ok'} {i}", max_rounds=4) for i in range(40)]
-    await gather_outcomes(client, requests, concurrency=10, on_event=collect)
+    await client.optimize_all(requests, concurrency=10, on_event=collect)
     assert_legal_order(events)
     finals = [e for e in events if isinstance(e, FINAL)]
     assert len(finals) == 40
-    assert {e.key for e in events if isinstance(e, TaskEvent)} == {
-        o.key for o, _ in prepare_items(requests)
+    assert {e.key for e in events if isinstance(e, TASK_EVENTS)} == {
+        item.key for item in prepare_items(requests)
     }
 
 
@@ -203,10 +189,8 @@ async def test_breaking_out_early_cancels_everything_and_a_rerun_finishes(
     journal = tmp_path / "early.journal"
     requests = [req(f"p {i}") for i in range(50)]
     first: list[Outcome] = []
-    async with contextlib.aclosing(
-        iter_outcomes(client, requests, concurrency=10, journal=journal)
-    ) as outcomes:
-        async for outcome in outcomes:
+    async with client.optimize_many(requests, concurrency=10, journal=journal) as batch:
+        async for outcome in batch:
             first.append(outcome)
             if len(first) == 3:
                 break
@@ -215,7 +199,7 @@ async def test_breaking_out_early_cancels_everything_and_a_rerun_finishes(
     assert leftovers == []
 
     created = emu.tasks_created
-    second = await gather_outcomes(client, requests, concurrency=10, journal=journal)
+    second = await client.optimize_all(requests, concurrency=10, journal=journal)
     assert len(second) == 50
     assert {o.key for o in first} <= {o.key for o in second if o.from_journal}
     unknown = [o for o in second if isinstance(o, OutcomeUnknown)]
@@ -226,7 +210,7 @@ async def test_breaking_out_early_cancels_everything_and_a_rerun_finishes(
     assert emu.tasks_created <= 50
     succeeded = [o for o in second if isinstance(o, Succeeded)]
     assert len(succeeded) + len(unknown) == 50
-    lost_with_task = sum(1 for o in unknown if o.request.prompt in prompts)
+    lost_with_task = sum(1 for o in unknown if o.request and o.request.prompt in prompts)
     assert emu.tasks_created == len(succeeded) + lost_with_task
     assert created <= emu.tasks_created
 
@@ -241,10 +225,8 @@ async def test_cancelling_a_batch_leaves_no_task_and_a_consistent_journal(
     five = asyncio.Event()
 
     async def consume() -> None:
-        async with contextlib.aclosing(
-            iter_outcomes(client, requests, concurrency=8, journal=journal)
-        ) as outcomes:
-            async for outcome in outcomes:
+        async with client.optimize_many(requests, concurrency=8, journal=journal) as batch:
+            async for outcome in batch:
                 got.append(outcome)
                 if len(got) == 5:
                     five.set()
@@ -256,7 +238,7 @@ async def test_cancelling_a_batch_leaves_no_task_and_a_consistent_journal(
         await running
     assert [t for t in asyncio.all_tasks() if t.get_name().startswith("spo-async")] == []
 
-    second = await gather_outcomes(client, requests, concurrency=8, journal=journal)
+    second = await client.optimize_all(requests, concurrency=8, journal=journal)
     prompts = collections.Counter(t.request["prompt"] for t in emu.tasks.values())
     assert max(prompts.values()) == 1
     assert {o.key for o in got} <= {o.key for o in second if o.from_journal}
@@ -269,24 +251,24 @@ async def test_cancelling_a_batch_leaves_no_task_and_a_consistent_journal(
 def test_derived_keys_are_index_and_fingerprint_and_stable() -> None:
     """Without keys, item i is named "<i>-<first 12 hex of its fingerprint>", the same each time."""
     requests = [req("a"), req("b")]
-    first = [item.key for item, _ in prepare_items(requests)]
+    first = [item.key for item in prepare_items(requests)]
     assert first == [f"{i}-{request_fingerprint(r)[:12]}" for i, r in enumerate(requests)]
-    assert [item.key for item, _ in prepare_items(requests)] == first
+    assert [item.key for item in prepare_items(requests)] == first
 
 
 def test_every_input_form_gives_the_same_items() -> None:
-    """Pairs, a mapping, BatchItems and a key function are all accepted."""
+    """Pairs, a mapping and a key function are all accepted."""
     a, b = req("a"), req("b")
-    expected = [BatchItem("x", a), BatchItem("y", b)]
+    expected = [(0, "x", a), (1, "y", b)]
     forms: list[Any] = [
         [("x", a), ("y", b)],
         {"x": a, "y": b},
-        expected,
+        iter([("x", a), ("y", b)]),
     ]
     for form in forms:
-        assert [item for item, _ in prepare_items(form)] == expected
+        assert [(i.index, i.key, i.request) for i in prepare_items(form)] == expected
     by_prompt = prepare_items([a, b], keys=lambda r: r.prompt)
-    assert [item.key for item, _ in by_prompt] == ["a", "b"]
+    assert [item.key for item in by_prompt] == ["a", "b"]
 
 
 @pytest.mark.parametrize(
@@ -302,12 +284,17 @@ def test_every_input_form_gives_the_same_items() -> None:
 async def test_bad_input_is_refused_before_any_request(
     client: AsyncSPOClient, emu: Emulator, requests: Any, message: str
 ) -> None:
-    """Duplicate keys and wrong items raise RequestValidationError with nothing sent."""
+    """Duplicate keys and wrong items raise RequestValidationError when the batch is made."""
     with pytest.raises(RequestValidationError, match=message):
-        await gather_outcomes(client, requests)
-    assert emu.submits == []
+        client.optimize_many(requests)
+    with pytest.raises(RequestValidationError, match=message):
+        await client.optimize_all(requests)
+    assert emu.request_log == []
 
 
-async def test_an_empty_batch_is_empty(client: AsyncSPOClient) -> None:
+async def test_an_empty_batch_is_empty(client: AsyncSPOClient, emu: Emulator) -> None:
     """No items, no outcomes, no requests."""
-    assert await gather_outcomes(client, []) == []
+    assert await client.optimize_all([]) == []
+    async with client.optimize_many({}) as batch:
+        assert [o async for o in batch] == []
+    assert emu.request_log == []

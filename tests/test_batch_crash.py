@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from spo_async import AsyncSPOClient, FixedSchedule, RetryPolicy
-from spo_async._batch import Outcome, OutcomeUnknown, Succeeded, gather_outcomes
+from spo_async import AsyncSPOClient, Outcome, OutcomeUnknown, RetryPolicy, Succeeded
+from spo_async.polling import FixedSchedule
 from spo_async.testing import EmulatorConfig, ThreadedEmulator
 
 from ._batch_crash_script import batch_requests
@@ -51,8 +51,7 @@ async def rerun(emu: ThreadedEmulator, journal: Path, *, resubmit: bool) -> list
         retry=RetryPolicy.no_wait(),
         schedule=FixedSchedule(interval=0.005),
     ) as client:
-        return await gather_outcomes(
-            client,
+        return await client.optimize_all(
             batch_requests(COUNT),
             journal=journal,
             concurrency=CONCURRENCY,
@@ -101,7 +100,7 @@ def test_a_killed_batch_resumes_without_paying_twice(tmp_path: Path) -> None:
         assert {o.key for o in unknown} == in_flight
         prompts = collections.Counter(t.request["prompt"] for t in emu.tasks.values())
         assert max(prompts.values()) == 1, "a request was paid for twice"
-        lost_with_task = sum(1 for o in unknown if o.request.prompt in prompts)
+        lost_with_task = sum(1 for o in unknown if o.request and o.request.prompt in prompts)
         assert emu.tasks_created == len(succeeded) + lost_with_task
         assert emu.tasks_created <= COUNT
         # No finished item was fetched again.

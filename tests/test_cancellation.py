@@ -18,15 +18,15 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import aiohttp
 import pytest
 from spo_async import (
-    AiohttpTransport,
     AsyncSPOClient,
     ClientClosedError,
-    FixedSchedule,
     OptimizationRequest,
     QAPair,
     RetryPolicy,
 )
+from spo_async.polling import FixedSchedule
 from spo_async.testing import EmulatorConfig, Fault, FaultKind, ThreadedEmulator
+from spo_async.transport import AiohttpTransport
 
 #: Tasks that run far longer than any test here: waits end only by cancellation.
 SLOW_TASKS = EmulatorConfig(round_seconds=60.0, seed=5)
@@ -171,9 +171,8 @@ async def test_cancelling_a_wait_between_polls_is_prompt(
     client, pool = client_and_pool
     task_id = await client.submit(make_request())
     before = asyncio.all_tasks()
-    waiter = asyncio.create_task(
-        client.wait_for_result(task_id, timeout=None, schedule=FixedSchedule(interval=30.0))
-    )
+    patient = client.with_options(schedule=FixedSchedule(interval=30.0))
+    waiter = asyncio.create_task(patient.wait_for_result(task_id, timeout=None))
     await until(lambda: emu.task_gets[task_id] == 1)
     await asyncio.sleep(0.02)  # the poll came back; the wait now sleeps 30 s
 

@@ -6,38 +6,41 @@ import asyncio
 import gc
 import json
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
 from spo_async import (
-    API_KEY_ENV_VARS,
     AsyncSPOClient,
     AuthenticationError,
     ClientClosedError,
     ConfigurationError,
+    Errored,
     Event,
-    FixedSchedule,
+    Failed,
     InsufficientBalanceError,
     InvalidRequestError,
-    NoAvailableChannelError,
     NotFoundError,
-    PollState,
     ProtocolError,
     RequestValidationError,
     RoundCompleted,
-    TaskEvent,
+    Succeeded,
     TaskFailedError,
+    TaskQueued,
     TaskResult,
     TaskStatus,
     TaskSubmitted,
-    TaskSucceeded,
-    TaskTimedOut,
     WaitTimeoutError,
 )
+from spo_async.polling import FixedSchedule, PollState
 from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind, TaskOutcome
+from spo_async.transport import AiohttpTransport, HTTPRequest, HTTPResponse
 
-from .conftest import ClientFactory, make_request
+from .conftest import NO_CHANNEL_ERROR, ClientFactory, make_request
+
+#: Where the client looks for its key when none is passed, in this order.
+API_KEY_ENV_VARS = ("AI302_API_KEY", "302AI_API_KEY", "AI302_KEY", "NEXT_PUBLIC_302_API_KEY")
 
 
 async def test_submit_returns_the_task_id_and_sends_the_wire_body(
@@ -88,7 +91,7 @@ async def test_wait_for_result_returns_the_final_snapshot(
     assert result.best is not None
     assert result.best_prompt == result.best.prompt
     assert result.best_round == result.best.number
-    assert result.progress.done == result.progress.total == 5
+    assert len(result.completed_rounds) == result.max_rounds == 5
     assert emu.task_gets[task_id] >= 1
 
 
@@ -101,29 +104,35 @@ async def test_optimize_is_submit_then_wait(client: AsyncSPOClient, emu: Emulato
     assert result.task_id == emu.submits[0].task_id
 
 
+def snapshots(event: Event) -> TaskResult | None:
+    """The snapshot an event carries: queued and round events, and the final outcome."""
+    if isinstance(event, TaskQueued | RoundCompleted | Succeeded | Failed):
+        return event.result
+    return None
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
-async def test_on_progress_sees_each_change_once_in_order(
-    client: AsyncSPOClient, kind: str
-) -> None:
-    """on_progress (sync or async) gets every snapshot whose rounds or status changed, in order."""
-    seen: list[TaskResult] = []
+async def test_on_event_sees_each_change_once_in_order(client: AsyncSPOClient, kind: str) -> None:
+    """on_event (sync or async) hears each round once, in order, with growing snapshots."""
+    seen: list[Event] = []
 
-    def sync_hook(snapshot: TaskResult) -> None:
-        seen.append(snapshot)
+    def sync_hook(event: Event) -> None:
+        seen.append(event)
 
-    async def async_hook(snapshot: TaskResult) -> None:
+    async def async_hook(event: Event) -> None:
         await asyncio.sleep(0)
-        seen.append(snapshot)
+        seen.append(event)
 
     hook = sync_hook if kind == "sync" else async_hook
-    result = await client.optimize(make_request(max_rounds=4), on_progress=hook, timeout=30)
+    result = await client.optimize(make_request(max_rounds=4), on_event=hook, timeout=30)
 
-    assert seen
-    assert seen[-1] == result
-    done = [s.progress.done for s in seen]
+    results = [r for r in map(snapshots, seen) if r is not None]
+    assert results
+    assert results[-1] == result
+    done = [len(r.completed_rounds) for r in results]
     assert done == sorted(done)
-    keys = [(s.raw_status, s.progress.done, s.best_round) for s in seen]
-    assert len(keys) == len(set(keys))
+    assert [e.number for e in seen if isinstance(e, RoundCompleted)] == [1, 2, 3, 4]
+    assert sum(isinstance(e, TaskQueued) for e in seen) <= 1
 
 
 async def test_a_failed_task_raises_task_failed_with_the_final_result(
@@ -188,7 +197,7 @@ async def test_an_error_with_status_processing_still_means_failure(
         pytest.param(
             EmulatorConfig(),
             {"model": "no-such-model"},
-            NoAvailableChannelError,
+            NO_CHANNEL_ERROR,
             -10008,
             503,
             id="unknown-model",
@@ -244,7 +253,7 @@ async def test_bad_input_fails_before_any_request(client: AsyncSPOClient, emu: E
         await client.get_task("../etc/passwd")
     with pytest.raises(RequestValidationError):
         await client.wait_for_result("a/b")
-    with pytest.raises(RequestValidationError):
+    with pytest.raises(ConfigurationError):
         await client.wait_for_result("task", timeout=-1)
     assert emu.request_log == []
 
@@ -289,32 +298,46 @@ async def test_no_sleep_crosses_the_deadline(make_client: ClientFactory, emu: Em
     assert sum(sleeps) == pytest.approx(30.0)
 
 
+class TimedTransport:
+    """The client's HTTP stack, noting when (on the test's clock) each request left."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._inner = AiohttpTransport()
+        self._clock = clock
+        self.sent: list[tuple[str, float]] = []
+
+    async def send(self, request: HTTPRequest, *, timeout: float) -> HTTPResponse:
+        self.sent.append((request.method, self._clock()))
+        return await self._inner.send(request, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 async def test_a_schedules_first_delay_comes_before_the_first_look(
     make_client: ClientFactory, emu: Emulator
 ) -> None:
     """``first`` is slept before the first GET; the later looks follow ``interval``."""
     now = [0.0]
-    looks: list[float] = []
 
     async def fake_sleep(seconds: float) -> None:
         now[0] += seconds
 
-    def record(snapshot: TaskResult) -> None:
-        looks.append(now[0])
-
+    transport = TimedTransport(lambda: now[0])
     client = make_client(
         clock=lambda: now[0],
         sleep=fake_sleep,
         schedule=FixedSchedule(first=4.0, interval=7.0),
+        transport=transport,
     )
     emu.script_next(TaskOutcome(round_seconds=600.0))
     task_id = await client.submit(make_request())
 
     with pytest.raises(WaitTimeoutError):
-        await client.wait_for_result(task_id, timeout=20.0, on_progress=record)
+        await client.wait_for_result(task_id, timeout=20.0)
 
-    assert looks == [4.0]  # the first snapshot, seen after the first delay
-    # GETs at 4, 11, 18, then the last look at the deadline (20).
+    # GETs at 4 (after the first delay), 11, 18, then the last look at the deadline (20).
+    assert [at for method, at in transport.sent if method == "GET"] == [4.0, 11.0, 18.0, 20.0]
     assert emu.task_gets[task_id] == 4
 
 
@@ -376,14 +399,14 @@ async def test_concurrent_waiters_share_one_poll_loop(
 
     results = await asyncio.gather(
         *(
-            client.wait_for_result(task_id, timeout=30, on_progress=lambda s: progress.append(1))
+            client.wait_for_result(task_id, timeout=30, on_event=lambda e: progress.append(1))
             for _ in range(5)
         )
     )
 
     assert all(r == results[0] for r in results)
     assert emu.task_gets[task_id] == sleeps + 1
-    assert len(client._shared) == 0
+    assert len(client._core.shared) == 0
     assert progress
 
 
@@ -433,7 +456,7 @@ async def test_a_follower_that_takes_over_looks_at_once(
 async def test_the_api_key_comes_from_the_environment_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Without api_key, the first variable set in API_KEY_ENV_VARS wins; none set is an error."""
+    """Without api_key, the first of the four key variables that is set wins; none is an error."""
     for name in API_KEY_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigurationError) as info:
@@ -444,12 +467,12 @@ async def test_the_api_key_comes_from_the_environment_in_order(
     monkeypatch.setenv("NEXT_PUBLIC_302_API_KEY", "key-4")
     monkeypatch.setenv("AI302_KEY", "key-3")
     async with AsyncSPOClient() as client:
-        assert client._api_key == "key-3"
+        assert client._core.api_key == "key-3"
     monkeypatch.setenv("AI302_API_KEY", "key-1")
     async with AsyncSPOClient() as client:
-        assert client._api_key == "key-1"
+        assert client._core.api_key == "key-1"
     async with AsyncSPOClient("explicit") as client:
-        assert client._api_key == "explicit"
+        assert client._core.api_key == "explicit"
 
 
 @pytest.mark.parametrize(
@@ -519,7 +542,7 @@ async def test_a_session_passed_in_is_used_and_left_open(emu: Emulator) -> None:
         async with session.get(emu.base_url + "/302/prompt/spo/tasks/x") as resp:
             assert resp.status == 401
     with pytest.raises(ConfigurationError):
-        AsyncSPOClient("k", session=session, transport=client._transport)
+        AsyncSPOClient("k", session=session, transport=client._core.transport)
 
 
 async def test_lang_is_sent_as_a_header(make_client: ClientFactory, emu: Emulator) -> None:
@@ -537,14 +560,14 @@ async def test_on_event_tells_a_single_wait_as_typed_events(client: AsyncSPOClie
 
     kinds = [type(e) for e in events]
     assert kinds[0] is TaskSubmitted
-    assert kinds[-1] is TaskSucceeded
+    assert kinds[-1] is Succeeded
     rounds = [e for e in events if isinstance(e, RoundCompleted)]
     assert [e.number for e in rounds] == [1, 2, 3]
-    assert all(e.task_id == result.task_id for e in events if isinstance(e, TaskEvent))
+    assert all(getattr(e, "task_id", None) == result.task_id for e in events)
 
 
 async def test_on_event_reports_a_timeout(client: AsyncSPOClient, emu: Emulator) -> None:
-    """A wait that runs out of time ends its event story with TaskTimedOut."""
+    """A wait that runs out of time ends its event story with Errored(WaitTimeoutError)."""
     emu.script_next(TaskOutcome(round_seconds=60.0))
     task_id = await client.submit(make_request())
     events: list[Event] = []
@@ -552,7 +575,8 @@ async def test_on_event_reports_a_timeout(client: AsyncSPOClient, emu: Emulator)
     with pytest.raises(WaitTimeoutError):
         await client.wait_for_result(task_id, timeout=0.02, on_event=events.append)
 
-    assert isinstance(events[-1], TaskTimedOut)
+    assert isinstance(events[-1], Errored)
+    assert isinstance(events[-1].error, WaitTimeoutError)
     assert events[-1].task_id == task_id
 
 
@@ -568,5 +592,5 @@ async def test_optimize_all_keeps_input_order_and_many_yields_every_outcome(
     assert sum(o.ok for o in every) == 5
 
     seen = [o.index async for o in client.optimize_many(requests.values(), concurrency=2)]
-    assert sorted(seen) == list(range(6))
+    assert sorted(i for i in seen if i is not None) == list(range(6))
     assert emu.tasks_created == 12

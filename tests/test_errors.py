@@ -1,18 +1,26 @@
-"""The error tree: every class's place in it, and what each error carries and says."""
+"""The error tree: every class's place in it, and what each error carries and says.
+
+Only the public classes are named here: the narrower transport, protocol and API
+classes are being merged into their bases (``TransportError`` with
+``request_sent``, ``ProtocolError``, ``AuthenticationError``,
+``InvalidRequestError``), so what they carry is checked through the base class.
+"""
 
 from __future__ import annotations
+
+import socket
 
 import pytest
 from spo_async import (
     APIError,
+    AsyncSPOClient,
     AuthenticationError,
     ClientClosedError,
     ConfigurationError,
-    ConnectError,
-    ConnectionLostError,
+    FailureReason,
     InsufficientBalanceError,
     InvalidRequestError,
-    NoAvailableChannelError,
+    JournalError,
     NotFoundError,
     OptimizationRequest,
     ProtocolError,
@@ -21,44 +29,37 @@ from spo_async import (
     RateLimitError,
     RequestTimeoutError,
     RequestValidationError,
-    ResponseTooLargeError,
+    RetryPolicy,
     SPOError,
     SubmitOutcomeUnknownError,
-    TaskError,
     TaskFailedError,
     TaskResult,
-    TaskStateError,
     TaskStatus,
-    ToolDisabledError,
     TransientError,
     TransportError,
-    UnsupportedError,
     WaitTimeoutError,
 )
 from spo_async._errors import BODY_SNIPPET_LIMIT, body_snippet
+from spo_async.testing import Emulator, Fault, FaultKind
+
+from .conftest import ClientFactory, make_request
 
 #: Each class and its parent in the tree drawn in ``_errors.py``'s docstring.
 TREE: list[tuple[type[BaseException], type[BaseException]]] = [
     (ConfigurationError, SPOError),
+    (ConfigurationError, ValueError),
     (RequestValidationError, SPOError),
     (RequestValidationError, ValueError),
     (ClientClosedError, SPOError),
     (ClientClosedError, RuntimeError),
     (TransportError, SPOError),
-    (ConnectError, TransportError),
     (RequestTimeoutError, TransportError),
     (RequestTimeoutError, TimeoutError),
-    (ConnectionLostError, TransportError),
     (ProtocolError, SPOError),
-    (ResponseTooLargeError, ProtocolError),
-    (TaskStateError, ProtocolError),
     (APIError, SPOError),
     (AuthenticationError, APIError),
-    (ToolDisabledError, APIError),
     (InsufficientBalanceError, APIError),
     (QuotaExceededError, APIError),
-    (NoAvailableChannelError, APIError),
-    (UnsupportedError, APIError),
     (NotFoundError, APIError),
     (InvalidRequestError, APIError),
     (RateLimitError, APIError),
@@ -67,6 +68,7 @@ TREE: list[tuple[type[BaseException], type[BaseException]]] = [
     (TaskFailedError, SPOError),
     (WaitTimeoutError, SPOError),
     (WaitTimeoutError, TimeoutError),
+    (JournalError, SPOError),
 ]
 
 
@@ -83,32 +85,55 @@ def test_each_error_sits_where_the_tree_says(
 def test_only_rate_limit_and_transient_api_errors_are_retryable() -> None:
     """``retryable`` is true exactly for the passing API failures."""
     api_errors = [APIError] + [c for c, p in TREE if p is APIError and issubclass(c, APIError)]
-    assert len(api_errors) == 11
+    assert len(api_errors) == 8
     retryable = {cls for cls in api_errors if cls("m", status=500).retryable}
     assert retryable == {RateLimitError, TransientError}
 
 
 TRANSPORT_SENT: list[tuple[TransportError, bool]] = [
-    (ConnectError("refused"), False),
+    (TransportError("reset"), True),
     (RequestTimeoutError("slow"), True),
     (RequestTimeoutError("slow", request_sent=False), False),
-    (ConnectionLostError("reset"), True),
 ]
 
 
 @pytest.mark.parametrize(
-    ("error", "sent"), TRANSPORT_SENT, ids=["connect", "timeout", "connect-timeout", "lost"]
+    ("error", "sent"), TRANSPORT_SENT, ids=["transport", "timeout", "connect-timeout"]
 )
 def test_transport_errors_say_whether_the_request_may_have_left(
     error: TransportError, sent: bool
 ) -> None:
-    """Only a refused connection or a timeout while connecting proves nothing was sent."""
+    """A transport error assumes the request may have left, unless it is known it never did."""
     assert error.request_sent is sent
+
+
+async def test_a_refused_connection_is_a_transport_error_that_never_left() -> None:
+    """Connection refused proves nothing was sent: its TransportError has ``request_sent=False``."""
+    with socket.socket() as sock:  # bound, never listening: connecting to it is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        async with AsyncSPOClient(
+            api_key="sk-test", base_url=f"http://127.0.0.1:{port}", retry=RetryPolicy.never()
+        ) as client:
+            with pytest.raises(TransportError) as info:
+                await client.get_task("t-1")
+    assert info.value.request_sent is False
+    assert (info.value.method, info.value.path) == ("GET", "/302/prompt/spo/tasks/t-1")
+
+
+async def test_a_connection_lost_after_sending_is_a_transport_error_that_may_have_left(
+    emu: Emulator, client: AsyncSPOClient
+) -> None:
+    """A connection that breaks after the request went out says ``request_sent=True``."""
+    emu.inject(Fault(FaultKind.DROP_BEFORE, endpoint="task", times=1))
+    with pytest.raises(TransportError) as info:
+        await client.get_task("t-1")
+    assert info.value.request_sent is True
 
 
 def test_transport_error_names_the_call_not_the_url() -> None:
     """A transport error keeps method and path (never the full URL with its host)."""
-    error = ConnectError("refused", method="POST", path="/302/prompt/spo/submit")
+    error = TransportError("refused", method="POST", path="/302/prompt/spo/submit")
     assert (error.method, error.path, str(error)) == ("POST", "/302/prompt/spo/submit", "refused")
 
 
@@ -132,34 +157,32 @@ def test_body_snippet_keeps_the_start_and_never_fails(body: bytes, text: str) ->
     assert body_snippet(body) == text
 
 
-def test_response_too_large_error_names_the_limit() -> None:
-    """ResponseTooLargeError carries the limit and the status, not the body."""
-    error = ResponseTooLargeError(limit=1024, status=200)
-    assert (error.limit, error.status, error.body) == (1024, 200, "")
-    assert "1024-byte limit" in str(error)
+async def test_an_answer_over_the_size_limit_is_a_protocol_error_naming_the_limit(
+    emu: Emulator, make_client: ClientFactory
+) -> None:
+    """An answer too large to read is a ProtocolError that names the limit and keeps no body."""
+    client = make_client(max_response_bytes=1024)
+    task_id = await client.submit(make_request())
+    emu.inject(Fault(FaultKind.HUGE_FIELD, endpoint="task", size=64 * 1024))
+    with pytest.raises(ProtocolError) as info:
+        await client.get_task(task_id)
+    assert (info.value.status, info.value.body) == (200, "")
+    assert "1024-byte limit" in str(info.value)
 
 
-def _result(status: TaskStatus, error: TaskError | None = None) -> TaskResult:
+def _result(status: TaskStatus, error: FailureReason | None = None) -> TaskResult:
     return TaskResult(task_id="t-1", status=status, raw_status=str(status), error=error)
-
-
-def test_task_state_error_keeps_both_snapshots() -> None:
-    """TaskStateError says which task went wrong and keeps the two snapshots."""
-    before, after = _result(TaskStatus.SUCCESS), _result(TaskStatus.PROCESSING)
-    error = TaskStateError("went back", task_id="t-1", previous=before, current=after)
-    assert (error.task_id, error.previous, error.current) == ("t-1", before, after)
-    assert str(error) == "task t-1: went back"
 
 
 @pytest.mark.parametrize(
     ("error", "text"),
     [
-        (TaskError(message="boom", err_code=-1), "task t-1 failed: err_code -1: boom"),
+        (FailureReason(message="boom", err_code=-1), "task t-1 failed: err_code -1: boom"),
         (None, "task t-1 failed"),
     ],
     ids=["with-error", "without-error"],
 )
-def test_task_failed_error_carries_the_final_result(error: TaskError | None, text: str) -> None:
+def test_task_failed_error_carries_the_final_result(error: FailureReason | None, text: str) -> None:
     """TaskFailedError holds the task id and final snapshot; its text shows the service's error."""
     result = _result(TaskStatus.FAIL, error)
     failed = TaskFailedError("t-1", result)
@@ -183,13 +206,21 @@ def test_wait_timeout_error_says_the_task_keeps_running(
     assert "keeps running" in str(error)
 
 
+def test_wait_timeout_error_without_a_task_says_nothing_was_created() -> None:
+    """A deadline that passed before the submit left has no task id, and says no task exists."""
+    error = WaitTimeoutError(None, 5.0, None)
+    assert (error.task_id, error.timeout, error.last_result) == (None, 5.0, None)
+    assert "within 5 s" in str(error)
+    assert "no task was created" in str(error)
+
+
 def test_submit_outcome_unknown_error_keeps_the_request_and_the_cause() -> None:
     """The request and the underlying failure travel with the error; nothing was resubmitted."""
     request = OptimizationRequest(prompt="p", qa=[QAPair("q", "a")], model="m")
-    cause = ConnectionLostError("reset by peer")
+    cause = TransportError("reset by peer")
     error = SubmitOutcomeUnknownError(request, cause)
     assert (error.request, error.cause) == (request, cause)
-    assert "ConnectionLostError: reset by peer" in str(error)
+    assert "TransportError: reset by peer" in str(error)
     assert "may be billed" in str(error)
     assert "not resubmitted" in str(error)
     assert error.task_id is None

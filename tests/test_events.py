@@ -1,4 +1,4 @@
-"""Typed progress events: snapshot diffs, final events, the stream, and the hooks adapter."""
+"""Typed events: snapshot diffs, the outcome that ends a wait, the stream, and a real wait."""
 
 from __future__ import annotations
 
@@ -10,51 +10,51 @@ from typing import Any
 import pytest
 from spo_async import (
     AsyncSPOClient,
+    BatchProgress,
+    Errored,
+    Event,
+    EventStream,
+    Failed,
     OptimizationRequest,
+    Outcome,
+    OutcomeUnknown,
+    RoundCompleted,
     SubmitOutcomeUnknownError,
+    Succeeded,
     TaskFailedError,
+    TaskQueued,
     TaskResult,
+    TaskRetrying,
+    TaskSubmitted,
     TransientError,
     WaitTimeoutError,
 )
 from spo_async._convert import task_from_wire
-from spo_async._events import (
-    BatchProgress,
-    Event,
-    RoundCompleted,
-    TaskErrored,
-    TaskEvent,
-    TaskFailed,
-    TaskOutcomeUnknown,
-    TaskQueued,
-    TaskRetrying,
-    TaskSubmitted,
-    TaskSucceeded,
-    TaskTimedOut,
-    chain_hooks,
-    events_between,
-    final_event,
-    hooks_for,
-)
-from spo_async._stream import EventStream, as_stream
+from spo_async._events import Reporter, outcome_of
+from spo_async._stream import as_stream
 from spo_async.testing import Emulator, Fault, FaultKind
 
 from .conftest import make_request
 
-FINAL = (TaskSucceeded, TaskFailed, TaskTimedOut, TaskErrored, TaskOutcomeUnknown)
+#: The outcomes: exactly one ends each task's story.
+FINAL = (Succeeded, Failed, Errored, OutcomeUnknown)
+#: Every event that belongs to one task (``BatchProgress`` belongs to the batch).
+TASK_EVENTS = (TaskSubmitted, TaskQueued, RoundCompleted, TaskRetrying, Outcome)
+
+AnyTaskEvent = TaskSubmitted | TaskQueued | RoundCompleted | TaskRetrying | Outcome
 
 
 def assert_legal_order(events: Iterable[Event]) -> None:
-    """Every task's events follow: submitted? queued? rounds ascending, then one final event."""
-    by_key: dict[Any, list[TaskEvent]] = {}
+    """Every task's events follow: submitted? queued? rounds ascending, then one outcome."""
+    by_key: dict[Any, list[AnyTaskEvent]] = {}
     for event in events:
-        if isinstance(event, TaskEvent):
+        if isinstance(event, TASK_EVENTS):
             by_key.setdefault(event.key, []).append(event)
     for key, story in by_key.items():
         finals = [i for i, e in enumerate(story) if isinstance(e, FINAL)]
-        assert finals == [len(story) - 1], f"{key}: one final event, last: {story}"
+        assert finals == [len(story) - 1], f"{key}: one outcome, last: {story}"
         progress = [e for e in story[:-1] if not isinstance(e, TaskRetrying)]
-        if isinstance(story[-1], TaskOutcomeUnknown):
+        if isinstance(story[-1], OutcomeUnknown):
             assert progress == [], f"{key}: an unknown outcome has no task: {story}"
             continue
         if progress and isinstance(progress[0], TaskSubmitted):
@@ -80,39 +80,68 @@ def snapshot(status: str, rounds: Sequence[tuple[str, bool]] = (), **extra: Any)
     return task_from_wire(body, task_id="t-1", max_rounds=4)
 
 
-# -- events_between ----------------------------------------------------------------------
+# -- Reporter: from snapshots to events ----------------------------------------------------
+
+
+def reporter(key: str | int | None = None) -> tuple[Reporter, list[Event]]:
+    """A reporter for one task, and the list its events land in."""
+    got: list[Event] = []
+    return Reporter(got.append, key=key, total=None), got
 
 
 def test_first_queued_snapshot_is_a_queued_event() -> None:
-    """A task first seen in the queue gives TaskQueued, once."""
+    """A task first seen in the queue gives TaskQueued, once, carrying that snapshot."""
     queued = snapshot("queue")
-    assert events_between(None, queued, key="k") == [TaskQueued(key="k", task_id="t-1")]
-    assert events_between(queued, queued, key="k") == []
+    report, got = reporter("k")
+    report.snapshot(queued)
+    assert got == [TaskQueued(key="k", task_id="t-1", result=queued)]
+    assert got[0].result is queued  # type: ignore[union-attr]
+    report.snapshot(queued)
+    assert len(got) == 1
 
 
 def test_each_new_round_is_one_event_with_the_best_prompt_so_far() -> None:
     """Rounds completed since the last snapshot come in order, carrying SPO's best so far."""
     before = snapshot("processing", [("p1", True)])
     after = snapshot("processing", [("p1", True), ("p2", False), ("p3", True)])
-    events = events_between(before, after, key=7)
-    assert events == [
+    report, got = reporter(7)
+    report.snapshot(before)
+    del got[:]
+    report.snapshot(after)
+    assert got == [
         RoundCompleted(
-            key=7, task_id="t-1", number=2, total=4, success=False, prompt="p2", best_prompt="p1"
+            key=7,
+            task_id="t-1",
+            number=2,
+            total=4,
+            success=False,
+            prompt="p2",
+            best_prompt="p1",
+            result=after,
         ),
         RoundCompleted(
-            key=7, task_id="t-1", number=3, total=4, success=True, prompt="p3", best_prompt="p3"
+            key=7,
+            task_id="t-1",
+            number=3,
+            total=4,
+            success=True,
+            prompt="p3",
+            best_prompt="p3",
+            result=after,
         ),
     ]
+    assert all(e.result is after for e in got)  # type: ignore[union-attr]
 
 
-def test_a_final_snapshot_gives_its_last_rounds_but_no_final_event() -> None:
-    """The end of a wait is final_event's job: a snapshot cannot tell a timeout from the end."""
+def test_a_final_snapshot_gives_its_last_rounds_but_no_outcome() -> None:
+    """The end of a wait is outcome_of's job: a snapshot cannot tell a timeout from the end."""
     done = snapshot("success", [("p1", True), ("p2", True)], best_prompt="p2", best_round=2)
-    events = events_between(None, done)
-    assert [type(e) for e in events] == [RoundCompleted, RoundCompleted]
+    report, got = reporter()
+    report.snapshot(done)
+    assert [type(e) for e in got] == [RoundCompleted, RoundCompleted]
 
 
-# -- final_event ---------------------------------------------------------------------------
+# -- outcome_of ----------------------------------------------------------------------------
 
 _DONE = snapshot("success", [("p1", True)], best_prompt="p1", best_round=1)
 _FAILED = snapshot("fail", [("p1", True)], error="boom")
@@ -121,37 +150,43 @@ _FAILED = snapshot("fail", [("p1", True)], error="boom")
 @pytest.mark.parametrize(
     ("result", "error", "kind"),
     [
-        pytest.param(_DONE, None, TaskSucceeded, id="success"),
-        pytest.param(_FAILED, None, TaskFailed, id="fail-result"),
-        pytest.param(None, TaskFailedError("t-1", _FAILED), TaskFailed, id="fail-error"),
-        pytest.param(None, WaitTimeoutError("t-1", 5.0, None), TaskTimedOut, id="timeout"),
+        pytest.param(_DONE, None, Succeeded, id="success"),
+        pytest.param(_FAILED, None, Failed, id="fail-result"),
+        pytest.param(None, TaskFailedError("t-1", _FAILED), Failed, id="fail-error"),
+        pytest.param(None, WaitTimeoutError("t-1", 5.0, None), Errored, id="timeout"),
         pytest.param(
             None,
             SubmitOutcomeUnknownError(make_request(), OSError("lost")),
-            TaskOutcomeUnknown,
+            OutcomeUnknown,
             id="unknown",
         ),
-        pytest.param(None, TransientError("x", status=502), TaskErrored, id="other-error"),
+        pytest.param(None, TransientError("x", status=502), Errored, id="other-error"),
     ],
 )
-def test_final_event_names_how_the_wait_ended(
-    result: TaskResult | None, error: BaseException | None, kind: type[Event]
+def test_outcome_of_names_how_the_wait_ended(
+    result: TaskResult | None, error: BaseException | None, kind: type[Outcome]
 ) -> None:
-    """Results and errors map to exactly one final event class."""
-    assert isinstance(final_event(key="k", task_id="t-1", result=result, error=error), kind)
+    """Results and errors map to exactly one outcome class, which keeps what ended the wait."""
+    outcome = outcome_of(key="k", task_id="t-1", result=result, error=error)
+    assert type(outcome) is kind
+    assert outcome.key == "k"
+    if isinstance(outcome, Succeeded | Failed):
+        assert outcome.result == (result if result is not None else _FAILED)
+    else:
+        assert outcome.error is error
 
 
-def test_final_event_refuses_a_running_snapshot() -> None:
+def test_outcome_of_refuses_a_running_snapshot() -> None:
     """A snapshot that is not terminal cannot end a story."""
     with pytest.raises(ValueError, match="terminal"):
-        final_event(key=None, task_id="t-1", result=snapshot("processing"))
+        outcome_of(key=None, task_id="t-1", result=snapshot("processing"))
 
 
 # -- EventStream ---------------------------------------------------------------------------
 
 
 def _progress(n: int) -> BatchProgress:
-    return BatchProgress(total=n, pending=0, running=0, done=n, failed=0)
+    return BatchProgress(total=n, pending=0, running=0, succeeded=n)
 
 
 async def test_sync_callback_gets_every_event_in_order() -> None:
@@ -201,11 +236,11 @@ async def test_overflow_drops_progress_but_keeps_every_final_event() -> None:
     for n in range(20):
         stream.emit(_progress(n))
     for n in range(10):
-        stream.emit(TaskErrored(key=n, error=RuntimeError("x")))
+        stream.emit(Errored(key=n, error=RuntimeError("x")))
     stream.close()
     events = [e async for e in reader]
     assert events[:5] == [_progress(n) for n in range(5)]
-    assert [e.key for e in events[5:] if isinstance(e, TaskErrored)] == list(range(10))
+    assert [e.key for e in events[5:] if isinstance(e, Errored)] == list(range(10))
     assert stream.dropped == 15
 
 
@@ -235,7 +270,8 @@ async def test_aclose_leaves_no_task_behind() -> None:
     stream = EventStream(lambda e: asyncio.sleep(10))
     stream.emit(_progress(1))
     closing = asyncio.create_task(stream.aclose())
-    await asyncio.sleep(0.01)
+    for _ in range(3):  # the delivery task starts, and blocks in the callback
+        await asyncio.sleep(0)
     closing.cancel()
     with pytest.raises(asyncio.CancelledError):
         await closing
@@ -243,47 +279,27 @@ async def test_aclose_leaves_no_task_behind() -> None:
     assert asyncio.all_tasks() - before == set()
 
 
-# -- the hooks adapter on a real wait -------------------------------------------------------
+# -- a real wait -----------------------------------------------------------------------------
 
 
-async def test_hooks_turn_a_wait_into_legal_events(client: AsyncSPOClient, emu: Emulator) -> None:
-    """A single wait with hooks_for emits its rounds, retries and a final event, in order."""
+async def test_a_wait_tells_legal_events_with_its_retries(
+    client: AsyncSPOClient, emu: Emulator
+) -> None:
+    """A single optimize emits submitted, its rounds of n, its retries and its outcome, in order."""
     emu.inject(Fault(FaultKind.SERVER_ERROR_HTML, endpoint="task", times=2))
     request: OptimizationRequest = make_request(max_rounds=4)
     got: list[Event] = []
     async with EventStream(got.append) as stream:
-        task_id = await client.submit(request)
-        stream.emit(TaskSubmitted(key="one", task_id=task_id))
-        on_progress, on_retry = hooks_for(stream, "one", request)
-        result = await client.wait_for_result(
-            task_id, on_progress=on_progress, on_retry=on_retry, max_rounds=4
-        )
-        stream.emit(final_event(key="one", task_id=task_id, result=result))
+        result = await client.optimize(request, on_event=stream)
     assert_legal_order(got)
+    assert isinstance(got[0], TaskSubmitted)
     rounds = [e for e in got if isinstance(e, RoundCompleted)]
     assert [e.number for e in rounds] == [1, 2, 3, 4]
     assert all(e.total == 4 for e in rounds)
     assert sum(isinstance(e, TaskRetrying) for e in got) == 2
-    assert isinstance(got[-1], TaskSucceeded)
+    assert isinstance(got[-1], Succeeded)
+    assert got[-1].result == result
     assert rounds[-1].best_prompt == result.best_prompt
-
-
-async def test_chain_hooks_calls_sync_and_async_hooks_in_order() -> None:
-    """chain_hooks runs every hook, awaiting the async ones; with one hook it is that hook."""
-    calls: list[str] = []
-
-    def first(value: int) -> None:
-        calls.append(f"sync {value}")
-
-    async def second(value: int) -> None:
-        calls.append(f"async {value}")
-
-    chained = chain_hooks(first, None, second)
-    assert chained is not None
-    await chained(1)
-    assert calls == ["sync 1", "async 1"]
-    assert chain_hooks(None, first) is first
-    assert chain_hooks(None) is None
 
 
 async def test_as_stream_owns_only_what_it_made() -> None:

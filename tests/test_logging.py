@@ -17,13 +17,16 @@ from collections.abc import AsyncIterator
 import pytest
 from spo_async import (
     AsyncSPOClient,
-    FixedSchedule,
+    Event,
     OptimizationRequest,
     QAPair,
-    RetryNotice,
     RetryPolicy,
+    TaskRetrying,
 )
+from spo_async.polling import FixedSchedule
 from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind
+
+from .conftest import unpaced_limiter
 
 SECRET = "sk-SECRET-7f3a9c"
 SUBMIT, TASKS = "/302/prompt/spo/submit", "/302/prompt/spo/tasks/"
@@ -61,6 +64,7 @@ async def client(emu: Emulator) -> AsyncIterator[AsyncSPOClient]:
         retry=policy,
         schedule=FixedSchedule(interval=0.002),
         sleep=SleepRecorder(),
+        limiter=unpaced_limiter(),
     ) as client:
         yield client
 
@@ -135,9 +139,10 @@ async def test_one_info_line_per_retry_with_reason_and_wait(
         Fault(FaultKind.RATE_LIMIT, endpoint="submit", retry_after=7, times=1),
         Fault(FaultKind.SERVER_ERROR_HTML, endpoint="task", times=3),
     )
-    notices: list[RetryNotice] = []
+    events: list[Event] = []
 
-    result = await client.optimize(make_request(), on_retry=notices.append)
+    result = await client.optimize(make_request(), on_event=events.append)
+    notices = [e for e in events if isinstance(e, TaskRetrying)]
 
     lines = [r.getMessage() for r in sdk_records(caplog, logging.INFO)]
     retries = [line for line in lines if line.startswith("retrying")]
@@ -185,6 +190,7 @@ def run_python(code: str, env_value: str | None) -> subprocess.CompletedProcess[
 SCRIPT = textwrap.dedent(
     f"""
     import asyncio, logging, spo_async
+    from spo_async.polling import FixedSchedule
     from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind
 
     async def main():
@@ -195,7 +201,7 @@ SCRIPT = textwrap.dedent(
                 api_key={SECRET!r},
                 base_url=emu.base_url,
                 retry=spo_async.RetryPolicy.no_wait(),
-                schedule=spo_async.FixedSchedule(interval=0.002),
+                schedule=FixedSchedule(interval=0.002),
             ) as client:
                 result = await client.optimize(spo_async.OptimizationRequest(
                     prompt="p", qa=[{{"question": "q", "answer": "a"}}], model="gpt-4o",

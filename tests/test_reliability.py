@@ -23,12 +23,10 @@ from spo_async import (
     APIError,
     AsyncSPOClient,
     AuthenticationError,
-    ConnectError,
-    ConnectionLostError,
-    FixedSchedule,
+    Event,
+    Failed,
     InsufficientBalanceError,
     InvalidRequestError,
-    NoAvailableChannelError,
     NotFoundError,
     OptimizationRequest,
     ProtocolError,
@@ -37,19 +35,22 @@ from spo_async import (
     RateLimitError,
     RequestLimiter,
     RequestTimeoutError,
-    ResponseTooLargeError,
-    RetryNotice,
     RetryPolicy,
+    RoundCompleted,
     SPOError,
     SubmitOutcomeUnknownError,
+    Succeeded,
     TaskFailedError,
+    TaskQueued,
     TaskResult,
-    TaskStateError,
+    TaskRetrying,
     TaskStatus,
+    TaskSubmitted,
     TransientError,
     TransportError,
     WaitTimeoutError,
 )
+from spo_async.polling import FixedSchedule
 from spo_async.testing import (
     Emulator,
     EmulatorConfig,
@@ -60,7 +61,7 @@ from spo_async.testing import (
     TaskOutcome,
 )
 
-from tests.conftest import ClientFactory
+from tests.conftest import NO_CHANNEL_ERROR, ClientFactory, unpaced_limiter
 
 MODEL = "claude-3-5-sonnet-20240620"
 
@@ -98,9 +99,26 @@ def envelope(err_code: int, status: int) -> Fault:
     return Fault(FaultKind.ERROR_ENVELOPE, err_code=err_code, status=status)
 
 
-def notices() -> tuple[list[RetryNotice], Callable[[RetryNotice], None]]:
-    seen: list[RetryNotice] = []
-    return seen, seen.append
+def notices() -> tuple[list[TaskRetrying], Callable[[Event], None]]:
+    """A list of the retries a call reports, and the ``on_event`` callback that fills it."""
+    seen: list[TaskRetrying] = []
+
+    def hook(event: Event) -> None:
+        if isinstance(event, TaskRetrying):
+            seen.append(event)
+
+    return seen, hook
+
+
+def snapshots_of(events: list[Event]) -> list[TaskResult]:
+    """The distinct snapshots the events carried, in order."""
+    found: list[TaskResult] = []
+    for event in events:
+        if not isinstance(event, TaskQueued | RoundCompleted | Succeeded | Failed):
+            continue
+        if not found or event.result != found[-1]:
+            found.append(event.result)
+    return found
 
 
 # -- queries: what is retried -------------------------------------------------------------
@@ -128,12 +146,12 @@ async def test_query_retries_passing_failures(
     emu: Emulator, make_client: ClientFactory, fault: Fault
 ) -> None:
     """A wait survives three passing failures of its polls in a row and returns the result."""
-    client = make_client(request_timeout=0.2)
+    client = make_client(request_timeout=0.2, limiter=unpaced_limiter())
     task_id = await client.submit(make_request())
     emu.inject(attrs.evolve(fault, endpoint="task", times=3))
     seen, hook = notices()
 
-    result = await client.wait_for_result(task_id, timeout=10, on_retry=hook)
+    result = await client.wait_for_result(task_id, timeout=10, on_event=hook)
 
     assert result.status is TaskStatus.SUCCESS
     assert emu.faults_fired[fault.kind] == 3
@@ -168,7 +186,7 @@ async def test_query_does_not_retry_permanent_answers(
     seen, hook = notices()
 
     with pytest.raises(error) as info:
-        await client.wait_for_result(task_id, timeout=10, on_retry=hook)
+        await client.wait_for_result(task_id, timeout=10, on_event=hook)
 
     assert emu.task_gets[task_id] == 1
     assert seen == []
@@ -211,7 +229,7 @@ async def test_backoff_is_exponential_and_capped(emu: Emulator, make_client: Cli
     emu.inject(Fault(FaultKind.SERVER_ERROR_HTML, endpoint="task", times=6))
     seen, hook = notices()
 
-    await client.wait_for_result(task_id, timeout=None, on_retry=hook)
+    await client.wait_for_result(task_id, timeout=None, on_event=hook)
 
     assert [n.wait for n in seen] == pytest.approx([0.1, 0.2, 0.4, 0.4, 0.4, 0.4])
 
@@ -225,7 +243,7 @@ async def test_backoff_uses_full_jitter(emu: Emulator, make_client: ClientFactor
     emu.inject(Fault(FaultKind.SERVER_ERROR_HTML, endpoint="task", times=25))
     seen, hook = notices()
 
-    await client.wait_for_result(task_id, timeout=None, on_retry=hook)
+    await client.wait_for_result(task_id, timeout=None, on_event=hook)
 
     ceilings = [min(4.0, 2.0**i) for i in range(25)]
     assert len(seen) == 25
@@ -247,14 +265,16 @@ async def test_retry_after_seconds_is_honoured(
 ) -> None:
     """A 429's Retry-After in seconds is the wait used (not the backoff), on both endpoints."""
     sleep = SleepRecorder()
-    client = make_client(retry=RetryPolicy(initial=0.001, max_retry_after=60), sleep=sleep)
+    client = make_client(
+        retry=RetryPolicy(initial=0.001, max_retry_after=60), sleep=sleep, limiter=unpaced_limiter()
+    )
     emu.inject(Fault(FaultKind.RATE_LIMIT, endpoint=endpoint, retry_after=7, times=2))  # type: ignore[arg-type]
     seen, hook = notices()
 
-    task_id = await client.submit(make_request(), on_retry=hook)
-    await client.wait_for_result(task_id, timeout=None, on_retry=hook)
+    await client.optimize(make_request(), timeout=None, on_event=hook)
 
     assert [n.wait for n in seen] == [7.0, 7.0]
+    assert sleep.waits.count(7.0) == 2
     assert all(isinstance(n.cause, RateLimitError) for n in seen)
     assert emu.tasks_created == 1
 
@@ -265,14 +285,15 @@ async def test_retry_after_http_date_is_honoured(
 ) -> None:
     """A Retry-After given as an HTTP-date waits until that date."""
     sleep = SleepRecorder()
-    client = make_client(retry=RetryPolicy(initial=0.001, max_retry_after=60), sleep=sleep)
+    client = make_client(
+        retry=RetryPolicy(initial=0.001, max_retry_after=60), sleep=sleep, limiter=unpaced_limiter()
+    )
     emu.inject(
         Fault(FaultKind.RATE_LIMIT, endpoint=endpoint, retry_after=http_date(30), times=1)  # type: ignore[arg-type]
     )
     seen, hook = notices()
 
-    task_id = await client.submit(make_request(), on_retry=hook)
-    await client.wait_for_result(task_id, timeout=None, on_retry=hook)
+    await client.optimize(make_request(), timeout=None, on_event=hook)
 
     assert len(seen) == 1
     assert 27.0 <= seen[0].wait <= 31.0
@@ -286,7 +307,9 @@ async def test_retry_after_beyond_the_cap_fails_with_rate_limit_error(
     """A Retry-After longer than max_retry_after ends the call at once with RateLimitError."""
     retry_after = 3600 if form == "seconds" else http_date(3600)
     sleep = SleepRecorder()
-    client = make_client(retry=RetryPolicy(max_retry_after=120), sleep=sleep)
+    client = make_client(
+        retry=RetryPolicy(max_retry_after=120), sleep=sleep, limiter=unpaced_limiter()
+    )
     task_id = await client.submit(make_request()) if endpoint == "task" else None
     emu.inject(Fault(FaultKind.RATE_LIMIT, endpoint=endpoint, retry_after=retry_after))  # type: ignore[arg-type]
 
@@ -309,14 +332,14 @@ async def test_retry_after_beyond_the_cap_fails_with_rate_limit_error(
 async def test_no_wait_policy_skips_every_wait(emu: Emulator, make_client: ClientFactory) -> None:
     """RetryPolicy.no_wait() keeps the retries but makes every wait zero, Retry-After included."""
     sleep = SleepRecorder()
-    client = make_client(retry=RetryPolicy.no_wait(), sleep=sleep)
+    client = make_client(retry=RetryPolicy.no_wait(), sleep=sleep, limiter=unpaced_limiter())
     emu.inject(
         Fault(FaultKind.RATE_LIMIT, retry_after=3600, times=2),
         Fault(FaultKind.SERVER_ERROR_HTML, endpoint="task", times=2),
     )
     seen, hook = notices()
 
-    await client.optimize(make_request(), on_retry=hook, timeout=None)
+    await client.optimize(make_request(), on_event=hook, timeout=None)
 
     assert len(seen) == 4
     assert all(n.wait == 0 for n in seen)
@@ -325,7 +348,7 @@ async def test_no_wait_policy_skips_every_wait(emu: Emulator, make_client: Clien
 async def test_retry_policy_is_overridden_per_call(
     emu: Emulator, make_client: ClientFactory
 ) -> None:
-    """A client that never retries still retries a call given its own policy, and vice versa."""
+    """A client that never retries still retries through a view with its own policy, and back."""
     strict = make_client(retry=RetryPolicy.never())
     task_id = await strict.submit(make_request())
     emu.inject(Fault(FaultKind.SERVER_ERROR_HTML, endpoint="task", times=1))
@@ -333,13 +356,14 @@ async def test_retry_policy_is_overridden_per_call(
         await strict.wait_for_result(task_id, timeout=10)
 
     emu.inject(Fault(FaultKind.SERVER_ERROR_HTML, endpoint="task", times=2))
-    result = await strict.wait_for_result(task_id, timeout=10, retry=RetryPolicy.no_wait(3))
+    patient = strict.with_options(retry=RetryPolicy.no_wait(3))
+    result = await patient.wait_for_result(task_id, timeout=10)
     assert result.succeeded
 
     lenient = make_client(retry=RetryPolicy.no_wait(10))
     emu.inject(Fault(FaultKind.SERVER_ERROR_HTML, endpoint="task", times=1))
     with pytest.raises(TransientError):
-        await lenient.wait_for_result(task_id, timeout=10, retry=RetryPolicy.never())
+        await lenient.with_options(retry=RetryPolicy.never()).wait_for_result(task_id, timeout=10)
 
 
 # -- the deadline ------------------------------------------------------------------------
@@ -435,19 +459,19 @@ async def test_submit_retries_when_no_task_can_exist(
     emu: Emulator, make_client: ClientFactory, fault: Fault
 ) -> None:
     """A 429 or the service's own transient envelope is retried, and one task results."""
-    client = make_client()
+    client = make_client(limiter=unpaced_limiter())
     emu.inject(attrs.evolve(fault, endpoint="submit", times=2))
     seen, hook = notices()
 
-    task_id = await client.submit(make_request(), on_retry=hook)
+    task_id = (await client.optimize(make_request(), on_event=hook)).task_id
 
-    assert len(seen) == 2
+    assert [n.operation for n in seen] == ["POST submit", "POST submit"]
     assert emu.tasks_created == 1
     assert [s.task_id for s in emu.submits] == [None, None, task_id]
 
 
 async def test_submit_retries_when_the_connection_was_never_made() -> None:
-    """Connection refused proves nothing was sent: retried, then ConnectError (not 'unknown')."""
+    """Connection refused proves nothing was sent: retried, then TransportError (not 'unknown')."""
     server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     server.close()
@@ -456,8 +480,8 @@ async def test_submit_retries_when_the_connection_was_never_made() -> None:
     async with AsyncSPOClient(
         api_key="sk-test", base_url=f"http://127.0.0.1:{port}", retry=RetryPolicy.no_wait(3)
     ) as client:
-        with pytest.raises(ConnectError) as info:
-            await client.submit(make_request(), on_retry=hook)
+        with pytest.raises(TransportError) as info:
+            await client.optimize(make_request(), on_event=hook)
     assert len(seen) == 2
     assert info.value.request_sent is False
     assert not isinstance(info.value, SubmitOutcomeUnknownError)
@@ -465,10 +489,10 @@ async def test_submit_retries_when_the_connection_was_never_made() -> None:
 
 AMBIGUOUS_SUBMITS = {
     "dropped before answering (DROP_BEFORE)": (
-        Fault(FaultKind.DROP_BEFORE), False, ConnectionLostError,
+        Fault(FaultKind.DROP_BEFORE), False, TransportError,
     ),
     "dropped after creating the task (DROP_AFTER)": (
-        Fault(FaultKind.DROP_AFTER), True, ConnectionLostError,
+        Fault(FaultKind.DROP_AFTER), True, TransportError,
     ),
     "timeout while the service works": (
         Fault(FaultKind.DELAY, delay=0.4), True, RequestTimeoutError,
@@ -519,7 +543,7 @@ async def test_ambiguous_submit_failure_is_outcome_unknown_and_never_resubmitted
 PERMANENT_SUBMIT_ANSWERS = {
     "invalid -10011": (envelope(-10011, 400), InvalidRequestError),
     "quota -10007": (envelope(-10007, 403), QuotaExceededError),
-    "no channel -10008": (envelope(-10008, 503), NoAvailableChannelError),
+    "no channel -10008": (envelope(-10008, 503), NO_CHANNEL_ERROR),
 }  # fmt: skip
 
 
@@ -552,7 +576,7 @@ async def test_submit_with_an_unknown_model_is_not_retried(
 ) -> None:
     """The service's 503 with -10008 for an unknown model is permanent, not a gateway's 503."""
     request = attrs.evolve(make_request(), model="no-such-model")
-    with pytest.raises(NoAvailableChannelError) as info:
+    with pytest.raises(NO_CHANNEL_ERROR) as info:
         await make_client().submit(request)
     assert info.value.status == 503
     assert only_submit(emu).status == 503
@@ -574,15 +598,15 @@ async def test_submit_with_insufficient_balance_is_not_retried() -> None:
 
 
 async def test_oversized_task_answer_is_refused(emu: Emulator, make_client: ClientFactory) -> None:
-    """An answer past max_response_bytes raises ResponseTooLargeError, and is not retried."""
+    """An answer past max_response_bytes raises a ProtocolError naming the limit, unretried."""
     client = make_client(max_response_bytes=64 * 1024)
     task_id = await client.submit(make_request())
     emu.inject(Fault(FaultKind.HUGE_FIELD, endpoint="task", size=1024 * 1024))
 
-    with pytest.raises(ResponseTooLargeError) as info:
+    with pytest.raises(ProtocolError) as info:
         await client.wait_for_result(task_id, timeout=10)
 
-    assert info.value.limit == 64 * 1024
+    assert f"{64 * 1024}-byte limit" in str(info.value)
     assert info.value.task_id == task_id
     assert emu.task_gets[task_id] == 1
 
@@ -595,7 +619,8 @@ async def test_oversized_submit_answer_is_outcome_unknown(
     emu.inject(Fault(FaultKind.HUGE_FIELD, endpoint="submit", size=1024 * 1024))
     with pytest.raises(SubmitOutcomeUnknownError) as info:
         await client.submit(make_request())
-    assert isinstance(info.value.__cause__, ResponseTooLargeError)
+    assert isinstance(info.value.__cause__, ProtocolError)
+    assert "1024-byte limit" in str(info.value.__cause__)
     assert emu.tasks_created == 1
 
 
@@ -647,7 +672,7 @@ async def test_oversized_body_without_length_is_not_read_whole(
         api_key="sk-test", base_url=f"{base}/{kind}", max_response_bytes=limit
     ) as client:
         started = time.monotonic()
-        with pytest.raises(ResponseTooLargeError):
+        with pytest.raises(ProtocolError, match="byte limit"):
             await client.get_task("spo-1")
         assert time.monotonic() - started < 2.0
     await asyncio.sleep(0.05)
@@ -670,8 +695,8 @@ async def test_one_contradicting_answer_is_not_believed(
 ) -> None:
     """A single snapshot that moves backwards is ignored and re-polled; progress never sees it."""
     emu, clock = clocked
-    seen: list[TaskResult] = []
-    retries, on_retry = notices()
+    seen: list[Event] = []
+    retries: list[TaskRetrying] = []
     async with AsyncSPOClient(
         api_key=emu.api_key,
         base_url=emu.base_url,
@@ -681,24 +706,22 @@ async def test_one_contradicting_answer_is_not_believed(
         task_id = await client.submit(make_request(max_rounds=3))
         clock.advance(4.5)  # round 1 (1 s) and round 2 (3 s) are done, round 3 is running
 
-        def on_progress(result: TaskResult) -> None:
-            seen.append(result)
-            if len(seen) == 1:
+        def on_event(event: Event) -> None:
+            if isinstance(event, TaskRetrying):
+                retries.append(event)
+                clock.advance(10)  # the task finishes before the re-poll
+                return
+            seen.append(event)
+            if len(seen) == 1:  # the first snapshot: the next answer contradicts it
                 emu.inject(Fault(FaultKind.REGRESS, endpoint="task", times=1))
 
-        def after_contradiction(notice: RetryNotice) -> None:
-            on_retry(notice)
-            clock.advance(10)  # the task finishes before the re-poll
-
-        result = await client.wait_for_result(
-            task_id, timeout=10, on_progress=on_progress, on_retry=after_contradiction
-        )
+        result = await client.wait_for_result(task_id, timeout=10, on_event=on_event)
 
     assert result.succeeded
     assert emu.faults_fired[FaultKind.REGRESS] == 1
     assert len(retries) == 1
     assert "rounds went from 2 to 1" in str(retries[0].cause)
-    assert [(s.status, len(s.completed_rounds)) for s in seen] == [
+    assert [(s.status, len(s.completed_rounds)) for s in snapshots_of(seen)] == [
         (TaskStatus.PROCESSING, 2),
         (TaskStatus.SUCCESS, 3),
     ]
@@ -708,7 +731,7 @@ async def test_one_contradicting_answer_is_not_believed(
 async def test_persistent_contradictions_raise_task_state_error(
     clocked: tuple[Emulator, ManualClock],
 ) -> None:
-    """MAX_CONTRADICTIONS contradicting answers in a row end the wait with TaskStateError."""
+    """MAX_CONTRADICTIONS contradicting answers in a row end the wait with a ProtocolError."""
     emu, clock = clocked
     async with AsyncSPOClient(
         api_key=emu.api_key,
@@ -719,16 +742,16 @@ async def test_persistent_contradictions_raise_task_state_error(
         task_id = await client.submit(make_request(max_rounds=3))
         clock.advance(4.5)
 
-        def on_progress(result: TaskResult) -> None:
+        def on_event(event: Event) -> None:
             emu.inject(Fault(FaultKind.REGRESS, endpoint="task"))
 
-        with pytest.raises(TaskStateError) as info:
-            await client.wait_for_result(task_id, timeout=10, on_progress=on_progress)
+        with pytest.raises(ProtocolError) as info:
+            await client.wait_for_result(task_id, timeout=10, on_event=on_event)
 
     assert emu.faults_fired[FaultKind.REGRESS] == 3
     assert info.value.task_id == task_id
-    assert len(info.value.previous.completed_rounds) == 2
-    assert len(info.value.current.completed_rounds) == 1
+    # The error names the task and both snapshots' rounds: 2 believed, 1 reported.
+    assert f"task {task_id}: completed rounds went from 2 to 1" in str(info.value)
     assert "3 answers in a row" in str(info.value)
 
 
@@ -778,7 +801,14 @@ class StormTask:
     task_id: str | None = None
     result: TaskResult | None = None
     error: BaseException | None = None
-    retries: list[RetryNotice] = attrs.Factory(list)
+    retries: list[TaskRetrying] = attrs.Factory(list)
+
+    def on_event(self, event: Event) -> None:
+        """Note the task id once the submit returned it, and keep every retry."""
+        if isinstance(event, TaskSubmitted):
+            self.task_id = event.task_id
+        elif isinstance(event, TaskRetrying):
+            self.retries.append(event)
 
 
 def storm_outcome(body: object) -> TaskOutcome | None:
@@ -863,11 +893,8 @@ async def run_storm(config: EmulatorConfig, tasks: list[StormTask]) -> tuple[Emu
             async def run(task: StormTask) -> None:
                 async with in_flight:
                     try:
-                        task.task_id = await client.submit(
-                            task.request, on_retry=task.retries.append
-                        )
-                        task.result = await client.wait_for_result(
-                            task.task_id, timeout=20, on_retry=task.retries.append
+                        task.result = await client.optimize(
+                            task.request, timeout=20, on_event=task.on_event
                         )
                     except SPOError as exc:
                         task.error = exc

@@ -7,36 +7,60 @@ from __future__ import annotations
 
 from spo_async import (
     AsyncSPOClient,
-    ExponentialSchedule,
-    FixedSchedule,
+    BatchProgress,
+    Errored,
+    Event,
+    EventStream,
+    Failed,
+    FailureReason,
     OptimizationRequest,
-    PollState,
-    Progress,
+    Outcome,
+    OutcomeUnknown,
     QAPair,
-    RetryNotice,
     RetryPolicy,
     Round,
+    RoundCompleted,
+    SPOClient,
     SPOError,
     SubmitOutcomeUnknownError,
+    Succeeded,
     TaskFailedError,
     TaskResult,
+    TaskRetrying,
     TaskStatus,
     WaitTimeoutError,
 )
+from spo_async.polling import ExponentialSchedule, FixedSchedule, PollState
 
 
 def every_five_seconds(state: PollState) -> float:
     return 5.0 if state.polls else 0.0
 
 
-async def on_progress(snapshot: TaskResult) -> None:
-    progress: Progress = snapshot.progress
-    best: Round | None = snapshot.best
-    _ = (progress.fraction, best)
+async def on_event(event: Event) -> None:
+    if isinstance(event, RoundCompleted):
+        done: int = event.number
+        total: int | None = event.total
+        best: Round | None = event.result.best
+        _ = (done, total, best, event.best_prompt)
+    elif isinstance(event, TaskRetrying):
+        _ = (event.attempt, event.wait, event.cause, event.operation)
+    elif isinstance(event, BatchProgress):
+        _ = (event.done, event.total, event.requests_per_second)
 
 
-def on_retry(notice: RetryNotice) -> None:
-    _ = (notice.attempt, notice.wait, notice.cause)
+def describe(outcome: Outcome) -> str:
+    if isinstance(outcome, Succeeded):
+        return outcome.result.best_prompt or ""
+    if isinstance(outcome, Failed):
+        reason: FailureReason | None = outcome.result.error
+        return str(reason)
+    if isinstance(outcome, OutcomeUnknown):
+        again: OptimizationRequest = outcome.error.request
+        return again.prompt
+    if isinstance(outcome, Errored):
+        return f"{outcome.task_id}: {outcome.error}"
+    return ""
 
 
 async def usage() -> None:
@@ -54,17 +78,13 @@ async def usage() -> None:
         snapshot: TaskResult = await client.get_task(task_id)
         status: TaskStatus = snapshot.status
         done: bool = status.is_terminal
+        patient = client.with_options(schedule=every_five_seconds, timeout=None)
         try:
-            result = await client.wait_for_result(
-                task_id,
-                timeout=None,
-                on_progress=on_progress,
-                on_retry=on_retry,
-                schedule=every_five_seconds,
-            )
+            result = await patient.wait_for_result(task_id, on_event=on_event)
         except WaitTimeoutError as exc:
             last: TaskResult | None = exc.last_result
-            _ = (last, exc.task_id)
+            maybe_id: str | None = exc.task_id
+            _ = (last, maybe_id)
         except TaskFailedError as exc:
             failed: TaskResult = exc.result
             _ = failed
@@ -72,10 +92,28 @@ async def usage() -> None:
             best_prompt: str | None = result.best_prompt
             _ = (best_prompt, done)
         try:
-            await client.optimize(request, schedule=FixedSchedule(interval=5.0))
+            fixed = client.with_options(schedule=FixedSchedule(interval=5.0))
+            await fixed.optimize(request, on_event=print)
         except SubmitOutcomeUnknownError as exc:
             again: OptimizationRequest = exc.request
             _ = again
         except SPOError as exc:
             maybe_task: str | None = exc.task_id
             _ = maybe_task
+
+        async with EventStream() as stream:
+            outcomes: list[Outcome] = await client.optimize_all(
+                {"a": request, "b": request}, concurrency=2, on_event=stream
+            )
+        async with client.optimize_many([request], journal="run.db") as batch:
+            async for outcome in batch:
+                key: str | int | None = outcome.key
+                _ = (key, describe(outcome), batch.progress.done, batch.unfinished_task_ids)
+        _ = outcomes
+
+
+def sync_usage(request: OptimizationRequest) -> None:
+    with SPOClient(timeout=600) as client:
+        result: TaskResult = client.optimize(request)
+        outcomes: list[Outcome] = client.optimize_all([request])
+        _ = (result, outcomes)
