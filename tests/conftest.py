@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -38,6 +39,33 @@ def make_request(
     }
     fields.update(changes)
     return OptimizationRequest(**fields)  # type: ignore[arg-type]
+
+
+class VirtualTime:
+    """A clock and a sleep for a client that never wait: sleeping moves the clock on at once.
+
+    Pass ``clock=vt.clock, sleep=vt.sleep`` to a client. Each wait is recorded in
+    :attr:`sleeps`, adds its length to the clock and yields to the event loop once.
+    Built on the emulator's :class:`ManualClock` (``EmulatorConfig(clock=...)``),
+    the service's tasks move on by the client's waits too: a poll that waits 5 s
+    finds its task 5 s further on, without 5 s passing. With many waiters, each
+    one's wait moves the shared clock, so time runs faster than any one of them
+    sees; that never changes what a task reports, only how few looks it takes.
+    """
+
+    def __init__(self, clock: ManualClock | None = None) -> None:
+        self._clock = clock if clock is not None else ManualClock(100.0)
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        """The time now, in seconds."""
+        return self._clock()
+
+    async def sleep(self, seconds: float) -> None:
+        """Record the wait, move the clock past it, and let other tasks run."""
+        self.sleeps.append(seconds)
+        self._clock.advance(seconds)
+        await asyncio.sleep(0)
 
 
 def _being_merged(name: str, base: type[APIError]) -> type[APIError]:
@@ -120,6 +148,33 @@ async def make_client(emu: Emulator) -> AsyncIterator[ClientFactory]:
     yield factory
     for client in clients:
         await client.aclose()
+
+
+@pytest.fixture
+def virtual_time(clock: ManualClock) -> VirtualTime:
+    """A :class:`VirtualTime` on the ``clock`` fixture: the waits of the test's clients."""
+    return VirtualTime(clock)
+
+
+def on_virtual_time(make_client: ClientFactory, time: VirtualTime) -> ClientFactory:
+    """``make_client``, with clients whose waits move ``time`` on instead of waiting.
+
+    For a module whose ``emulator_config`` runs on the ``clock`` fixture, override
+    ``make_client`` with it; the tasks then move on only as the clients wait, and no
+    test waits for a round in real time::
+
+        @pytest.fixture
+        def make_client(make_client: ClientFactory, virtual_time: VirtualTime) -> ClientFactory:
+            return on_virtual_time(make_client, virtual_time)
+
+    A test that passes its own ``clock`` and ``sleep`` keeps them (its tasks then stand
+    still unless its sleep moves the ``clock`` fixture on).
+    """
+
+    def factory(**options: object) -> AsyncSPOClient:
+        return make_client(**{"clock": time.clock, "sleep": time.sleep, **options})
+
+    return factory
 
 
 @pytest.fixture

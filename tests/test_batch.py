@@ -25,9 +25,16 @@ from spo_async import (
 )
 from spo_async._batch import prepare_items
 from spo_async._journal import request_fingerprint
-from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind, TaskOutcome
+from spo_async.polling import FixedSchedule
+from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind, ManualClock, TaskOutcome
 
-from .conftest import NO_CHANNEL_ERROR, ClientFactory, make_request
+from .conftest import (
+    NO_CHANNEL_ERROR,
+    ClientFactory,
+    VirtualTime,
+    make_request,
+    on_virtual_time,
+)
 from .test_events import FINAL, TASK_EVENTS, assert_legal_order
 
 
@@ -41,8 +48,17 @@ def _outcome_for(body: Mapping[str, Any]) -> TaskOutcome | None:
 
 
 @pytest.fixture
-def emulator_config() -> EmulatorConfig:
-    return EmulatorConfig(round_seconds=0.01, queue_seconds=0.0, seed=1, outcome_for=_outcome_for)
+def emulator_config(clock: ManualClock) -> EmulatorConfig:
+    """Tasks that run on the test's clock, which only the clients' waits move on."""
+    return EmulatorConfig(
+        round_seconds=0.01, queue_seconds=0.0, seed=1, outcome_for=_outcome_for, clock=clock
+    )
+
+
+@pytest.fixture
+def make_client(make_client: ClientFactory, virtual_time: VirtualTime) -> ClientFactory:
+    """Clients whose waits move the emulator's clock instead of waiting for real time."""
+    return on_virtual_time(make_client, virtual_time)
 
 
 def req(name: str, **changes: Any) -> OptimizationRequest:
@@ -50,9 +66,12 @@ def req(name: str, **changes: Any) -> OptimizationRequest:
 
 
 async def test_two_thousand_tasks_come_back_with_their_keys_in_both_orders(
-    client: AsyncSPOClient, emu: Emulator
+    make_client: ClientFactory, emu: Emulator
 ) -> None:
     """2,000 tasks at concurrency 200: every key once, right request and result, both orders."""
+    # One look per task, a (virtual) second after its submit, when it is long done: the
+    # test is about keys and order, and every HTTP exchange costs real CPU time.
+    client = make_client(schedule=FixedSchedule(first=1.0, interval=1.0))
     n = 2000
     by_key = {f"row-{i}": req(f"prompt {i}") for i in range(n)}
 

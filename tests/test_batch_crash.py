@@ -62,7 +62,7 @@ async def rerun(emu: ThreadedEmulator, journal: Path, *, resubmit: bool) -> list
 def test_a_killed_batch_resumes_without_paying_twice(tmp_path: Path) -> None:
     """SIGKILL at about half done; the rerun finishes every key, no task is created twice."""
     journal = tmp_path / "crash.journal"
-    config = EmulatorConfig(round_seconds=0.1, queue_seconds=0.0, seed=7)
+    config = EmulatorConfig(round_seconds=0.05, queue_seconds=0.0, seed=7)
     with ThreadedEmulator(config) as emu:
         command = [sys.executable, str(SCRIPT), emu.base_url, emu.api_key, str(journal)]
         process = subprocess.Popen(  # noqa: S603 - our own script

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import attrs
 import pytest
 from spo_async import (
     AsyncSPOClient,
@@ -34,13 +35,32 @@ from spo_async import (
     WaitTimeoutError,
 )
 from spo_async.polling import FixedSchedule, PollState
-from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind, TaskOutcome
+from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind, ManualClock, TaskOutcome
 from spo_async.transport import AiohttpTransport, HTTPRequest, HTTPResponse
 
-from .conftest import NO_CHANNEL_ERROR, ClientFactory, make_request
+from .conftest import (
+    FAST,
+    NO_CHANNEL_ERROR,
+    ClientFactory,
+    VirtualTime,
+    make_request,
+    on_virtual_time,
+)
 
 #: Where the client looks for its key when none is passed, in this order.
 API_KEY_ENV_VARS = ("AI302_API_KEY", "302AI_API_KEY", "AI302_KEY", "NEXT_PUBLIC_302_API_KEY")
+
+
+@pytest.fixture
+def emulator_config(clock: ManualClock) -> EmulatorConfig:
+    """The shared fast emulator, its tasks on the test's clock."""
+    return attrs.evolve(FAST, clock=clock)
+
+
+@pytest.fixture
+def make_client(make_client: ClientFactory, virtual_time: VirtualTime) -> ClientFactory:
+    """Clients whose waits move the emulator's clock on: no test waits for a round for real."""
+    return on_virtual_time(make_client, virtual_time)
 
 
 async def test_submit_returns_the_task_id_and_sends_the_wire_body(
@@ -349,7 +369,7 @@ async def test_a_function_schedule_is_asked_before_the_first_look_too(
 
     def schedule(state: PollState) -> float:
         seen.append((state.polls, state.last is None))
-        return 0.0
+        return 0.0 if state.polls == 0 else 0.002
 
     client = make_client(schedule=schedule)
     await client.optimize(make_request(), timeout=30)
@@ -383,17 +403,10 @@ async def test_strict_status_refuses_an_unknown_status(
 
 
 async def test_concurrent_waiters_share_one_poll_loop(
-    make_client: ClientFactory, emu: Emulator
+    make_client: ClientFactory, emu: Emulator, virtual_time: VirtualTime
 ) -> None:
     """Five waiters on one task cost one GET per poll: GETs = sleeps + 1, as for one waiter."""
-    sleeps = 0
-
-    async def counting_sleep(seconds: float) -> None:
-        nonlocal sleeps
-        sleeps += 1
-        await asyncio.sleep(seconds)
-
-    client = make_client(sleep=counting_sleep, schedule=FixedSchedule(interval=0.003))
+    client = make_client(schedule=FixedSchedule(interval=0.003))
     task_id = await client.submit(make_request(max_rounds=4))
     progress: list[int] = []
 
@@ -405,7 +418,7 @@ async def test_concurrent_waiters_share_one_poll_loop(
     )
 
     assert all(r == results[0] for r in results)
-    assert emu.task_gets[task_id] == sleeps + 1
+    assert emu.task_gets[task_id] == len(virtual_time.sleeps) + 1
     assert len(client._core.shared) == 0
     assert progress
 
@@ -431,13 +444,13 @@ async def test_a_follower_that_takes_over_looks_at_once(
 ) -> None:
     """The first-look delay is for a task not looked at yet: a takeover does not sleep it again."""
     first = 0.0437  # a delay no deadline cap will produce by chance
-    sleeps: list[float] = []
-
-    async def recording_sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        await asyncio.sleep(seconds)
-
-    client = make_client(sleep=recording_sleep, schedule=FixedSchedule(first=first, interval=0.01))
+    time_ = VirtualTime()
+    sleeps = time_.sleeps
+    client = make_client(
+        clock=time_.clock,
+        sleep=time_.sleep,
+        schedule=FixedSchedule(first=first, interval=0.01),
+    )
     emu.script_next(TaskOutcome(round_seconds=30.0))
     task_id = await client.submit(make_request(max_rounds=3))
     short = asyncio.create_task(client.wait_for_result(task_id, timeout=0.1))

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import attrs
 import pytest
 from spo_async import (
     AsyncSPOClient,
@@ -32,9 +33,9 @@ from spo_async import (
 from spo_async._convert import task_from_wire
 from spo_async._events import Reporter, outcome_of
 from spo_async._stream import as_stream
-from spo_async.testing import Emulator, Fault, FaultKind
+from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind, ManualClock
 
-from .conftest import make_request
+from .conftest import FAST, ClientFactory, VirtualTime, make_request, on_virtual_time
 
 #: The outcomes: exactly one ends each task's story.
 FINAL = (Succeeded, Failed, Errored, OutcomeUnknown)
@@ -42,6 +43,18 @@ FINAL = (Succeeded, Failed, Errored, OutcomeUnknown)
 TASK_EVENTS = (TaskSubmitted, TaskQueued, RoundCompleted, TaskRetrying, Outcome)
 
 AnyTaskEvent = TaskSubmitted | TaskQueued | RoundCompleted | TaskRetrying | Outcome
+
+
+@pytest.fixture
+def emulator_config(clock: ManualClock) -> EmulatorConfig:
+    """The shared fast emulator, its tasks on the test's clock."""
+    return attrs.evolve(FAST, clock=clock)
+
+
+@pytest.fixture
+def make_client(make_client: ClientFactory, virtual_time: VirtualTime) -> ClientFactory:
+    """Clients whose waits move the emulator's clock on instead of waiting."""
+    return on_virtual_time(make_client, virtual_time)
 
 
 def assert_legal_order(events: Iterable[Event]) -> None:

@@ -24,9 +24,9 @@ from spo_async import (
     TaskRetrying,
 )
 from spo_async.polling import FixedSchedule
-from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind
+from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind, ManualClock
 
-from .conftest import unpaced_limiter
+from .conftest import VirtualTime, unpaced_limiter
 
 SECRET = "sk-SECRET-7f3a9c"
 SUBMIT, TASKS = "/302/prompt/spo/submit", "/302/prompt/spo/tasks/"
@@ -41,29 +41,25 @@ def make_request(prompt: str = "Summarize support tickets") -> OptimizationReque
     )
 
 
-class SleepRecorder:
-    def __init__(self) -> None:
-        self.waits: list[float] = []
+@pytest.fixture
+def emulator_config(clock: ManualClock) -> EmulatorConfig:
+    """An emulator that accepts only the secret key, so every call must carry it.
 
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
+    Its tasks run on the test's clock, which the client's own waits move on.
+    """
+    return EmulatorConfig(api_keys=frozenset({SECRET}), round_seconds=0.003, seed=4, clock=clock)
 
 
 @pytest.fixture
-def emulator_config() -> EmulatorConfig:
-    """An emulator that accepts only the secret key, so every call must carry it."""
-    return EmulatorConfig(api_keys=frozenset({SECRET}), round_seconds=0.003, seed=4)
-
-
-@pytest.fixture
-async def client(emu: Emulator) -> AsyncIterator[AsyncSPOClient]:
+async def client(emu: Emulator, virtual_time: VirtualTime) -> AsyncIterator[AsyncSPOClient]:
     policy = RetryPolicy(attempts=5, initial=0.25, maximum=1.0, jitter=False)
     async with AsyncSPOClient(
         api_key=SECRET,
         base_url=emu.base_url,
         retry=policy,
         schedule=FixedSchedule(interval=0.002),
-        sleep=SleepRecorder(),
+        clock=virtual_time.clock,
+        sleep=virtual_time.sleep,
         limiter=unpaced_limiter(),
     ) as client:
         yield client
