@@ -49,9 +49,17 @@ def _outcome_for(body: Mapping[str, Any]) -> TaskOutcome | None:
 
 @pytest.fixture
 def emulator_config(clock: ManualClock) -> EmulatorConfig:
-    """Tasks that run on the test's clock, which only the clients' waits move on."""
+    """Tasks that run on the test's clock, which only the clients' waits move on.
+
+    It knows one model, so that a request naming another is refused (-10008).
+    """
     return EmulatorConfig(
-        round_seconds=0.01, queue_seconds=0.0, seed=1, outcome_for=_outcome_for, clock=clock
+        round_seconds=0.01,
+        queue_seconds=0.0,
+        seed=1,
+        outcome_for=_outcome_for,
+        clock=clock,
+        models={"claude-3-5-sonnet-20240620"},
     )
 
 

@@ -50,7 +50,8 @@ def emu() -> Iterator[ThreadedEmulator]:
 class Pool:
     """The client's connection pool, seen through the transport the test handed it."""
 
-    def __init__(self, transport: AiohttpTransport) -> None:
+    def __init__(self, client: AsyncSPOClient, transport: AiohttpTransport) -> None:
+        self.client = client
         self.transport = transport
 
     @property
@@ -67,9 +68,11 @@ class Pool:
         return sum(len(conns) for conns in self.connector._conns.values())
 
     def queued(self) -> int:
-        """Requests waiting for a free connection: in the transport's own queue or aiohttp's."""
+        """Requests waiting for a free connection: in the client's, the transport's or aiohttp's
+        queue."""
+        waiting = len(self.client._core.slots._waiters or ())
         slots = self.transport._slots
-        waiting = len(slots._waiters or ()) if slots is not None else 0
+        waiting += len(slots._waiters or ()) if slots is not None else 0
         return waiting + sum(len(waiters) for waiters in self.connector._waiters.values())
 
 
@@ -86,7 +89,7 @@ async def client_and_pool(
         request_timeout=30.0,
         transport=transport,
     )
-    yield client, Pool(transport)
+    yield client, Pool(client, transport)
     await client.aclose()
 
 

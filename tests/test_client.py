@@ -215,7 +215,7 @@ async def test_an_error_with_status_processing_still_means_failure(
             id="no-balance",
         ),
         pytest.param(
-            EmulatorConfig(),
+            EmulatorConfig(models={"claude-3-5-sonnet-20240620"}),
             {"model": "no-such-model"},
             NO_CHANNEL_ERROR,
             -10008,
