@@ -96,11 +96,11 @@ async def test_two_thousand_tasks_come_back_with_their_keys_in_both_orders(
     ordered = await client.optimize_all(pairs, concurrency=200)
     assert [o.key for o in ordered] == list(range(n))
     assert [o.index for o in ordered] == list(range(n))
-    for outcome, (_, request) in zip(ordered, pairs, strict=True):
-        assert isinstance(outcome, Succeeded)
-        assert outcome.request is request
-        assert outcome.result.task_id == outcome.task_id
-        assert emu.tasks[outcome.task_id].request["prompt"] == request.prompt
+    for done, (_, request) in zip(ordered, pairs, strict=True):
+        assert isinstance(done, Succeeded)
+        assert done.request is request
+        assert done.result.task_id == done.task_id
+        assert emu.tasks[done.task_id].request["prompt"] == request.prompt
     assert emu.tasks_created == 2 * n
     assert len({o.task_id for o in ordered if isinstance(o, Succeeded)}) == n
 
