@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
 from pathlib import Path
 
+import attrs
 import pytest
 from spo_async import (
     AuthenticationError,
     ConfigurationError,
+    OptimizationRequest,
     ProtocolError,
     RequestValidationError,
     Round,
@@ -26,10 +31,12 @@ from spo_async.cli._exit import (
     InputError,
     exit_code_for,
 )
+from spo_async.cli._parser import library_default
 from spo_async.cli._render import best_before, final_report, word_diff
+from spo_async.cli._runtime import API_KEY_VARIABLES
 from spo_async.cli._settings import Overrides, load_batch, load_settings
 
-from tests.cli_helpers import EXAMPLES
+from tests.cli_helpers import EXAMPLES, ROOT
 
 NAVIGATE = """\
 prompt: |
@@ -172,3 +179,62 @@ def test_the_final_report_ends_with_the_best_prompt() -> None:
 )
 def test_exit_codes(error: BaseException, code: int) -> None:
     assert exit_code_for(error) == code
+
+
+PUBLIC_MODULES = {"spo_async", "spo_async.polling", "spo_async.testing", "spo_async.cli"}
+
+
+def test_the_command_line_imports_only_the_public_api() -> None:
+    """Every ``spo_async`` import of the CLI is a public module (the emulator's CLI only lazily)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "spo_async" / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module.startswith("spo_async"):
+                    found.setdefault(node.module, set()).add(path.name)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("spo_async"):
+                        found.setdefault(alias.name, set()).add(path.name)
+
+    private = {m: files for m, files in found.items() if m not in PUBLIC_MODULES}
+    # The emulator's own command line, loaded inside the functions that serve it.
+    assert private == {"spo_async.testing.__main__": {"_commands.py", "_parser.py"}}
+
+
+def test_commands_other_than_the_emulator_never_load_the_emulator() -> None:
+    """``spo-async --help`` and the parser of every other command leave spo_async.testing alone."""
+    code = (
+        "import sys\n"
+        "from spo_async.cli import _app, _batch_command\n"
+        "from spo_async.cli._parser import build_parser\n"
+        "build_parser(emulator_options=False).parse_args(['status', 't'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('spo_async.testing')))\n"
+    )
+    done = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_cli_reads_the_api_key_from_the_libraries_variables_in_its_order() -> None:
+    """The CLI's list of key variables (for its messages) is the library's own."""
+    from spo_async._settings import API_KEY_ENV_VARS  # pinning a private name
+
+    assert API_KEY_VARIABLES == API_KEY_ENV_VARS
+
+
+def test_options_left_out_take_the_librarys_defaults(tmp_path: Path) -> None:
+    """A settings file with no max_rounds, language or temperature gets the request's defaults."""
+    path = tmp_path / "s.yaml"
+    path.write_text("prompt: Réponds poliment.\nqa:\n  - question: Bonjour\n")
+
+    request = load_settings(path, Overrides(), print)
+
+    defaults = attrs.fields_dict(OptimizationRequest)
+    assert request.max_rounds == defaults["max_rounds"].default
+    assert request.temperature == defaults["temperature"].default
+    assert request.language == "en"  # "auto", resolved from the Latin script
+    assert library_default("concurrency") == 16
+    assert library_default("timeout") == 900.0

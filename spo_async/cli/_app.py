@@ -54,10 +54,9 @@ def _after_task(state: RunState, *, interrupted: bool) -> None:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run ``spo-async`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
-    if argv is None:
-        argv = sys.argv[1:]
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(emulator_options=argv[:1] == ["emulator"]).parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else USAGE
     state = RunState(argv)

@@ -1,15 +1,17 @@
 """``spo-async batch INPUT.jsonl -o OUTPUT.jsonl``: many prompts, resumable with a journal.
 
 The whole input is checked before anything is sent. Rows run through
-:func:`spo_async._batch.iter_outcomes`; each outcome becomes one output line as it
-arrives (completion order), and a rerun with the same ``--journal`` rewrites the output
-in full: finished rows come back from the journal, running tasks are polled, and
+:meth:`spo_async.AsyncSPOClient.optimize_many`; each outcome becomes one output line as
+it arrives (completion order), and a rerun with the same ``--journal`` rewrites the
+output in full: finished rows come back from the journal, running tasks are polled, and
 nothing is submitted twice.
 
-Ctrl-C. The first one stops submitting: rows not yet sent stay unsent, submits already
-on their way are let finish so that their task ids reach the journal, then the waits
-are cancelled, the journal is closed, and the command that resumes is printed (exit
-130). A second Ctrl-C quits at once, as a crash would; the journal survives that too.
+Ctrl-C. The first one closes the batch (:meth:`spo_async.Batch.aclose`): rows not yet
+sent stay unsent, submits already on their way are let finish so that their task ids
+reach the journal, then the waits are cancelled, the journal is closed, and the tasks
+left running (``Batch.unfinished_task_ids``) and the command that resumes are printed
+(exit 130). A second Ctrl-C quits at once, as a crash would; the journal survives that
+too.
 """
 
 from __future__ import annotations
@@ -24,70 +26,20 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
-from spo_async import AsyncSPOClient, AuthenticationError, OptimizationRequest, SPOError
-from spo_async._batch import Errored, Outcome, iter_outcomes
-from spo_async._events import (
-    Event,
-    TaskErrored,
-    TaskFailed,
-    TaskOutcomeUnknown,
-    TaskSubmitted,
-    TaskSucceeded,
-    TaskTimedOut,
-)
-from spo_async._journal import JournalMismatchError
+from spo_async import AuthenticationError, Batch, Errored, JournalError, Outcome
 
 from ._batch_view import BatchView, Tally, outcome_record, summary_table
-from ._commands import RunState, overrides, print_json, program
+from ._commands import RunState, overrides, print_json, program, timeout_option
 from ._exit import AUTH, FAILED, INTERRUPTED, OK, InputError
+from ._parser import library_default
 from ._runtime import Output, open_client
 from ._settings import BatchRow, load_batch
 
 __all__ = ["batch"]
 
 _SHOWN_IDS = 10
-_FINAL_EVENTS = (TaskSucceeded, TaskFailed, TaskTimedOut, TaskErrored, TaskOutcomeUnknown)
-
-
-class _StoppedError(SPOError):
-    """Raised instead of submitting once the batch is stopping; no task is created."""
-
-    def __init__(self) -> None:
-        super().__init__("not submitted: the batch was interrupted")
-
-
-class _StoppableClient(AsyncSPOClient):
-    """A client that refuses new submits once told to stop, and says when none is in flight."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.stopping = False
-        #: Task ids this run's submits returned, in order: the tasks that may still run.
-        self.submitted: dict[str, None] = {}
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    async def submit(self, request: OptimizationRequest, **options: Any) -> str:
-        """Submit as usual, unless the batch is stopping."""
-        if self.stopping:
-            raise _StoppedError
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            task_id = await super().submit(request, **options)
-            self.submitted[task_id] = None
-            return task_id
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
-
-    async def submits_settled(self) -> None:
-        """Return once no submit is on its way."""
-        await self._idle.wait()
 
 
 class _Sink:
@@ -126,23 +78,9 @@ class _Run:
         self.lines = {row.key: row.line for row in rows}
         self.sink = sink
         self.view = view
-        self.running: dict[str, str] = {}
-        self.settled_ids: set[str] = set()
         self.auth_failed = False
 
-    def on_event(self, event: Event) -> None:
-        if isinstance(event, TaskSubmitted):
-            self.running[str(event.key)] = event.task_id
-        elif isinstance(event, _FINAL_EVENTS):
-            self.running.pop(str(event.key), None)
-
     def settle(self, outcome: Outcome) -> None:
-        if isinstance(outcome, Errored) and isinstance(outcome.error, _StoppedError):
-            return  # never sent: the next run submits it
-        self.running.pop(str(outcome.key), None)
-        task_id = getattr(outcome, "task_id", None)
-        if task_id is not None:
-            self.settled_ids.add(task_id)
         record = outcome_record(outcome, self.lines[str(outcome.key)])
         self.sink.write(record)
         if isinstance(outcome, Errored) and isinstance(outcome.error, AuthenticationError):
@@ -173,58 +111,62 @@ def _install_interrupt(stop: asyncio.Event, say: Callable[[str], None]) -> Calla
     return undo
 
 
+def _batch_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of ``optimize_many`` the user gave; the others keep the library's defaults."""
+    options = timeout_option(args)
+    if args.concurrency is not None:
+        options["concurrency"] = args.concurrency
+    if args.journal is not None:
+        options["journal"] = args.journal
+    return options
+
+
+async def _consume(batch: Batch, run: _Run) -> None:
+    async for outcome in batch:
+        run.settle(outcome)
+
+
 async def batch(args: argparse.Namespace, output: Output, state: RunState) -> int:
     """``spo-async batch``: run every row, write its outcome, print a summary."""
     rows = load_batch(Path(args.input), overrides(args), output.warn)
-    tally = Tally(len(rows), args.concurrency)
+    concurrency = args.concurrency or library_default("concurrency")
+    tally = Tally(len(rows), concurrency)
     stop = asyncio.Event()
     interrupted = False
+    unfinished: tuple[str, ...] = ()
     with contextlib.ExitStack() as resources:
         sink = _Sink(Path(args.output))
         resources.callback(sink.close)
         view = resources.enter_context(BatchView(output, tally))
         run = _Run(rows, sink, view)
         resources.callback(_install_interrupt(stop, view.note))
-        async with open_client(args, client_class=_StoppableClient) as opened:
-            client = cast(_StoppableClient, opened)
-            outcomes = iter_outcomes(
-                client,
-                [(row.key, row.request) for row in rows],
-                concurrency=args.concurrency,
-                journal=args.journal,
-                timeout=args.timeout,
-                on_event=run.on_event,
+        async with open_client(args) as client:
+            work = client.optimize_many(
+                [(row.key, row.request) for row in rows], **_batch_options(args)
             )
-
-            async def consume() -> None:
-                async with contextlib.aclosing(outcomes):
-                    async for outcome in outcomes:
-                        run.settle(outcome)
-
-            consumer = asyncio.create_task(consume())
-            stopper = asyncio.create_task(stop.wait())
             try:
-                await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stopper.cancel()
-            if not consumer.done():
-                interrupted = True
-                client.stopping = True
-                await client.submits_settled()
-                consumer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await consumer
-            else:
-                try:
-                    consumer.result()
-                except JournalMismatchError as exc:
-                    raise InputError(str(exc)) from None
+                async with work:
+                    consumer = asyncio.create_task(_consume(work, run))
+                    stopper = asyncio.create_task(stop.wait())
+                    try:
+                        await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        stopper.cancel()
+                    if not consumer.done():
+                        # Stop submitting; submits on their way finish, so that their
+                        # task ids reach the journal; then the waits are cancelled.
+                        interrupted = True
+                        await work.aclose()
+                        consumer.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await consumer
+                    else:
+                        consumer.result()
+            except JournalError as exc:
+                raise InputError(str(exc)) from None
+            unfinished = work.unfinished_task_ids
     if interrupted:
-        # Events reach the view asynchronously, so the ids the submits returned are the
-        # surer record of what was started; the events add tasks resumed from a journal.
-        unsettled = [t for t in client.submitted if t not in run.settled_ids]
-        run.running.update({f"submitted {t}": t for t in unsettled})
-        _explain_interrupt(args, state, run, tally)
+        _explain_interrupt(args, state, unfinished, tally)
         return INTERRUPTED
     if output.json:
         print_json({**tally.summary(), "output": args.output, "journal": args.journal})
@@ -235,14 +177,16 @@ async def batch(args: argparse.Namespace, output: Output, state: RunState) -> in
     return AUTH if run.auth_failed else FAILED
 
 
-def _explain_interrupt(args: argparse.Namespace, state: RunState, run: _Run, tally: Tally) -> None:
+def _explain_interrupt(
+    args: argparse.Namespace, state: RunState, unfinished: tuple[str, ...], tally: Tally
+) -> None:
     def say(message: str) -> None:
         print(f"spo-async: {message}", file=sys.stderr, flush=True)
 
     written = f", written to {args.output}" if tally.done else ""
     say(f"interrupted: {tally.done} of {tally.total} rows done{written}")
-    if run.running:
-        ids = list(dict.fromkeys(run.running.values()))
+    if unfinished:
+        ids = list(unfinished)
         shown = ", ".join(ids[:_SHOWN_IDS]) + (" ..." if len(ids) > _SHOWN_IDS else "")
         say(f"{len(ids)} submitted tasks keep running on the service: {shown}")
     if args.emulator:

@@ -27,8 +27,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from spo_async._batch import Errored, Failed, Outcome, OutcomeUnknown, Succeeded
-from spo_async._convert import task_to_wire
+from spo_async import Errored, Failed, Outcome, OutcomeUnknown, Succeeded
 
 from ._render import format_elapsed
 from ._runtime import Output
@@ -70,7 +69,7 @@ def outcome_record(outcome: Outcome, line: int) -> dict[str, Any]:
         "status": _status(outcome),
         "task_id": task_id,
         "best_prompt": result.best_prompt if result is not None else None,
-        "result": task_to_wire(result) if result is not None else None,
+        "result": result.to_dict() if result is not None else None,
         "error": _error(outcome),
         "from_journal": outcome.from_journal,
     }

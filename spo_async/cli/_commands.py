@@ -10,20 +10,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import shlex
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from rich.live import Live
 
-from spo_async import AsyncSPOClient, TaskResult
-from spo_async._convert import task_to_wire
-from spo_async._sansio import is_loopback
-from spo_async.testing.__main__ import config_from_args, serve
+from spo_async import (
+    AsyncSPOClient,
+    Event,
+    Failed,
+    RoundCompleted,
+    Succeeded,
+    TaskQueued,
+    TaskResult,
+)
 
 from ._exit import FAILED, OK, InputError
 from ._render import LiveView, final_report, round_line, snapshot_report
@@ -37,6 +43,7 @@ __all__ = [
     "print_json",
     "program",
     "run_emulator",
+    "timeout_option",
     "status",
     "wait",
 ]
@@ -94,6 +101,16 @@ class _Watch(Protocol):
     def __call__(self, snapshot: TaskResult) -> None: ...
 
 
+def _snapshots(watch: _Watch) -> Callable[[Event], None]:
+    """An ``on_event`` callback that hands each snapshot an event carries to ``watch``."""
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, TaskQueued | RoundCompleted | Succeeded | Failed):
+            watch(event.result)
+
+    return on_event
+
+
 class _Lines:
     """Progress as plain lines on stderr: each status change and each finished round."""
 
@@ -125,7 +142,7 @@ def _watching(output: Output) -> Iterator[tuple[_Watch, LiveView | None]]:
 
 def _print_result(output: Output, result: TaskResult, elapsed: float | None) -> int:
     if output.json:
-        print_json(task_to_wire(result))
+        print_json(result.to_dict())
     else:
         output.out.print(final_report(result, elapsed))
     return FAILED if result.failed else OK
@@ -156,10 +173,10 @@ async def _wait(
             view.task_id, view.note = task_id, "waiting"
         result = await client.wait_for_result(
             task_id,
-            timeout=args.timeout,
-            on_progress=hook,
+            on_event=_snapshots(hook),
             max_rounds=max_rounds,
             raise_on_failure=False,
+            **timeout_option(args),
         )
     return _print_result(output, result, time.monotonic() - started)
 
@@ -195,7 +212,7 @@ async def status(args: argparse.Namespace, output: Output, state: RunState) -> i
         task_id = await _task_id(args, client, output)
         result = await client.get_task(task_id, max_rounds=args.max_rounds)
     if output.json:
-        print_json(task_to_wire(result))
+        print_json(result.to_dict())
     else:
         output.out.print(snapshot_report(result))
     return FAILED if result.failed else OK
@@ -209,9 +226,26 @@ async def wait(args: argparse.Namespace, output: Output, state: RunState) -> int
         return await _wait(client, args, output, state, task_id)
 
 
+def timeout_option(args: argparse.Namespace) -> dict[str, Any]:
+    """``--timeout`` as a keyword argument, only when given: else the library's default."""
+    return {} if args.timeout is None else {"timeout": args.timeout}
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def run_emulator(args: argparse.Namespace) -> int:
     """``spo-async emulator``: serve the emulator until Ctrl-C or SIGTERM."""
-    if not args.allow_remote and not is_loopback(args.host):
+    from spo_async.testing.__main__ import config_from_args, serve  # noqa: PLC0415
+
+    if not args.allow_remote and not _is_loopback(args.host):
         raise InputError(f"refusing to serve on {args.host!r}: pass --allow-remote to expose it")
     try:
         config = config_from_args(args)

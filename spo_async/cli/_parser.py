@@ -5,26 +5,44 @@ rich + PyYAML), its sub-commands and help cover everything here, and the emulato
 command line (:func:`spo_async.testing.__main__.build_parser`) is an argparse parser
 that ``spo-async emulator`` reuses as it is, flags and help included. Errors are one
 line (``spo-async optimize: error: ...``) and exit with :data:`~._exit.USAGE`.
+
+Defaults are the library's: an option left out is not passed on, and its help reads
+the default from the library's signatures, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from spo_async import MAX_ROUNDS_LIMIT, __version__
-from spo_async.testing.__main__ import build_parser as build_emulator_parser
+import attrs
+
+from spo_async import AsyncSPOClient, OptimizationRequest, QAPair, RequestValidationError
+from spo_async import __version__ as version
 
 from ._exit import EPILOG, USAGE
-from ._settings import DEFAULT_LANGUAGE, DEFAULT_MAX_ROUNDS, DEFAULT_MODEL, DEFAULT_TEMPERATURE
+from ._settings import DEFAULT_MODEL
 
-__all__ = ["DEFAULT_EMULATOR_ROUND_SECONDS", "build_parser"]
+__all__ = ["DEFAULT_EMULATOR_ROUND_SECONDS", "build_parser", "library_default"]
 
 #: Round duration of the ``--emulator`` service: quick, yet slow enough to watch.
 DEFAULT_EMULATOR_ROUND_SECONDS = 0.3
-DEFAULT_WAIT_TIMEOUT = 900.0
+
+
+def library_default(name: str) -> Any:
+    """The library's default for ``name``: a request field, a client or a batch option."""
+    fields = attrs.fields_dict(OptimizationRequest)
+    if name in fields:
+        return fields[name].default
+    for function in (AsyncSPOClient, AsyncSPOClient.optimize_many):
+        parameter = inspect.signature(function).parameters.get(name)
+        if parameter is not None:
+            return parameter.default
+    raise KeyError(name)
+
 
 _JSON_HELP = (
     "print the result as JSON: the task as the service reports it, keyed task_id, "
@@ -58,17 +76,26 @@ def _number(
     return parse
 
 
-def _max_rounds(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 2 <= value <= MAX_ROUNDS_LIMIT:
-        raise argparse.ArgumentTypeError(
-            f"must be between 2 and {MAX_ROUNDS_LIMIT}, got {value} "
-            "(round 1 only re-runs the original prompt)"
-        )
-    return value
+def _request_field(name: str, kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    """Parse a request field and check it the way :class:`OptimizationRequest` does."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        try:
+            OptimizationRequest(prompt="p", qa=[QAPair("q", "")], model="m", **{name: value})
+        except RequestValidationError as exc:
+            raise argparse.ArgumentTypeError(exc.problem) from None
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+_max_rounds = _request_field("max_rounds", int, "an integer")
+_temperature = _request_field("temperature", float, "a number")
 
 
 _seconds = _number(float, least=0.0, strict=True, what="a number of seconds")
@@ -114,6 +141,12 @@ def _connection_options() -> _Parser:
     return parent
 
 
+def _seconds_default(seconds: float | None) -> str:
+    if seconds is None:
+        return "none"
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
 def _output_options(*, wait: bool) -> _Parser:
     parent = _Parser(add_help=False)
     group = parent.add_argument_group("output")
@@ -125,9 +158,9 @@ def _output_options(*, wait: bool) -> _Parser:
         group.add_argument(
             "--timeout",
             type=_seconds,
-            default=DEFAULT_WAIT_TIMEOUT,
             metavar="S",
-            help="give up waiting after S seconds; the task keeps running (default %(default)g)",
+            help="give up waiting after S seconds; the task keeps running "
+            f"(default {_seconds_default(library_default('timeout'))})",
         )
     return parent
 
@@ -141,20 +174,29 @@ def _request_options() -> _Parser:
         "--max-rounds",
         type=_max_rounds,
         metavar="N",
-        help=f"rounds to run, 2 to {MAX_ROUNDS_LIMIT} (default {DEFAULT_MAX_ROUNDS})",
+        help=f"rounds to run (default {library_default('max_rounds')})",
     )
-    add("--language", metavar="LANG", help=f"working language (default {DEFAULT_LANGUAGE})")
+    add(
+        "--language",
+        metavar="LANG",
+        help="working language, such as en or zh "
+        f"(default {library_default('language')}: from the prompt's script)",
+    )
     add(
         "--temperature",
-        type=_not_negative,
+        type=_temperature,
         metavar="T",
-        help=f"optimizer temperature (default {DEFAULT_TEMPERATURE})",
+        help=f"optimizer temperature (default {library_default('temperature')})",
     )
     return parent
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the parser of ``spo-async`` and its sub-commands."""
+def build_parser(*, emulator_options: bool = True) -> argparse.ArgumentParser:
+    """Return the parser of ``spo-async`` and its sub-commands.
+
+    ``emulator_options=False`` leaves the options of ``spo-async emulator`` out, so
+    that the other commands never import the emulator's command line.
+    """
     formatter = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog="spo-async",
@@ -162,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=formatter,
     )
-    parser.add_argument("--version", action="version", version=f"spo-async {__version__}")
+    parser.add_argument("--version", action="version", version=f"spo-async {version}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     conn, req = _connection_options(), _request_options()
 
@@ -192,8 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("input", metavar="INPUT.jsonl", help="one request per line (id optional)")
     batch.add_argument("-o", "--output", required=True, metavar="OUTPUT.jsonl",
                        help="where each row's outcome goes, one JSON line per row")  # fmt: skip
-    batch.add_argument("--concurrency", type=_count, default=8, metavar="N",
-                       help="tasks running at once (default %(default)s)")  # fmt: skip
+    concurrency = library_default("concurrency")
+    batch.add_argument("--concurrency", type=_count, metavar="N",
+                       help=f"tasks running at once (default {concurrency})")  # fmt: skip
     batch.add_argument("--rate", type=_seconds, metavar="R",
                        help="at most R requests per second (default: no limit)")  # fmt: skip
     batch.add_argument("--journal", metavar="FILE",
@@ -214,12 +257,21 @@ def build_parser() -> argparse.ArgumentParser:
             "--max-rounds", type=_max_rounds, metavar="N", help="the task's rounds, for 'k of N'"
         )
 
+    parents: list[_Parser] = []
+    if emulator_options:
+        from spo_async.testing.__main__ import (  # noqa: PLC0415 (only for this command)
+            build_parser as build_emulator_parser,
+        )
+
+        parents.append(
+            _Parser(add_help=False, parents=[build_emulator_parser("spo-async emulator")])
+        )
     emulator = commands.add_parser(
         "emulator",
         help="serve the built-in emulator of the SPO API until Ctrl-C",
         description="Serve the built-in emulator of the SPO API until Ctrl-C; "
         "it prints 'serving on <url> (api key: <key>)'.",
-        parents=[_Parser(add_help=False, parents=[build_emulator_parser("spo-async emulator")])],
+        parents=parents,
         add_help=False,
         epilog=EPILOG,
         formatter_class=formatter,

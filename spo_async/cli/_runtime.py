@@ -17,19 +17,15 @@ from pathlib import Path
 import attrs
 from rich.console import Console
 
-from spo_async import (
-    API_KEY_ENV_VARS,
-    AsyncSPOClient,
-    FixedSchedule,
-    OptimizationRequest,
-    QAPair,
-    RequestLimiter,
-)
-from spo_async.testing import Emulator, EmulatorConfig
+from spo_async import AsyncSPOClient, OptimizationRequest, QAPair, RequestLimiter
+from spo_async.polling import FixedSchedule
 
 from ._exit import AUTH, InputError
 
-__all__ = ["DEMO_REQUEST", "Output", "open_client", "read_api_key"]
+__all__ = ["API_KEY_VARIABLES", "DEMO_REQUEST", "Output", "open_client", "read_api_key"]
+
+#: Where the library looks for the API key, in its order (tests pin it to the library's).
+API_KEY_VARIABLES = ("AI302_API_KEY", "302AI_API_KEY", "AI302_KEY", "NEXT_PUBLIC_302_API_KEY")
 
 #: The spec's example (§2.2): what ``status``/``wait --emulator`` start when given no id.
 DEMO_REQUEST = OptimizationRequest(
@@ -88,7 +84,7 @@ def read_api_key(args: argparse.Namespace) -> str:
         if not key:
             raise InputError(f"{path}: the API key file is empty")
         return key
-    for name in API_KEY_ENV_VARS:
+    for name in API_KEY_VARIABLES:
         value = os.environ.get(name, "").strip()
         if value:
             return value
@@ -99,19 +95,18 @@ def read_api_key(args: argparse.Namespace) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_client(
-    args: argparse.Namespace, client_class: type[AsyncSPOClient] = AsyncSPOClient
-) -> AsyncIterator[AsyncSPOClient]:
+async def open_client(args: argparse.Namespace) -> AsyncIterator[AsyncSPOClient]:
     """A client for the service, or for an in-process emulator with ``--emulator``.
 
-    ``--rate`` (batch) holds its requests to that many per second.
+    ``--rate`` (batch) holds its requests to that many per second. The emulator is
+    imported only here, when ``--emulator`` asks for it.
     """
     interval = args.poll_interval
     rate = getattr(args, "rate", None)
     limiter = RequestLimiter(rate=rate) if rate else None
     if not args.emulator:
         schedule = FixedSchedule(interval=interval) if interval else None
-        async with client_class(
+        async with AsyncSPOClient(
             api_key=read_api_key(args),
             base_url=args.base_url,
             schedule=schedule,
@@ -119,6 +114,8 @@ async def open_client(
         ) as client:
             yield client
         return
+    from spo_async.testing import Emulator, EmulatorConfig  # noqa: PLC0415 (only for --emulator)
+
     seconds = args.emulator_round_seconds
     config = EmulatorConfig(
         round_seconds=seconds,
@@ -132,7 +129,7 @@ async def open_client(
         interval = min(max(seconds / 4, 0.01), 1.0)
     async with (
         Emulator(config) as emulator,
-        client_class(
+        AsyncSPOClient(
             api_key=emulator.api_key,
             base_url=emulator.base_url,
             schedule=FixedSchedule(interval=interval),

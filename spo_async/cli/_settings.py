@@ -3,8 +3,11 @@
 A settings file is MetaGPT's ``settings/*.yaml`` shape (``prompt``, ``requirements``,
 ``count``, ``qa: [{question, answer}]``), in YAML or JSON. It may also set ``model``,
 ``max_rounds``, ``language`` and ``temperature``; a flag given on the command line wins
-over the file, and the file over the defaults. ``count`` (upstream's word limit) has no
-302.AI field: it is dropped, with a warning when it is set to anything but ``None``.
+over the file, and the file over the defaults. The defaults are the library's own
+(:class:`~spo_async.OptimizationRequest`'s), except ``model``, which the library
+requires and the command line defaults to :data:`DEFAULT_MODEL`. ``count`` (upstream's
+word limit) has no 302.AI field: it is dropped, with a warning when it is set to anything
+but ``None``.
 
 A batch file holds one JSON object per line with the same keys plus an optional ``id``
 (the row's key; the line number when absent). Every row is checked before anything is
@@ -30,20 +33,15 @@ from spo_async import OptimizationRequest, RequestValidationError
 from ._exit import InputError
 
 __all__ = [
-    "DEFAULT_LANGUAGE",
-    "DEFAULT_MAX_ROUNDS",
     "DEFAULT_MODEL",
-    "DEFAULT_TEMPERATURE",
     "BatchRow",
     "Overrides",
     "load_batch",
     "load_settings",
 ]
 
+#: The model of a request that names none: the one 302.AI's documentation uses.
 DEFAULT_MODEL: Final = "claude-3-5-sonnet-20240620"
-DEFAULT_MAX_ROUNDS: Final = 5
-DEFAULT_LANGUAGE: Final = "zh"
-DEFAULT_TEMPERATURE: Final = 0.7
 
 _SETTINGS_KEYS: Final = frozenset(
     {"prompt", "requirements", "count", "qa", "model", "max_rounds", "language", "temperature"}
@@ -166,22 +164,18 @@ def _build(data: object, allowed: frozenset[str], overrides: Overrides) -> Optim
         "prompt": _text(data["prompt"], "prompt"),
         "qa": _qa(data["qa"]),
         "requirements": None if requirements is None else _text(requirements, "requirements"),
-        "model": _pick(overrides.model, data, "model", DEFAULT_MODEL),
-        "max_rounds": _pick(overrides.max_rounds, data, "max_rounds", DEFAULT_MAX_ROUNDS),
-        "language": _pick(overrides.language, data, "language", DEFAULT_LANGUAGE),
-        "temperature": _pick(overrides.temperature, data, "temperature", DEFAULT_TEMPERATURE),
+        "model": DEFAULT_MODEL,
     }
+    # Only what the flags or the file say: the request's own defaults fill the rest.
+    for key in ("model", "max_rounds", "language", "temperature"):
+        flag = getattr(overrides, key)
+        value = flag if flag is not None else data.get(key)
+        if value is not None:
+            fields[key] = value
     try:
         return OptimizationRequest(**fields)
     except RequestValidationError as exc:
         raise InputError(str(exc)) from None
-
-
-def _pick(flag: object, data: Mapping[Any, Any], key: str, default: object) -> object:
-    if flag is not None:
-        return flag
-    value = data.get(key)
-    return default if value is None else value
 
 
 def _count_is_set(data: object) -> bool:
