@@ -23,7 +23,7 @@ import attrs
 from spo_async import AsyncSPOClient, OptimizationRequest, QAPair, RequestValidationError
 from spo_async import __version__ as version
 
-from ._exit import EPILOG, USAGE
+from ._exit import EPILOG, UsageError
 from ._settings import DEFAULT_MODEL
 
 __all__ = ["DEFAULT_EMULATOR_ROUND_SECONDS", "build_parser", "library_default"]
@@ -45,9 +45,16 @@ def library_default(name: str) -> Any:
 
 
 _JSON_HELP = (
-    "print the result as JSON: the task as the service reports it, keyed task_id, "
-    "status, best_prompt, best_round, round_data_list [{round, prompt, success, sample}], "
-    "error, max_rounds"
+    "print one JSON object on stdout, whatever the outcome: task_id, status (the task's, as "
+    "last seen), best_prompt, result (the task as the service reports it: round_data_list, "
+    "best_round, error, ...), error ({type, message} of what went wrong, or null), resume "
+    "(the command that waits for the task again), exit_code"
+)
+_BATCH_JSON_HELP = (
+    "print one JSON object on stdout, whatever the outcome: total, succeeded, failed, "
+    "errored, unknown, not_run, seconds, output, journal, error ({type, message} or null), "
+    "unfinished_task_ids (tasks that keep running), unwritten_task_ids (finished tasks "
+    "whose line could not be written), resume, exit_code"
 )
 
 
@@ -55,8 +62,8 @@ class _Parser(argparse.ArgumentParser):
     """An argparse parser whose errors are one line and exit with the usage code."""
 
     def error(self, message: str) -> NoReturn:
-        """Print ``prog: error: message`` and exit with :data:`USAGE`."""
-        self.exit(USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        """Raise :class:`UsageError` with ``prog: error: message``, for the caller to print."""
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
 
 
 def _number(
@@ -128,6 +135,12 @@ def _connection_options() -> _Parser:
     )
     add("--base-url", metavar="URL", help="service URL (default: AI302_BASE_URL, else 302.AI)")
     add(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow a plain http:// URL to another machine, such as 'spo-async emulator "
+        "--allow-remote' elsewhere (the API key then travels unencrypted)",
+    )
+    add(
         "--api-key-file",
         metavar="FILE",
         help="read the API key from FILE (default: the AI302_API_KEY variable)",
@@ -136,7 +149,7 @@ def _connection_options() -> _Parser:
         "--poll-interval",
         type=_seconds,
         metavar="S",
-        help="poll every S seconds (default: adaptive, from 1 s)",
+        help="poll every S seconds (default: the library's adaptive schedule)",
     )
     return parent
 
@@ -147,10 +160,12 @@ def _seconds_default(seconds: float | None) -> str:
     return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
 
 
-def _output_options(*, wait: bool) -> _Parser:
+def _output_options(*, wait: bool, batch: bool = False) -> _Parser:
     parent = _Parser(add_help=False)
     group = parent.add_argument_group("output")
-    group.add_argument("--json", action="store_true", help=_JSON_HELP)
+    group.add_argument(
+        "--json", action="store_true", help=_BATCH_JSON_HELP if batch else _JSON_HELP
+    )
     group.add_argument(
         "-q", "--quiet", action="store_true", help="no progress, only the result and errors"
     )
@@ -229,7 +244,7 @@ def build_parser(*, emulator_options: bool = True) -> argparse.ArgumentParser:
     batch = command(
         "batch",
         "optimize one prompt per line of a JSON Lines file, resumably",
-        req, conn, _output_options(wait=True),
+        req, conn, _output_options(wait=True, batch=True),
     )  # fmt: skip
     batch.add_argument("input", metavar="INPUT.jsonl", help="one request per line (id optional)")
     batch.add_argument("-o", "--output", required=True, metavar="OUTPUT.jsonl",

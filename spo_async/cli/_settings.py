@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "BatchRow",
     "Overrides",
+    "language_origin",
     "load_batch",
     "load_settings",
 ]
@@ -68,6 +69,17 @@ class BatchRow:
     key: str
     request: OptimizationRequest
     line: int
+    #: Whether the language was detected from the text (neither the flag nor the row set it).
+    detected: bool = False
+
+
+def language_origin(overrides: Overrides, data: object) -> str:
+    """Where a request's language came from: the flag, the file, or the text's script."""
+    if overrides.language is not None:
+        return "from --language"
+    if isinstance(data, Mapping) and data.get("language") is not None:
+        return "from the file"
+    return "detected from the text; --language sets another"
 
 
 class _Loader(yaml.SafeLoader):
@@ -189,8 +201,11 @@ def _count_is_set(data: object) -> bool:
 _COUNT_WARNING: Final = "'count' (a word limit) has no 302.AI API field; it is ignored"
 
 
-def load_settings(path: Path, overrides: Overrides, warn: Warn) -> OptimizationRequest:
-    """Read one settings file (YAML, or JSON when it ends in ``.json``) into a request."""
+def load_settings(path: Path, overrides: Overrides, warn: Warn) -> tuple[OptimizationRequest, str]:
+    """Read one settings file (YAML, or JSON when it ends in ``.json``) into a request.
+
+    Returns the request and where its language came from (:func:`language_origin`).
+    """
     text = _read(path)
     where = str(path)
     is_json = path.suffix.lower() == ".json"
@@ -201,7 +216,7 @@ def load_settings(path: Path, overrides: Overrides, warn: Warn) -> OptimizationR
         raise InputError(f"{where}: {exc}") from None
     if _count_is_set(data):
         warn(f"{where}: {_COUNT_WARNING}")
-    return request
+    return request, language_origin(overrides, data)
 
 
 def load_batch(path: Path, overrides: Overrides, warn: Warn) -> list[BatchRow]:
@@ -223,7 +238,8 @@ def load_batch(path: Path, overrides: Overrides, warn: Warn) -> list[BatchRow]:
             raise InputError(f"{where}: duplicate id {key!r} (first on line {seen[key]})")
         seen[key] = number
         counted = counted or _count_is_set(data)
-        rows.append(BatchRow(key, request, number))
+        detected = language_origin(overrides, data).startswith("detected")
+        rows.append(BatchRow(key, request, number, detected))
     if not rows:
         raise InputError(f"{path}: no rows (one JSON object per line expected)")
     if counted:
