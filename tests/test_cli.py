@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from spo_async import AsyncSPOClient, OptimizationRequest, QAPair
+from spo_async import AsyncSPOClient, OptimizationRequest, QAPair, TaskResult
 from spo_async.testing import EmulatorConfig, TaskOutcome, ThreadedEmulator
 
 from tests.cli_helpers import EXAMPLES, cli_env, run_cli, start_cli, strip_ansi
 
+ENVELOPE_KEYS = {"task_id", "status", "best_prompt", "result", "error", "resume", "exit_code"}
 TASK_KEYS = {"task_id", "status", "best_prompt", "best_round", "round_data_list", "error"}
 ROUND_KEYS = {"round", "prompt", "success", "sample"}
 
@@ -30,12 +31,18 @@ def service(emu: ThreadedEmulator) -> tuple[list[str], dict[str, str]]:
     return ["--base-url", emu.base_url, "--poll-interval", "0.02"], {"AI302_API_KEY": emu.api_key}
 
 
-def check_task_json(body: dict[str, Any]) -> None:
-    """``body`` has the documented ``--json`` shape."""
+def check_task_json(envelope: dict[str, Any]) -> dict[str, Any]:
+    """``envelope`` has the documented ``--json`` shape; return its ``result``."""
+    assert set(envelope) == ENVELOPE_KEYS
+    body: dict[str, Any] = envelope["result"]
     assert TASK_KEYS | {"max_rounds"} == set(body)
+    assert (envelope["task_id"], envelope["status"]) == (body["task_id"], body["status"])
+    assert envelope["best_prompt"] == body["best_prompt"]
+    assert TaskResult.from_dict(body).to_dict() == body
     for r in body["round_data_list"]:
         assert set(r) >= ROUND_KEYS
         assert all(set(s) >= {"question", "answer"} for s in r["sample"])
+    return body
 
 
 def test_optimize_json_reads_a_json_settings_file_and_applies_the_flags(
@@ -57,8 +64,9 @@ def test_optimize_json_reads_a_json_settings_file_and_applies_the_flags(
     done = run_cli("optimize", str(settings), "--json", "--temperature", "0.2", *flags, env=env)
 
     assert done.returncode == 0, done.stderr
-    body = json.loads(done.stdout)
-    check_task_json(body)
+    envelope = json.loads(done.stdout)
+    body = check_task_json(envelope)
+    assert (envelope["error"], envelope["resume"], envelope["exit_code"]) == (None, None, 0)
     assert body["status"] == "success"
     assert body["max_rounds"] == 3
     assert len(body["round_data_list"]) == 3
@@ -78,19 +86,27 @@ def test_optimize_json_reads_a_json_settings_file_and_applies_the_flags(
     }
 
 
-def test_optimize_emulator_prints_rounds_as_diffs_then_the_best_prompt_without_colour() -> None:
+def test_optimize_emulator_prints_rounds_by_their_change_then_the_best_prompt() -> None:
+    """Without a terminal: round lines and a table say what changed; the best prompt is last."""
     done = run_cli(
         "optimize", "--emulator", "--emulator-round-seconds", "0.02", str(EXAMPLES / "poem.yaml")
     )
 
     assert done.returncode == 0, done.stderr
     assert "\x1b[" not in done.stdout  # stdout is a pipe: no colour, no animation
-    assert "diff against the best prompt before it" in done.stdout
+    assert "change against" in done.stdout  # the column of what each round changed
+    assert "(103 chars)" in done.stdout  # each round's prompt: its first line and length
     assert "{+" in done.stdout  # round 2 adds to the original prompt
     head, _, best = done.stdout.rpartition("best prompt (round ")
     assert "rounds" in head
     assert best.splitlines()[1] == "Create poetry in the requested style and format."
+    assert best.count("Create poetry") == 1  # the best prompt, in full, once
     assert "round 1/5: original" in done.stderr
+    round_lines = [line for line in done.stderr.splitlines() if "round 2/5" in line]
+    assert round_lines == [
+        "spo-async: round 2/5: better: +15 -0 words: …style and format.{+ - round 2 (from "
+        "round 1): be playf…"
+    ]
     assert "warning" not in done.stderr  # count: None is no word limit
 
 
@@ -123,12 +139,10 @@ def test_status_prints_a_snapshot_and_wait_waits_for_the_result(
     out, err = waiting.communicate(timeout=15)
 
     assert snapshot.returncode == 0, snapshot.stderr
-    first = json.loads(snapshot.stdout)
-    check_task_json(first)
+    first = check_task_json(json.loads(snapshot.stdout))
     assert (first["task_id"], first["status"]) == (slow, "processing")
     assert waiting.returncode == 0, err
-    final = json.loads(out)
-    check_task_json(final)
+    final = check_task_json(json.loads(out))
     assert (final["status"], final["max_rounds"]) == ("success", 4)
     assert len(final["round_data_list"]) == 4
     human = run_cli("status", task_id, *flags, env=env)
@@ -148,9 +162,12 @@ def test_a_failed_task_exits_1_and_still_prints_its_result(
     done = run_cli("optimize", settings, "--json", "--api-key-file", str(key_file), *flags)
 
     assert done.returncode == 1
-    body = json.loads(done.stdout)
+    envelope = json.loads(done.stdout)
+    body = check_task_json(envelope)
     assert body["status"] == "fail"
     assert body["error"]["err_code"] == -1024
+    assert envelope["error"]["type"] == "TaskFailedError"
+    assert envelope["exit_code"] == 1
 
 
 def test_a_wait_past_its_timeout_exits_5_and_says_how_to_resume(
@@ -171,7 +188,7 @@ def test_status_and_wait_with_emulator_and_no_id_look_at_a_demo_task() -> None:
     done = run_cli("wait", "--emulator", "--emulator-round-seconds", "0.01", "--json")
 
     assert done.returncode == 0, done.stderr
-    body = json.loads(done.stdout)
+    body = check_task_json(json.loads(done.stdout))
     assert (body["status"], body["max_rounds"]) == ("success", 5)
     assert "demo task" in done.stderr
 

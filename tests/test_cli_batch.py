@@ -105,7 +105,7 @@ def test_failed_rows_are_written_with_their_error_and_exit_1(
     assert lines["1"]["status"] == "succeeded"  # no id: the key is the line number
     assert lines["7"]["status"] == "failed"
     assert lines["7"]["line"] == 3
-    assert lines["7"]["error"] == {"type": "TaskFailed", "message": "judge exploded"}
+    assert lines["7"]["error"] == {"type": "TaskFailedError", "message": "judge exploded"}
     assert lines["7"]["result"]["status"] == "fail"
 
 
@@ -163,7 +163,7 @@ def test_ctrl_c_stops_submitting_and_prints_the_command_that_resumes(
         first.kill()
     assert first.returncode == 130, err
     assert spo_emulator.tasks_created == 3  # nothing more was submitted
-    assert "3 submitted tasks keep running" in err, err
+    assert "3 tasks still running on the service" in err, err
     resume = err.split("resume with:\n")[1].splitlines()[0].strip()
 
     second = subprocess.run(  # noqa: S603 - the command the first run printed

@@ -21,7 +21,7 @@ from spo_async.testing import EmulatorConfig, ThreadedEmulator
 
 from tests.cli_helpers import EXAMPLES, start_cli
 
-USAGE, AUTH, ERROR = 2, 3, 4
+USAGE, REFUSED = 2, 3
 
 ROW = {"prompt": "Summarize.", "qa": [{"question": "A text", "answer": "A line"}]}
 
@@ -101,10 +101,14 @@ CASES = [
     Case("api-key-file-missing", ("status", "t", "--api-key-file", "nokey"), USAGE,
          "nokey: cannot read the API key"),
     # -- the key and the service --------------------------------------------------------
-    Case("no-api-key", ("optimize", str(EXAMPLES / "poem.yaml")), AUTH,
+    Case("no-api-key", ("optimize", str(EXAMPLES / "poem.yaml")), USAGE,
          "no API key: set AI302_API_KEY", key="", subprocess=True),
-    Case("wrong-api-key", ("status", "spo-x"), AUTH, "err_code=-10001", key="sk-wrong"),
-    Case("unknown-task", ("status", "spo-nope"), ERROR, "err_code=-10010"),
+    Case("wrong-api-key", ("status", "spo-x"), REFUSED,
+         "the service rejected the API key (HTTP 401, err_code -10001: Missing 302 API Key); "
+         "check the key in AI302_API_KEY (read in this order: AI302_API_KEY, 302AI_API_KEY",
+         key="sk-wrong"),
+    Case("unknown-task", ("status", "spo-nope"), REFUSED,
+         "the service knows no task spo-nope (HTTP 404, err_code -10010"),
 ]  # fmt: skip
 
 

@@ -12,10 +12,12 @@ import json
 import os
 import re
 import select
+import signal
 import subprocess
 import time
 
 import pytest
+from spo_async.testing import EmulatorConfig, ThreadedEmulator
 
 from tests.cli_helpers import EXAMPLES, ROOT, cli, cli_env, run_cli, strip_ansi
 
@@ -25,6 +27,11 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs a pseudo-termi
 COLOUR = re.compile(r"\x1b\[(?:[\d;]*;)?(?:3[0-8]|9[0-7])(?:;[\d;]*)?m")
 SETTINGS = str(EXAMPLES / "girlfriend.yaml")
 ARGS = ("optimize", "--emulator", "--emulator-round-seconds", "0.15", SETTINGS)
+
+
+@pytest.fixture
+def spo_emulator_config() -> EmulatorConfig:
+    return EmulatorConfig(round_seconds=0.4, seed=3)
 
 
 class Terminal:
@@ -38,12 +45,18 @@ class Terminal:
         )
         os.close(slave)
 
-    def read_all(self, timeout: float = 12.0) -> bytes:
-        """Everything written until the command exits (and the terminal closes)."""
+    def read_all(self, timeout: float = 12.0, interrupt_at: bytes | None = None) -> bytes:
+        """Everything written until the command exits (and the terminal closes).
+
+        With ``interrupt_at``, Ctrl-C (SIGINT) is sent once those bytes have appeared.
+        """
         deadline = time.monotonic() + timeout
         chunks: list[bytes] = []
         try:
             while time.monotonic() < deadline:
+                if interrupt_at is not None and interrupt_at in b"".join(chunks):
+                    self.process.send_signal(signal.SIGINT)
+                    interrupt_at = None
                 ready, _, _ = select.select([self.master], [], [], 0.1)
                 if not ready:
                     continue
@@ -90,3 +103,25 @@ def test_optimize_on_a_terminal_shows_a_live_view_and_ends_with_the_best_prompt(
     assert "best prompt so far" not in calm  # no live view: plain progress lines instead
     assert "round 1/5: original" in calm
     assert calm.replace("\r\n", "\n").rstrip().endswith(best)
+
+
+def test_ctrl_c_keeps_the_rounds_on_screen_then_says_how_to_resume(
+    spo_emulator: ThreadedEmulator,
+) -> None:
+    """The live view's last frame stays (it is not cleared), then the resume hint follows."""
+    args = ("optimize", SETTINGS, "--base-url", spo_emulator.base_url, "--poll-interval", "0.05")
+    terminal = Terminal(*args, env={"AI302_API_KEY": spo_emulator.api_key})
+
+    screen = terminal.read_all(interrupt_at=b"round 2/5").decode("utf-8", errors="replace")
+
+    assert terminal.process.returncode == 130
+    # The last redraw erases the previous frame and draws the final one; nothing erases
+    # that one: what follows it is the frame itself and the messages.
+    last = strip_ansi(screen.rsplit("\x1b[2K", 1)[1])
+    assert "stopped" in last
+    assert "original" in last  # round 1's row is still on screen
+    assert "best prompt so far" in last
+    [record] = spo_emulator.submits
+    assert f"task {record.task_id} keeps running on the service; resume with:" in last
+    assert f"spo-async wait {record.task_id} --base-url {spo_emulator.base_url}" in last
+    assert "Traceback" not in screen

@@ -15,6 +15,7 @@ __all__ = ["main"]
 
 _NEEDS = ("rich", "yaml")
 _USAGE = 2
+_INTERRUPTED = 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return _USAGE
-    from ._app import run  # noqa: PLC0415 (needs the extra's packages)
-
+    try:
+        from ._app import run  # noqa: PLC0415 (needs the extra's packages)
+    except KeyboardInterrupt:  # Ctrl-C while loading: nothing was sent yet
+        print("spo-async: interrupted before anything was sent", file=sys.stderr, flush=True)
+        return _INTERRUPTED
     return run(argv)

@@ -2,81 +2,100 @@
 
 Bad input and every error the SDK raises on purpose end as one line on stderr (plus,
 when a task is involved, its id and the command that resumes the wait), never as a
-traceback. Ctrl-C ends a wait at once: the task keeps running on the service.
+traceback; with ``--json`` stdout holds one JSON object whatever happened. Ctrl-C ends
+a wait at once: the task keeps running on the service.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Final
 
-from spo_async import AuthenticationError, NotFoundError, SPOError
+from spo_async import SPOError
 
-from ._commands import RunState, optimize, run_emulator, status, wait
-from ._exit import INTERRUPTED, USAGE, InputError, exit_code_for
+from ._exit import ERROR, INTERRUPTED, USAGE, InputError, UsageError
 from ._parser import build_parser
-from ._runtime import Output
+from ._report import RunState, error_object, print_json, say, silence_stdout
+from ._runtime import Output, quiet_library_logs
 
 __all__ = ["run"]
 
 Command = Callable[..., Coroutine[object, object, int]]
-_COMMANDS: Final[dict[str, Command]] = {"optimize": optimize, "status": status, "wait": wait}
 
 
 def _command(name: str) -> Command:
-    if name == "batch":  # imported on demand: the batch layer is the heaviest part
+    # Imported on demand: a command loads only what it uses.
+    if name == "batch":
         from ._batch_command import batch  # noqa: PLC0415
 
         return batch
-    return _COMMANDS[name]
+    from . import _commands  # noqa: PLC0415
+
+    commands: Final[dict[str, Command]] = {
+        "optimize": _commands.optimize,
+        "status": _commands.status,
+        "wait": _commands.wait,
+    }
+    return commands[name]
 
 
-def _say(message: str) -> None:
-    print(f"spo-async: {message}", file=sys.stderr, flush=True)
+#: The keys of ``--json``'s object, by command (see :mod:`._report`, :mod:`._batch_command`).
+_SINGLE_KEYS: Final = ("task_id", "status", "best_prompt", "result", "error", "resume")
+_BATCH_KEYS: Final = (
+    *("total", "succeeded", "failed", "errored", "unknown", "not_run", "seconds"),
+    *("output", "journal", "error", "unfinished_task_ids", "unwritten_task_ids", "resume"),
+)
 
 
-def _after_task(state: RunState, *, interrupted: bool) -> None:
-    """Tell where the task being waited for stands, and how to pick it up again."""
-    if state.task_id is None:
-        if interrupted and state.submitting:
-            _say("interrupted before the task id arrived: a task may exist on the service")
-        return
-    if state.emulated:
-        _say(f"task {state.task_id} ran in the in-process emulator, which stopped with us")
-        return
-    _say(f"task {state.task_id} keeps running on the service")
-    if state.resume:
-        _say(f"resume with: {state.resume}")
+def _usage(state: RunState, exc: UsageError) -> int:
+    """A command line the parser refused: its line, and with --json the usual object."""
+    print(exc, file=sys.stderr, flush=True)
+    if state.json:
+        keys = _BATCH_KEYS if state.argv[:1] == ["batch"] else _SINGLE_KEYS
+        body: dict[str, object] = dict.fromkeys(keys)
+        if "unfinished_task_ids" in body:
+            body["unfinished_task_ids"] = body["unwritten_task_ids"] = []
+        print_json({**body, "error": error_object(exc), "exit_code": USAGE})
+    return USAGE
+
+
+def _run(argv: list[str], state: RunState) -> int:
+    try:
+        args = build_parser(emulator_options=argv[:1] == ["emulator"]).parse_args(argv)
+    except SystemExit as exc:  # --help or --version, already printed
+        return exc.code if isinstance(exc.code, int) else USAGE
+    except UsageError as exc:
+        return _usage(state, exc)
+    state.json = bool(getattr(args, "json", False))
+    quiet_library_logs()
+    try:
+        if args.command == "emulator":
+            from ._commands import run_emulator  # noqa: PLC0415
+
+            return run_emulator(args)
+        output = Output.from_args(args)
+        return asyncio.run(_command(args.command)(args, output, state))
+    except (KeyboardInterrupt, InputError, SPOError) as exc:
+        return state.end(exc)
+    except BrokenPipeError:
+        # The reader went away (``| head``): no traceback, and none at exit either.
+        silence_stdout()
+        return ERROR
+    except OSError as exc:
+        # Most often stdout on a full disk: say so on stderr, with the task's id.
+        silence_stdout()
+        state.json = False
+        return state.end(exc)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run ``spo-async`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
-    if argv is None:
-        argv = sys.argv[1:]
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a usage error already printed
-        return exc.code if isinstance(exc.code, int) else USAGE
+    argv = list(sys.argv[1:] if argv is None else argv)
     state = RunState(argv)
     try:
-        if args.command == "emulator":
-            return run_emulator(args)
-        output = Output.from_args(args)
-        return asyncio.run(_command(args.command)(args, output, state))
-    except KeyboardInterrupt:
-        _say("interrupted")
-        _after_task(state, interrupted=True)
+        return _run(argv, state)
+    except KeyboardInterrupt:  # a second Ctrl-C, while the first was being reported
+        say("interrupted")
         return INTERRUPTED
-    except (InputError, SPOError) as exc:
-        _say(f"error: {exc}")
-        if not isinstance(exc, NotFoundError | AuthenticationError):
-            _after_task(state, interrupted=False)
-        return exit_code_for(exc)
-    except BrokenPipeError:
-        # The reader went away (``| head``): no traceback, and none at exit either.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1

@@ -1,10 +1,11 @@
 """What a batch looks like: its output lines, its progress, and its closing summary.
 
 :func:`outcome_record` is the stable shape of one ``OUTPUT.jsonl`` line. :class:`Tally`
-counts outcomes and works out throughput and ETA (rows an earlier run finished, read
-from the journal, count as done but not towards the throughput). :class:`BatchView`
-shows it all: a rich progress bar on a terminal, one plain line per row on stderr
-otherwise.
+holds the batch's counters (the library's :class:`~spo_async.BatchProgress`, so that the
+progress line, the summary and ``--json`` agree with it) and works out throughput and
+ETA (rows an earlier run finished, read from the journal, count as done but not towards
+the throughput). :class:`BatchView` shows it all: a rich progress bar on a terminal, one
+plain line per row on stderr otherwise.
 """
 
 from __future__ import annotations
@@ -16,28 +17,23 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from rich.console import Group
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from spo_async._batch import Errored, Failed, Outcome, OutcomeUnknown, Succeeded
-from spo_async._convert import task_to_wire
+from spo_async import BatchProgress, Errored, Failed, Outcome, OutcomeUnknown, Succeeded
 
+from ._exit import ERROR, FAILED, OK, exit_code_for
 from ._render import format_elapsed
 from ._runtime import Output
+from ._safe import printable, short_id, shorten
 
-__all__ = ["STATUSES", "BatchView", "Tally", "outcome_record"]
+__all__ = ["STATUSES", "BatchView", "Tally", "outcome_record", "summary_table"]
 
 #: The ``status`` of an output line, in the order the summary lists them.
 STATUSES: Final = ("succeeded", "failed", "errored", "unknown")
 _SHOWN_PROBLEMS: Final = 20
+_SHOWN_MESSAGE: Final = 200
 
 
 def _status(outcome: Outcome) -> str:
@@ -52,61 +48,64 @@ def _status(outcome: Outcome) -> str:
 
 def _error(outcome: Outcome) -> dict[str, str] | None:
     if isinstance(outcome, Failed):
-        return {"type": "TaskFailed", "message": str(outcome.result.error or "the task failed")}
+        reason = outcome.result.error
+        return {"type": "TaskFailedError", "message": str(reason or "the task failed")}
     if isinstance(outcome, Errored | OutcomeUnknown):
         error = outcome.error
+        # An error an earlier run recorded in the journal keeps its original type's name.
         name = getattr(error, "type_name", None) or type(error).__name__
         return {"type": name, "message": getattr(error, "message", None) or str(error)}
     return None
 
 
+def row_code(outcome: Outcome) -> int:
+    """The exit code this row alone would give."""
+    if isinstance(outcome, Succeeded):
+        return OK
+    if isinstance(outcome, Failed):
+        return FAILED
+    if isinstance(outcome, Errored):
+        return exit_code_for(outcome.error)
+    return ERROR
+
+
 def outcome_record(outcome: Outcome, line: int) -> dict[str, Any]:
     """One output line: ``key``, ``line``, ``status``, ``task_id``, ``result``, ``error``."""
-    task_id = getattr(outcome, "task_id", None)
     result = getattr(outcome, "result", None)
     return {
         "key": outcome.key,
         "line": line,
         "status": _status(outcome),
-        "task_id": task_id,
+        "task_id": outcome.task_id,
         "best_prompt": result.best_prompt if result is not None else None,
-        "result": task_to_wire(result) if result is not None else None,
+        "result": result.to_dict() if result is not None else None,
         "error": _error(outcome),
         "from_journal": outcome.from_journal,
     }
 
 
 class Tally:
-    """Counts of a batch's outcomes, and its pace."""
+    """A batch's counters as the library keeps them, and its pace."""
 
-    def __init__(
-        self, total: int, concurrency: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, total: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.total = total
-        self.concurrency = concurrency
-        self.by_status: collections.Counter[str] = collections.Counter()
+        #: The batch's counters; the run refreshes them from ``Batch.progress``.
+        self.progress = BatchProgress(total=total, pending=total, running=0)
+        #: Output lines written, and those of them that came from this run's tasks.
+        self.written = 0
         self.fresh = 0
         self.problems: list[dict[str, Any]] = []
+        self.languages: collections.Counter[str] = collections.Counter()
         self._clock = clock
         self.started = clock()
 
     def add(self, record: dict[str, Any]) -> None:
-        """Count one output line."""
-        self.by_status[record["status"]] += 1
+        """Count one output line written."""
+        self.written += 1
         if not record["from_journal"]:
             self.fresh += 1
         if record["status"] != "succeeded":
             self.problems.append(record)
-
-    @property
-    def done(self) -> int:
-        """Rows with an outcome."""
-        return sum(self.by_status.values())
-
-    @property
-    def running(self) -> int:
-        """Rows being worked on: every worker holds one until none is left."""
-        return min(self.concurrency, self.total - self.done)
 
     @property
     def elapsed(self) -> float:
@@ -119,14 +118,24 @@ class Tally:
         if not self.fresh or elapsed <= 0:
             return "ETA --"
         per_second = self.fresh / elapsed
-        left = (self.total - self.done) / per_second
+        left = (self.total - self.progress.done) / per_second
         return f"{per_second * 60:.1f} tasks/min, ETA {format_elapsed(left)}"
 
+    def counts(self) -> str:
+        """``"3 ok · 1 failed · 0 errored · 0 unknown · 2 running"``."""
+        p = self.progress
+        return (
+            f"{p.succeeded} ok · {p.failed} failed · {p.errored} errored · "
+            f"{p.unknown} unknown · {p.running} running"
+        )
+
     def summary(self) -> dict[str, Any]:
-        """The counts, for ``--json``."""
+        """The counts, for ``--json``: ``not_run`` rows were never started."""
+        p = self.progress
         return {
             "total": self.total,
-            **{status: self.by_status[status] for status in STATUSES},
+            **{status: getattr(p, status) for status in STATUSES},
+            "not_run": self.total - p.done - p.running,
             "seconds": round(self.elapsed, 3),
         }
 
@@ -171,22 +180,20 @@ class BatchView:
         if self._progress is None or self._task is None:
             return
         t = self.tally
-        stats = (
-            f"{t.by_status['succeeded']} ok · {t.done - t.by_status['succeeded']} failed · "
-            f"{t.running} running · {t.pace()}"
-        )
-        self._progress.update(self._task, completed=t.done, stats=stats)
+        stats = f"{t.counts()} · {t.pace()}"
+        self._progress.update(self._task, completed=t.progress.done, stats=stats)
 
     def settled(self, record: dict[str, Any]) -> None:
-        """One row got its outcome."""
+        """One row's outcome was written."""
         self.tally.add(record)
         self.refresh()
         if self._progress is None:
-            where = "journal" if record["from_journal"] else record["task_id"] or "no task"
+            task_id = record["task_id"]
+            where = "journal" if record["from_journal"] else short_id(task_id or "no task")
             error = record["error"]
-            reason = f": {error['message']}" if error else ""
+            reason = f": {shorten(printable(error['message']), _SHOWN_MESSAGE)}" if error else ""
             self.output.note(
-                f"[{self.tally.done}/{self.tally.total}] {record['key']}: "
+                f"[{self.tally.written}/{self.tally.total}] {printable(str(record['key']))}: "
                 f"{record['status']} ({where}){reason}"
             )
 
@@ -204,8 +211,11 @@ def summary_table(tally: Tally, output_path: str) -> Group:
     counts = Table()
     counts.add_column("status")
     counts.add_column("rows", justify="right")
+    summary = tally.summary()
     for status in STATUSES:
-        counts.add_row(status, str(tally.by_status[status]))
+        counts.add_row(status, str(summary[status]))
+    if summary["not_run"]:
+        counts.add_row("not run", str(summary["not_run"]))
     counts.add_row("time", format_elapsed(tally.elapsed))
     if not tally.problems:
         return Group(heading, counts)
@@ -214,12 +224,13 @@ def summary_table(tally: Tally, output_path: str) -> Group:
         problems.add_column(column, overflow="fold")
     for record in tally.problems[:_SHOWN_PROBLEMS]:
         error = record["error"] or {}
+        message = shorten(printable(str(error.get("message", ""))), _SHOWN_MESSAGE)
         problems.add_row(
-            Text(str(record["key"])),
+            Text(printable(str(record["key"]))),
             str(record["line"]),
             record["status"],
-            record["task_id"] or "-",
-            Text(f"{error.get('type', '')}: {error.get('message', '')}"),
+            Text(short_id(record["task_id"]) if record["task_id"] else "-"),
+            Text(f"{error.get('type', '')}: {message}"),
         )
     more = len(tally.problems) - _SHOWN_PROBLEMS
     parts: list[Any] = [heading, counts, problems]

@@ -1,8 +1,10 @@
 """The single-task commands: ``optimize``, ``status``, ``wait`` and ``emulator``.
 
 Each async command takes the parsed arguments, the :class:`~._runtime.Output` and a
-:class:`RunState` it fills in as it goes (the task id, the command that resumes the
-wait), so that an interrupt or an error can tell the user how to carry on.
+:class:`~._report.RunState` it fills in as it goes (the task id, its last snapshot), so
+that an interrupt or an error can say where the task stands and how to carry on. A
+command that gets its snapshot shows it and ends through :func:`~._report.end_single`;
+one that fails raises, and :mod:`._app` ends it the same way.
 """
 
 from __future__ import annotations
@@ -10,74 +12,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import shlex
-import sys
+import ipaddress
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from rich.live import Live
 
-from spo_async import AsyncSPOClient, TaskResult
-from spo_async._convert import task_to_wire
-from spo_async._sansio import is_loopback
-from spo_async.testing.__main__ import config_from_args, serve
+from spo_async import (
+    AsyncSPOClient,
+    Event,
+    Failed,
+    OptimizationRequest,
+    RoundCompleted,
+    Succeeded,
+    TaskQueued,
+    TaskResult,
+)
 
-from ._exit import FAILED, OK, InputError
+from ._exit import OK, InputError
 from ._render import LiveView, final_report, round_line, snapshot_report
+from ._report import RunState, end_single
 from ._runtime import DEMO_REQUEST, Output, open_client
+from ._safe import printable, short_id
 from ._settings import Overrides, load_settings
 
-__all__ = [
-    "RunState",
-    "optimize",
-    "overrides",
-    "print_json",
-    "program",
-    "run_emulator",
-    "status",
-    "wait",
-]
+__all__ = ["optimize", "overrides", "run_emulator", "status", "timeout_option", "wait"]
 
-
-def program() -> str:
-    """How this program was started: ``spo-async`` or ``python -m <package>``."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name.endswith(".__main__"):
-        return f"{shlex.quote(sys.executable)} -m {spec.name.removesuffix('.__main__')}"
-    return "spo-async"
-
-
-class RunState:
-    """What a command has done so far, for the messages after an interrupt or error."""
-
-    def __init__(self, argv: Sequence[str] = ()) -> None:
-        #: The command line's arguments, to repeat them in a resume hint.
-        self.argv = list(argv)
-        #: The task being waited for, once known.
-        self.task_id: str | None = None
-        #: The command line that waits for it again.
-        self.resume: str | None = None
-        #: Whether it lives in the in-process emulator (and dies with this process).
-        self.emulated = False
-        #: Whether a submit may be on its way.
-        self.submitting = False
-
-    def waiting_for(self, args: argparse.Namespace, task_id: str, max_rounds: int | None) -> None:
-        """Remember the task being waited for, and the command that waits for it again."""
-        self.task_id = task_id
-        self.emulated = bool(args.emulator)
-        words = ["wait", task_id]
-        if args.base_url:
-            words += ["--base-url", args.base_url]
-        if args.api_key_file:
-            words += ["--api-key-file", args.api_key_file]
-        if max_rounds:
-            words += ["--max-rounds", str(max_rounds)]
-        self.resume = f"{program()} {shlex.join(words)}"
+Watch = Callable[[TaskResult], None]
 
 
 def overrides(args: argparse.Namespace) -> Overrides:
@@ -90,8 +53,9 @@ def overrides(args: argparse.Namespace) -> Overrides:
     )
 
 
-class _Watch(Protocol):
-    def __call__(self, snapshot: TaskResult) -> None: ...
+def timeout_option(args: argparse.Namespace) -> dict[str, Any]:
+    """``--timeout`` as a keyword argument, only when given: else the library's default."""
+    return {} if args.timeout is None else {"timeout": args.timeout}
 
 
 class _Lines:
@@ -105,71 +69,101 @@ class _Lines:
     def __call__(self, snapshot: TaskResult) -> None:
         done = snapshot.completed_rounds
         for round_ in done[self.rounds :]:
-            self.output.note(round_line(round_, snapshot.max_rounds))
+            self.output.note(round_line(done, round_, snapshot.max_rounds))
         self.rounds = max(self.rounds, len(done))
         if snapshot.raw_status != self.status:
             self.status = snapshot.raw_status
-            self.output.note(f"task {snapshot.task_id}: {snapshot.raw_status}")
+            status = printable(snapshot.raw_status)
+            self.output.note(f"task {short_id(snapshot.task_id)}: {status}")
+
+
+def _on_event(watch: Watch, state: RunState) -> Callable[[Event], None]:
+    """An ``on_event`` callback: each snapshot an event carries goes to ``watch``."""
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, TaskQueued | RoundCompleted | Succeeded | Failed):
+            state.last = event.result
+            watch(event.result)
+
+    return on_event
 
 
 @contextlib.contextmanager
-def _watching(output: Output) -> Iterator[tuple[_Watch, LiveView | None]]:
-    """A progress hook: the live view on a terminal, plain lines otherwise."""
+def _watching(output: Output, state: RunState) -> Iterator[tuple[Watch, LiveView | None]]:
+    """A progress hook: the live view on a terminal, plain lines otherwise.
+
+    The live view is redrawn in place and cleared at the end, when the report takes its
+    place; if the command ends otherwise (Ctrl-C, a timeout, an error), its last frame
+    stays on screen, with the rounds seen so far.
+    """
     if not output.animate:
         yield _Lines(output), None
         return
     view = LiveView()
-    with Live(view, console=output.out, refresh_per_second=8, transient=True):
-        yield view.update, view
+    live = Live(view, console=output.out, refresh_per_second=8, transient=True)
+    with live:
+        try:
+            yield view.update, view
+        except BaseException:
+            view.note = "stopped"
+            live.transient = False
+            raise
 
 
-def _print_result(output: Output, result: TaskResult, elapsed: float | None) -> int:
-    if output.json:
-        print_json(task_to_wire(result))
-    else:
-        output.out.print(final_report(result, elapsed))
-    return FAILED if result.failed else OK
+def _announce(output: Output, request: OptimizationRequest, origin: str) -> str:
+    """Say what is about to run: the model, the rounds, and the language (and why)."""
+    language = f"language {request.language} ({origin})"
+    output.note(f"optimizing with {request.model}, {request.max_rounds} rounds, {language}")
+    return f"language {request.language}"
 
 
-async def _wait(
+async def _follow(
     client: AsyncSPOClient,
     args: argparse.Namespace,
     output: Output,
     state: RunState,
-    task_id: str | None,
+    *,
+    request: tuple[OptimizationRequest, str] | None = None,
+    task_id: str | None = None,
 ) -> int:
-    """Submit the settings (when ``task_id`` is ``None``) and wait, showing progress."""
+    """Submit ``request`` (or take ``task_id``) and wait for the result, showing progress."""
     started = time.monotonic()
-    with _watching(output) as (hook, view):
-        if task_id is None:
-            request = load_settings(Path(args.settings), overrides(args), output.warn)
+    with _watching(output, state) as (watch, view):
+        if request is not None:
+            language = _announce(output, *request)
+            if view is not None:
+                view.language = language
             state.submitting = True
-            task_id = await client.submit(request)
-            state.submitting = False
-            max_rounds: int | None = request.max_rounds
+            task_id = await client.submit(request[0])
+            state.submitting, state.submitted = False, True
+            max_rounds: int | None = request[0].max_rounds
             if view is None:
-                output.note(f"submitted task {task_id}")
+                output.note(f"submitted task {short_id(task_id)}")
         else:
             max_rounds = args.max_rounds
-        state.waiting_for(args, task_id, max_rounds)
+        assert task_id is not None  # noqa: S101 - one of the two is given
+        state.waiting_for(task_id, max_rounds)
         if view is not None:
             view.task_id, view.note = task_id, "waiting"
         result = await client.wait_for_result(
             task_id,
-            timeout=args.timeout,
-            on_progress=hook,
+            on_event=_on_event(watch, state),
             max_rounds=max_rounds,
             raise_on_failure=False,
+            **timeout_option(args),
         )
-    return _print_result(output, result, time.monotonic() - started)
+    state.last = result
+    if not output.json:
+        output.out.print(final_report(result, time.monotonic() - started))
+    return end_single(state)
 
 
 async def optimize(args: argparse.Namespace, output: Output, state: RunState) -> int:
     """``spo-async optimize SETTINGS``: submit one prompt and wait for the best one."""
-    # Check the file before starting anything, so a bad one costs no emulator or session.
-    load_settings(Path(args.settings), overrides(args), lambda _: None)
-    async with open_client(args) as client:
-        return await _wait(client, args, output, state, None)
+    # Read the file before starting anything, so a bad one costs no emulator or session.
+    loaded = load_settings(Path(args.settings), overrides(args), output.warn)
+    async with open_client(args, state) as client:
+        return await _follow(client, args, output, state, request=loaded)
 
 
 async def _task_id(args: argparse.Namespace, client: AsyncSPOClient, output: Output) -> str:
@@ -179,7 +173,7 @@ async def _task_id(args: argparse.Namespace, client: AsyncSPOClient, output: Out
     if args.max_rounds is None:
         args.max_rounds = DEMO_REQUEST.max_rounds
     task_id = await client.submit(DEMO_REQUEST)
-    output.note(f"started demo task {task_id} in the in-process emulator")
+    output.note(f"started demo task {short_id(task_id)} in the in-process emulator")
     return task_id
 
 
@@ -191,27 +185,42 @@ def _check_task_id(args: argparse.Namespace) -> None:
 async def status(args: argparse.Namespace, output: Output, state: RunState) -> int:
     """``spo-async status TASK_ID``: one snapshot (exit 1 if the task failed)."""
     _check_task_id(args)
-    async with open_client(args) as client:
+    async with open_client(args, state) as client:
         task_id = await _task_id(args, client, output)
-        result = await client.get_task(task_id, max_rounds=args.max_rounds)
-    if output.json:
-        print_json(task_to_wire(result))
-    else:
-        output.out.print(snapshot_report(result))
-    return FAILED if result.failed else OK
+        state.waiting_for(task_id, args.max_rounds)
+        state.last = await client.get_task(task_id, max_rounds=args.max_rounds)
+    if not output.json:
+        output.out.print(snapshot_report(state.last))
+    return end_single(state)
 
 
 async def wait(args: argparse.Namespace, output: Output, state: RunState) -> int:
     """``spo-async wait TASK_ID``: wait for the result with the live view."""
     _check_task_id(args)
-    async with open_client(args) as client:
+    async with open_client(args, state) as client:
         task_id = await _task_id(args, client, output)
-        return await _wait(client, args, output, state, task_id)
+        return await _follow(client, args, output, state, task_id=task_id)
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def run_emulator(args: argparse.Namespace) -> int:
-    """``spo-async emulator``: serve the emulator until Ctrl-C or SIGTERM."""
-    if not args.allow_remote and not is_loopback(args.host):
+    """``spo-async emulator``: serve the emulator until Ctrl-C or SIGTERM.
+
+    The emulator's own command line does the work (its parser, its configuration, its
+    server); it is imported only for this command.
+    """
+    from spo_async.testing.__main__ import config_from_args, serve  # noqa: PLC0415
+
+    if not args.allow_remote and not _is_loopback(args.host):
         raise InputError(f"refusing to serve on {args.host!r}: pass --allow-remote to expose it")
     try:
         config = config_from_args(args)
@@ -220,8 +229,3 @@ def run_emulator(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config))
     return OK
-
-
-def print_json(value: Any) -> None:
-    """``value`` as indented JSON on stdout."""
-    print(json.dumps(value, ensure_ascii=False, indent=2), flush=True)

@@ -5,31 +5,56 @@ rich + PyYAML), its sub-commands and help cover everything here, and the emulato
 command line (:func:`spo_async.testing.__main__.build_parser`) is an argparse parser
 that ``spo-async emulator`` reuses as it is, flags and help included. Errors are one
 line (``spo-async optimize: error: ...``) and exit with :data:`~._exit.USAGE`.
+
+Defaults are the library's: an option left out is not passed on, and its help reads
+the default from the library's signatures, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from spo_async import MAX_ROUNDS_LIMIT, __version__
-from spo_async.testing.__main__ import build_parser as build_emulator_parser
+import attrs
 
-from ._exit import EPILOG, USAGE
-from ._settings import DEFAULT_LANGUAGE, DEFAULT_MAX_ROUNDS, DEFAULT_MODEL, DEFAULT_TEMPERATURE
+from spo_async import AsyncSPOClient, OptimizationRequest, QAPair, RequestValidationError
+from spo_async import __version__ as version
 
-__all__ = ["DEFAULT_EMULATOR_ROUND_SECONDS", "build_parser"]
+from ._exit import EPILOG, UsageError
+from ._settings import DEFAULT_MODEL
+
+__all__ = ["DEFAULT_EMULATOR_ROUND_SECONDS", "build_parser", "library_default"]
 
 #: Round duration of the ``--emulator`` service: quick, yet slow enough to watch.
 DEFAULT_EMULATOR_ROUND_SECONDS = 0.3
-DEFAULT_WAIT_TIMEOUT = 900.0
+
+
+def library_default(name: str) -> Any:
+    """The library's default for ``name``: a request field, a client or a batch option."""
+    fields = attrs.fields_dict(OptimizationRequest)
+    if name in fields:
+        return fields[name].default
+    for function in (AsyncSPOClient, AsyncSPOClient.optimize_many):
+        parameter = inspect.signature(function).parameters.get(name)
+        if parameter is not None:
+            return parameter.default
+    raise KeyError(name)
+
 
 _JSON_HELP = (
-    "print the result as JSON: the task as the service reports it, keyed task_id, "
-    "status, best_prompt, best_round, round_data_list [{round, prompt, success, sample}], "
-    "error, max_rounds"
+    "print one JSON object on stdout, whatever the outcome: task_id, status (the task's, as "
+    "last seen), best_prompt, result (the task as the service reports it: round_data_list, "
+    "best_round, error, ...), error ({type, message} of what went wrong, or null), resume "
+    "(the command that waits for the task again), exit_code"
+)
+_BATCH_JSON_HELP = (
+    "print one JSON object on stdout, whatever the outcome: total, succeeded, failed, "
+    "errored, unknown, not_run, seconds, output, journal, error ({type, message} or null), "
+    "unfinished_task_ids (tasks that keep running), unwritten_task_ids (finished tasks "
+    "whose line could not be written), resume, exit_code"
 )
 
 
@@ -37,8 +62,8 @@ class _Parser(argparse.ArgumentParser):
     """An argparse parser whose errors are one line and exit with the usage code."""
 
     def error(self, message: str) -> NoReturn:
-        """Print ``prog: error: message`` and exit with :data:`USAGE`."""
-        self.exit(USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        """Raise :class:`UsageError` with ``prog: error: message``, for the caller to print."""
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
 
 
 def _number(
@@ -58,17 +83,26 @@ def _number(
     return parse
 
 
-def _max_rounds(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 2 <= value <= MAX_ROUNDS_LIMIT:
-        raise argparse.ArgumentTypeError(
-            f"must be between 2 and {MAX_ROUNDS_LIMIT}, got {value} "
-            "(round 1 only re-runs the original prompt)"
-        )
-    return value
+def _request_field(name: str, kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    """Parse a request field and check it the way :class:`OptimizationRequest` does."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        try:
+            OptimizationRequest(prompt="p", qa=[QAPair("q", "")], model="m", **{name: value})
+        except RequestValidationError as exc:
+            raise argparse.ArgumentTypeError(exc.problem) from None
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+_max_rounds = _request_field("max_rounds", int, "an integer")
+_temperature = _request_field("temperature", float, "a number")
 
 
 _seconds = _number(float, least=0.0, strict=True, what="a number of seconds")
@@ -101,6 +135,12 @@ def _connection_options() -> _Parser:
     )
     add("--base-url", metavar="URL", help="service URL (default: AI302_BASE_URL, else 302.AI)")
     add(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow a plain http:// URL to another machine, such as 'spo-async emulator "
+        "--allow-remote' elsewhere (the API key then travels unencrypted)",
+    )
+    add(
         "--api-key-file",
         metavar="FILE",
         help="read the API key from FILE (default: the AI302_API_KEY variable)",
@@ -109,15 +149,23 @@ def _connection_options() -> _Parser:
         "--poll-interval",
         type=_seconds,
         metavar="S",
-        help="poll every S seconds (default: adaptive, from 1 s)",
+        help="poll every S seconds (default: the library's adaptive schedule)",
     )
     return parent
 
 
-def _output_options(*, wait: bool) -> _Parser:
+def _seconds_default(seconds: float | None) -> str:
+    if seconds is None:
+        return "none"
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
+def _output_options(*, wait: bool, batch: bool = False) -> _Parser:
     parent = _Parser(add_help=False)
     group = parent.add_argument_group("output")
-    group.add_argument("--json", action="store_true", help=_JSON_HELP)
+    group.add_argument(
+        "--json", action="store_true", help=_BATCH_JSON_HELP if batch else _JSON_HELP
+    )
     group.add_argument(
         "-q", "--quiet", action="store_true", help="no progress, only the result and errors"
     )
@@ -125,9 +173,9 @@ def _output_options(*, wait: bool) -> _Parser:
         group.add_argument(
             "--timeout",
             type=_seconds,
-            default=DEFAULT_WAIT_TIMEOUT,
             metavar="S",
-            help="give up waiting after S seconds; the task keeps running (default %(default)g)",
+            help="give up waiting after S seconds; the task keeps running "
+            f"(default {_seconds_default(library_default('timeout'))})",
         )
     return parent
 
@@ -141,20 +189,29 @@ def _request_options() -> _Parser:
         "--max-rounds",
         type=_max_rounds,
         metavar="N",
-        help=f"rounds to run, 2 to {MAX_ROUNDS_LIMIT} (default {DEFAULT_MAX_ROUNDS})",
+        help=f"rounds to run (default {library_default('max_rounds')})",
     )
-    add("--language", metavar="LANG", help=f"working language (default {DEFAULT_LANGUAGE})")
+    add(
+        "--language",
+        metavar="LANG",
+        help="working language, such as en or zh "
+        f"(default {library_default('language')}: from the prompt's script)",
+    )
     add(
         "--temperature",
-        type=_not_negative,
+        type=_temperature,
         metavar="T",
-        help=f"optimizer temperature (default {DEFAULT_TEMPERATURE})",
+        help=f"optimizer temperature (default {library_default('temperature')})",
     )
     return parent
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the parser of ``spo-async`` and its sub-commands."""
+def build_parser(*, emulator_options: bool = True) -> argparse.ArgumentParser:
+    """Return the parser of ``spo-async`` and its sub-commands.
+
+    ``emulator_options=False`` leaves the options of ``spo-async emulator`` out, so
+    that the other commands never import the emulator's command line.
+    """
     formatter = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog="spo-async",
@@ -162,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=formatter,
     )
-    parser.add_argument("--version", action="version", version=f"spo-async {__version__}")
+    parser.add_argument("--version", action="version", version=f"spo-async {version}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     conn, req = _connection_options(), _request_options()
 
@@ -187,13 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     batch = command(
         "batch",
         "optimize one prompt per line of a JSON Lines file, resumably",
-        req, conn, _output_options(wait=True),
+        req, conn, _output_options(wait=True, batch=True),
     )  # fmt: skip
     batch.add_argument("input", metavar="INPUT.jsonl", help="one request per line (id optional)")
     batch.add_argument("-o", "--output", required=True, metavar="OUTPUT.jsonl",
                        help="where each row's outcome goes, one JSON line per row")  # fmt: skip
-    batch.add_argument("--concurrency", type=_count, default=8, metavar="N",
-                       help="tasks running at once (default %(default)s)")  # fmt: skip
+    concurrency = library_default("concurrency")
+    batch.add_argument("--concurrency", type=_count, metavar="N",
+                       help=f"tasks running at once (default {concurrency})")  # fmt: skip
     batch.add_argument("--rate", type=_seconds, metavar="R",
                        help="at most R requests per second (default: no limit)")  # fmt: skip
     batch.add_argument("--journal", metavar="FILE",
@@ -214,12 +272,21 @@ def build_parser() -> argparse.ArgumentParser:
             "--max-rounds", type=_max_rounds, metavar="N", help="the task's rounds, for 'k of N'"
         )
 
+    parents: list[_Parser] = []
+    if emulator_options:
+        from spo_async.testing.__main__ import (  # noqa: PLC0415 (only for this command)
+            build_parser as build_emulator_parser,
+        )
+
+        parents.append(
+            _Parser(add_help=False, parents=[build_emulator_parser("spo-async emulator")])
+        )
     emulator = commands.add_parser(
         "emulator",
         help="serve the built-in emulator of the SPO API until Ctrl-C",
         description="Serve the built-in emulator of the SPO API until Ctrl-C; "
         "it prints 'serving on <url> (api key: <key>)'.",
-        parents=[_Parser(add_help=False, parents=[build_emulator_parser("spo-async emulator")])],
+        parents=parents,
         add_help=False,
         epilog=EPILOG,
         formatter_class=formatter,

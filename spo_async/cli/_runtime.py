@@ -9,27 +9,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import attrs
 from rich.console import Console
 
-from spo_async import (
-    API_KEY_ENV_VARS,
-    AsyncSPOClient,
-    FixedSchedule,
-    OptimizationRequest,
-    QAPair,
-    RequestLimiter,
-)
-from spo_async.testing import Emulator, EmulatorConfig
+from spo_async import AsyncSPOClient, OptimizationRequest, QAPair, RequestLimiter
+from spo_async.polling import FixedSchedule
 
-from ._exit import AUTH, InputError
+from ._exit import InputError
+from ._report import API_KEY_VARIABLES, RunState, say
+from ._safe import printable
+from ._settings import DEFAULT_MODEL
 
-__all__ = ["DEMO_REQUEST", "Output", "open_client", "read_api_key"]
+__all__ = [
+    "API_KEY_VARIABLES",
+    "DEMO_REQUEST",
+    "Output",
+    "open_client",
+    "quiet_library_logs",
+    "read_api_key",
+]
 
 #: The spec's example (§2.2): what ``status``/``wait --emulator`` start when given no id.
 DEMO_REQUEST = OptimizationRequest(
@@ -40,8 +43,7 @@ DEMO_REQUEST = OptimizationRequest(
         QAPair("Do you love me?", "[Rich thoughts, actions, or others][Reply]"),
         QAPair("What are you doing?", "[Rich thoughts, actions, or others][Reply]"),
     ],
-    max_rounds=5,
-    model="claude-3-5-sonnet-20240620",
+    model=DEFAULT_MODEL,
 )
 
 
@@ -70,15 +72,43 @@ class Output:
     def note(self, message: str) -> None:
         """A diagnostic line on stderr, unless ``--quiet``."""
         if not self.quiet:
-            print(f"spo-async: {message}", file=sys.stderr, flush=True)
+            say(message)
 
     def warn(self, message: str) -> None:
         """A warning on stderr, even with ``--quiet``."""
-        print(f"spo-async: warning: {message}", file=sys.stderr, flush=True)
+        say(f"warning: {message}")
 
 
-def read_api_key(args: argparse.Namespace) -> str:
-    """The key from ``--api-key-file``, else from the environment, else an auth error."""
+class _OneLine(logging.Handler):
+    """The library's warnings and errors as one escaped line each, without tracebacks."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = printable(record.getMessage())
+        except Exception:  # a record that cannot be formatted is not worth a traceback
+            return
+        say(f"[{record.levelname.lower()}] {text}")
+
+
+def quiet_library_logs() -> None:
+    """Show the library's log records at WARNING and above as one line each on stderr.
+
+    The command reports every outcome itself; the records (a task the journal could not
+    record, an answer the library does not believe) add context, but their tracebacks
+    would look like a crash. ``SPO_ASYNC_LOG=debug`` keeps the library's own handler.
+    """
+    logger = logging.getLogger("spo_async")
+    if not logger.handlers:
+        logger.addHandler(_OneLine(logging.WARNING))
+        logger.propagate = False
+
+
+def read_api_key(args: argparse.Namespace, state: RunState) -> str:
+    """The key from ``--api-key-file``, else from the environment, else a usage error.
+
+    ``state.key_source`` records where it came from, for the message if the service
+    rejects it.
+    """
     if args.api_key_file:
         path = Path(args.api_key_file)
         try:
@@ -87,38 +117,56 @@ def read_api_key(args: argparse.Namespace) -> str:
             raise InputError(f"{path}: cannot read the API key: {exc.strerror or exc}") from None
         if not key:
             raise InputError(f"{path}: the API key file is empty")
+        state.key_source = f"--api-key-file {path}"
         return key
-    for name in API_KEY_ENV_VARS:
+    for name in API_KEY_VARIABLES:
         value = os.environ.get(name, "").strip()
         if value:
+            state.key_source = name
             return value
     raise InputError(
-        "no API key: set AI302_API_KEY, or pass --api-key-file FILE (or try --emulator)",
-        exit_code=AUTH,
+        "no API key: set AI302_API_KEY, or pass --api-key-file FILE (or try --emulator)"
     )
 
 
+def _wait_options(args: argparse.Namespace) -> list[str]:
+    """The options a ``wait`` needs to reach the same service with the same key."""
+    options = []
+    if args.base_url:
+        options += ["--base-url", args.base_url]
+    if args.api_key_file:
+        options += ["--api-key-file", args.api_key_file]
+    if args.allow_insecure_http:
+        options.append("--allow-insecure-http")
+    return options
+
+
 @contextlib.asynccontextmanager
-async def open_client(
-    args: argparse.Namespace, client_class: type[AsyncSPOClient] = AsyncSPOClient
-) -> AsyncIterator[AsyncSPOClient]:
+async def open_client(args: argparse.Namespace, state: RunState) -> AsyncIterator[AsyncSPOClient]:
     """A client for the service, or for an in-process emulator with ``--emulator``.
 
-    ``--rate`` (batch) holds its requests to that many per second.
+    ``--rate`` (batch) holds its requests to that many per second. The emulator is
+    imported only here, when ``--emulator`` asks for it.
     """
     interval = args.poll_interval
     rate = getattr(args, "rate", None)
     limiter = RequestLimiter(rate=rate) if rate else None
     if not args.emulator:
         schedule = FixedSchedule(interval=interval) if interval else None
-        async with client_class(
-            api_key=read_api_key(args),
+        key = read_api_key(args, state)
+        state.wait_options = _wait_options(args)
+        async with AsyncSPOClient(
+            api_key=key,
             base_url=args.base_url,
             schedule=schedule,
             limiter=limiter,
+            allow_insecure_http=args.allow_insecure_http,
         ) as client:
             yield client
         return
+    from spo_async.testing import Emulator, EmulatorConfig  # noqa: PLC0415 (only for --emulator)
+
+    state.emulated = True
     seconds = args.emulator_round_seconds
     config = EmulatorConfig(
         round_seconds=seconds,
@@ -132,7 +180,7 @@ async def open_client(
         interval = min(max(seconds / 4, 0.01), 1.0)
     async with (
         Emulator(config) as emulator,
-        client_class(
+        AsyncSPOClient(
             api_key=emulator.api_key,
             base_url=emulator.base_url,
             schedule=FixedSchedule(interval=interval),

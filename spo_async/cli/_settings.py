@@ -3,8 +3,11 @@
 A settings file is MetaGPT's ``settings/*.yaml`` shape (``prompt``, ``requirements``,
 ``count``, ``qa: [{question, answer}]``), in YAML or JSON. It may also set ``model``,
 ``max_rounds``, ``language`` and ``temperature``; a flag given on the command line wins
-over the file, and the file over the defaults. ``count`` (upstream's word limit) has no
-302.AI field: it is dropped, with a warning when it is set to anything but ``None``.
+over the file, and the file over the defaults. The defaults are the library's own
+(:class:`~spo_async.OptimizationRequest`'s), except ``model``, which the library
+requires and the command line defaults to :data:`DEFAULT_MODEL`. ``count`` (upstream's
+word limit) has no 302.AI field: it is dropped, with a warning when it is set to anything
+but ``None``.
 
 A batch file holds one JSON object per line with the same keys plus an optional ``id``
 (the row's key; the line number when absent). Every row is checked before anything is
@@ -30,20 +33,16 @@ from spo_async import OptimizationRequest, RequestValidationError
 from ._exit import InputError
 
 __all__ = [
-    "DEFAULT_LANGUAGE",
-    "DEFAULT_MAX_ROUNDS",
     "DEFAULT_MODEL",
-    "DEFAULT_TEMPERATURE",
     "BatchRow",
     "Overrides",
+    "language_origin",
     "load_batch",
     "load_settings",
 ]
 
+#: The model of a request that names none: the one 302.AI's documentation uses.
 DEFAULT_MODEL: Final = "claude-3-5-sonnet-20240620"
-DEFAULT_MAX_ROUNDS: Final = 5
-DEFAULT_LANGUAGE: Final = "zh"
-DEFAULT_TEMPERATURE: Final = 0.7
 
 _SETTINGS_KEYS: Final = frozenset(
     {"prompt", "requirements", "count", "qa", "model", "max_rounds", "language", "temperature"}
@@ -70,6 +69,17 @@ class BatchRow:
     key: str
     request: OptimizationRequest
     line: int
+    #: Whether the language was detected from the text (neither the flag nor the row set it).
+    detected: bool = False
+
+
+def language_origin(overrides: Overrides, data: object) -> str:
+    """Where a request's language came from: the flag, the file, or the text's script."""
+    if overrides.language is not None:
+        return "from --language"
+    if isinstance(data, Mapping) and data.get("language") is not None:
+        return "from the file"
+    return "detected from the text; --language sets another"
 
 
 class _Loader(yaml.SafeLoader):
@@ -166,22 +176,18 @@ def _build(data: object, allowed: frozenset[str], overrides: Overrides) -> Optim
         "prompt": _text(data["prompt"], "prompt"),
         "qa": _qa(data["qa"]),
         "requirements": None if requirements is None else _text(requirements, "requirements"),
-        "model": _pick(overrides.model, data, "model", DEFAULT_MODEL),
-        "max_rounds": _pick(overrides.max_rounds, data, "max_rounds", DEFAULT_MAX_ROUNDS),
-        "language": _pick(overrides.language, data, "language", DEFAULT_LANGUAGE),
-        "temperature": _pick(overrides.temperature, data, "temperature", DEFAULT_TEMPERATURE),
+        "model": DEFAULT_MODEL,
     }
+    # Only what the flags or the file say: the request's own defaults fill the rest.
+    for key in ("model", "max_rounds", "language", "temperature"):
+        flag = getattr(overrides, key)
+        value = flag if flag is not None else data.get(key)
+        if value is not None:
+            fields[key] = value
     try:
         return OptimizationRequest(**fields)
     except RequestValidationError as exc:
         raise InputError(str(exc)) from None
-
-
-def _pick(flag: object, data: Mapping[Any, Any], key: str, default: object) -> object:
-    if flag is not None:
-        return flag
-    value = data.get(key)
-    return default if value is None else value
 
 
 def _count_is_set(data: object) -> bool:
@@ -195,8 +201,11 @@ def _count_is_set(data: object) -> bool:
 _COUNT_WARNING: Final = "'count' (a word limit) has no 302.AI API field; it is ignored"
 
 
-def load_settings(path: Path, overrides: Overrides, warn: Warn) -> OptimizationRequest:
-    """Read one settings file (YAML, or JSON when it ends in ``.json``) into a request."""
+def load_settings(path: Path, overrides: Overrides, warn: Warn) -> tuple[OptimizationRequest, str]:
+    """Read one settings file (YAML, or JSON when it ends in ``.json``) into a request.
+
+    Returns the request and where its language came from (:func:`language_origin`).
+    """
     text = _read(path)
     where = str(path)
     is_json = path.suffix.lower() == ".json"
@@ -207,7 +216,7 @@ def load_settings(path: Path, overrides: Overrides, warn: Warn) -> OptimizationR
         raise InputError(f"{where}: {exc}") from None
     if _count_is_set(data):
         warn(f"{where}: {_COUNT_WARNING}")
-    return request
+    return request, language_origin(overrides, data)
 
 
 def load_batch(path: Path, overrides: Overrides, warn: Warn) -> list[BatchRow]:
@@ -229,7 +238,8 @@ def load_batch(path: Path, overrides: Overrides, warn: Warn) -> list[BatchRow]:
             raise InputError(f"{where}: duplicate id {key!r} (first on line {seen[key]})")
         seen[key] = number
         counted = counted or _count_is_set(data)
-        rows.append(BatchRow(key, request, number))
+        detected = language_origin(overrides, data).startswith("detected")
+        rows.append(BatchRow(key, request, number, detected))
     if not rows:
         raise InputError(f"{path}: no rows (one JSON object per line expected)")
     if counted:
