@@ -24,7 +24,6 @@ import importlib as _importlib
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from ._client import AsyncSPOClient
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -54,6 +53,7 @@ from ._version import __version__
 
 if _TYPE_CHECKING:
     from ._batch import Batch
+    from ._client import AsyncSPOClient
     from ._events import (
         BatchProgress,
         Errored,
@@ -71,9 +71,10 @@ if _TYPE_CHECKING:
     from ._stream import EventStream
     from ._sync import SPOClient
 
-#: Names loaded on first use, so that ``import spo_async`` does not pay for the batch
-#: layer, SQLite, the events or the sync client unless a program uses them.
+#: Names loaded on first use, so that ``import spo_async`` does not pay for the client
+#: (aiohttp), the batch layer (SQLite), the events or the sync client before it needs them.
 _LAZY = {
+    "AsyncSPOClient": "._client",
     "Batch": "._batch",
     "BatchProgress": "._events",
     "Errored": "._events",

@@ -32,6 +32,7 @@ items whose submit may have reached the service are reported as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import os
@@ -265,7 +266,9 @@ class _ItemObserver:
 
     def snapshot(self, result: TaskResult) -> None:
         if self._journal is not None:
-            self._journal.status(self._key, result)
+            # Queued, not awaited; a journal that failed says so at the next awaited write.
+            with contextlib.suppress(JournalError):
+                self._journal.status(self._key, result)
         if self._reporter is not None:
             self._reporter.snapshot(result)
 
@@ -404,7 +407,7 @@ class Batch:
         if self._state is _State.READY:
             await self._start()
         if self._restored:
-            return self._settle(self._restored.pop(0))
+            return self._handed(self._settle(self._restored.pop(0)))
         if self._state is _State.CLOSED or self._left == 0:
             await self.aclose()
             raise StopAsyncIteration
@@ -418,7 +421,13 @@ class Batch:
             raise got
         self._left -= 1
         self._permits.release()
-        return got
+        return self._handed(got)
+
+    def _handed(self, outcome: AnyOutcome) -> AnyOutcome:
+        """An outcome the consumer now holds: its task no longer counts as unfinished."""
+        if outcome.task_id is not None:
+            self._unfinished.pop(outcome.task_id, None)
+        return outcome
 
     async def aclose(self) -> None:
         """Stop: no new submit, submits in flight finish, waits stop, the journal closes.
@@ -516,8 +525,6 @@ class Batch:
 
     def _settle(self, outcome: AnyOutcome) -> AnyOutcome:
         self._counts[type(outcome)] += 1
-        if outcome.task_id is not None:
-            self._unfinished.pop(outcome.task_id, None)
         self._emit(outcome)
         self._report()
         return outcome
