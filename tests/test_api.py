@@ -491,7 +491,7 @@ def _imports(path: pathlib.Path) -> set[str]:
 
 
 def _is_private(module: str) -> bool:
-    """Whether a module path has a private part (``_x``); dunder modules such as ``__main__`` are public."""
+    """Whether a module path has a private part (``_x``); dunders like ``__main__`` are public."""
     return any(p.startswith("_") and not p.startswith("__") for p in module.split("."))
 
 
