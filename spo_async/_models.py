@@ -144,8 +144,9 @@ class Sample:
 
     question: str = ""
     answer: str = ""
-    #: Fields the service sent that this SDK does not know, kept as they came.
-    extra: Mapping[str, Any] = attrs.field(factory=dict, hash=False, repr=False)
+    #: Fields the service sent that this SDK does not know, kept as they came. Not
+    #: compared (nor hashed): servers of two versions may answer during a deploy.
+    extra: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -161,7 +162,8 @@ class Round:
     samples: tuple[Sample, ...] = ()
     success: bool = False
     #: Fields the service sent that this SDK does not know (``tokens``, ``time``, ...).
-    extra: Mapping[str, Any] = attrs.field(factory=dict, hash=False, repr=False)
+    #: Not compared: a round does not change when a rolling deploy adds or drops one.
+    extra: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -221,8 +223,8 @@ class TaskResult:
     best_round: int | None = None
     error: TaskError | None = None
     max_rounds: int | None = None
-    #: Top-level fields the service sent that this SDK does not know.
-    extra: Mapping[str, Any] = attrs.field(factory=dict, hash=False, repr=False)
+    #: Top-level fields the service sent that this SDK does not know. Not compared.
+    extra: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
     @property
     def is_terminal(self) -> bool:
