@@ -20,7 +20,7 @@ from typing import Any, Final
 import attrs
 import cattrs
 
-from ._convert import request_to_wire, task_from_wire
+from ._convert import request_to_wire, result_problem, task_from_wire
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -38,6 +38,7 @@ from ._errors import (
     UnsupportedError,
 )
 from ._models import OptimizationRequest, TaskResult
+from ._redact import has_unsafe_characters, printable, redactor_for, request_secrets
 from ._state import TaskStatus
 from ._version import __version__
 
@@ -56,6 +57,7 @@ __all__ = [
     "parse_submit_response",
     "parse_task_response",
     "quote_task_id",
+    "redact_response",
 ]
 
 SUBMIT_PATH: Final = "/302/prompt/spo/submit"
@@ -64,6 +66,12 @@ USER_AGENT: Final = f"spo-async/{__version__}"
 MAX_TASK_ID_LENGTH: Final = 256
 #: Deeper JSON is refused as unreadable: no answer of the service nests more than a few levels.
 MAX_JSON_DEPTH: Final = 64
+#: An answer with more JSON values than this is refused as unreadable. A task of 1,000
+#: rounds with three samples each holds about 20,000; reading a value costs the event
+#: loop about a microsecond, so this bounds one answer's parse (bench/parse_cost.py).
+MAX_JSON_VALUES: Final = 200_000
+#: Bodies smaller than this, with few brackets, cannot break the limits above.
+_SMALL_BODY: Final = 64 * 1024
 
 #: The service's err_codes and what they mean (spec §4.1).
 ERR_CODE_ERRORS: Mapping[int, type[APIError]] = {
@@ -139,6 +147,9 @@ def normalize_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
     """
     if not isinstance(url, str):
         raise ConfigurationError(f"base_url must be a string, got {type(url).__name__}")
+    if has_unsafe_characters(url.strip()):
+        # Not echoed, like every malformed base URL: it may hold a pasted secret.
+        raise ConfigurationError("base_url contains control, invisible or unencodable characters")
     try:
         parts = urllib.parse.urlsplit(url.strip())
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
@@ -169,7 +180,14 @@ _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def quote_task_id(task_id: str) -> str:
-    """Check a task id and percent-encode it for the query path."""
+    """Check a task id and percent-encode it for the query path.
+
+    Refused, with :class:`RequestValidationError` and before any request: ids that
+    could leave their path segment, control and invisible format characters (C0,
+    DEL, C1, bidi overrides: they rewrite a terminal or a log line that shows the
+    id), and ids that cannot be encoded at all (a lone surrogate, which would
+    otherwise fail deep in the HTTP stack with an untyped ``UnicodeEncodeError``).
+    """
     if not isinstance(task_id, str):
         raise RequestValidationError("task_id", f"expected a string, got {type(task_id).__name__}")
     if not task_id or task_id.strip() != task_id:
@@ -178,8 +196,17 @@ def quote_task_id(task_id: str) -> str:
         raise RequestValidationError("task_id", f"longer than {MAX_TASK_ID_LENGTH} characters")
     if task_id in {".", ".."} or any(ch in task_id for ch in "/\\?#"):
         raise RequestValidationError("task_id", f"{task_id!r} is not a task id")
-    if _CONTROL_CHARACTER.search(task_id):
-        raise RequestValidationError("task_id", "contains control characters")
+    if task_id.isascii():
+        if _CONTROL_CHARACTER.search(task_id):
+            raise RequestValidationError("task_id", "contains control characters")
+    elif has_unsafe_characters(task_id):
+        try:
+            task_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestValidationError(
+                "task_id", "cannot be encoded: it holds a lone surrogate"
+            ) from None
+        raise RequestValidationError("task_id", "contains control or invisible format characters")
     return urllib.parse.quote(task_id, safe="")
 
 
@@ -197,11 +224,66 @@ def _headers(api_key: str, lang: str | None) -> dict[str, str]:
 def build_submit_request(
     base_url: str, api_key: str, request: OptimizationRequest, *, lang: str | None = None
 ) -> HTTPRequest:
-    """The ``POST`` that submits ``request``."""
-    body = json.dumps(request_to_wire(request), ensure_ascii=False, allow_nan=False).encode()
+    """The ``POST`` that submits ``request``.
+
+    Text that cannot be encoded (a lone surrogate, from a badly decoded file) raises
+    :class:`RequestValidationError` naming the field, before anything is sent.
+    """
+    wire = request_to_wire(request)
+    try:
+        body = json.dumps(wire, ensure_ascii=False, allow_nan=False).encode()
+    except UnicodeEncodeError:
+        field = _unencodable_field(wire) or "request"
+        raise RequestValidationError(
+            field, "cannot be encoded: it holds a lone surrogate"
+        ) from None
     headers = _headers(api_key, lang)
     headers["Content-Type"] = "application/json"
     return HTTPRequest("POST", base_url + SUBMIT_PATH, SUBMIT_PATH, headers, body)
+
+
+def _unencodable_field(value: Any, path: str = "") -> str | None:
+    """The dotted path (``qa[0].question``) of the first text in ``value`` UTF-8 cannot encode."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, Mapping):
+        for key, child in value.items():
+            found = _unencodable_field(child, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, child in enumerate(value):
+            found = _unencodable_field(child, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def redact_response(response: HTTPResponse, request: HTTPRequest) -> HTTPResponse:
+    """``response`` with the credentials ``request`` carried taken out of it.
+
+    A server (or a proxy) that echoes the ``Authorization`` header would otherwise
+    put the API key into a model, an error, a log line or a file. The body and the
+    headers are redacted in every encoding :class:`~spo_async._redact.Redactor`
+    knows (raw, JSON-escaped, percent- or entity-encoded, any case). The client
+    calls this on every answer, before parsing it; the same object comes back
+    when there was nothing to take out.
+    """
+    redactor = redactor_for(request_secrets(request.headers))
+    if redactor is None:
+        return response
+    body = redactor.data(response.body)
+    headers = response.headers
+    joined = "\n".join(f"{name}: {value}" for name, value in headers.items())
+    if redactor.holds(joined.encode("utf-8", "surrogatepass")):
+        headers = {redactor.text(name): redactor.text(value) for name, value in headers.items()}
+    if body is response.body and headers is response.headers:
+        return response
+    return HTTPResponse(response.status, headers, body)
 
 
 def build_task_request(
@@ -236,33 +318,52 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     return seconds
 
 
-def _too_deep(payload: Any) -> bool:
-    """Whether ``payload`` nests arrays and objects deeper than :data:`MAX_JSON_DEPTH`."""
-    stack: list[tuple[Any, int]] = [(payload, 0)]
+def _shape_problem(payload: Any) -> str | None:
+    """Why ``payload`` is too deep or too large to read, if it is.
+
+    Only containers are walked, and each one's size is counted before its children
+    are looked at, so the walk stops within :data:`MAX_JSON_VALUES` steps whatever
+    the body holds.
+    """
+    budget = MAX_JSON_VALUES
+    stack: list[tuple[Any, int]] = [(payload, 0)] if isinstance(payload, dict | list) else []
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            if depth >= MAX_JSON_DEPTH:
-                return True
-            children = value.values() if isinstance(value, dict) else value
-            stack.extend((child, depth + 1) for child in children)
-    return False
+        if depth >= MAX_JSON_DEPTH:
+            return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        children = value.values() if isinstance(value, dict) else value
+        budget -= len(children)
+        if budget < 0:
+            return f"more than {MAX_JSON_VALUES} JSON values"
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return None
 
 
 def _decode_json(body: bytes) -> Any:
-    """Decode JSON, or raise ``ValueError`` (also for non-UTF-8 bytes and absurd nesting).
+    """Decode JSON, or raise ``ValueError``.
 
-    A body nested near the interpreter's recursion limit would otherwise raise
-    ``RecursionError`` here, or later wherever the value is compared or printed.
+    Refused as well: bytes that are not UTF-8, absurd nesting, and more values than
+    any answer of the service holds (:data:`MAX_JSON_VALUES`). JSON between systems is UTF-8 (RFC 8259 §8.1): ``json.loads`` would also guess
+    UTF-16 and UTF-32, which no answer of the service uses, and which would let text
+    past the redaction of the raw body. A UTF-8 byte order mark is allowed. A body
+    nested near the interpreter's recursion limit would otherwise raise
+    ``RecursionError`` here, or later wherever the value is copied or pickled.
     """
     try:
-        payload = json.loads(body)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("the body is not UTF-8") from None
+    try:
+        payload = json.loads(text[1:] if text.startswith("\ufeff") else text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
-    # Nesting needs one bracket per level: a body with few of them (every ordinary answer)
-    # cannot be too deep, and counting bytes is far cheaper than walking the value.
-    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _too_deep(payload):
-        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    # Nesting needs one bracket per level, and many values need a large body: a small
+    # body with few brackets (every ordinary answer) cannot break either limit, and
+    # counting bytes is far cheaper than walking the value.
+    if len(body) > _SMALL_BODY or body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH:
+        problem = _shape_problem(payload)
+        if problem is not None:
+            raise ValueError(problem)
     return payload
 
 
@@ -346,9 +447,11 @@ def _ok_json(response: HTTPResponse, *, now: float) -> Mapping[str, Any]:
         raise error_from_response(response, now=now)
     try:
         payload = _decode_json(response.body)
-    except ValueError:
+    except ValueError as exc:
+        # The decoder's own message is left out: it quotes the body's position, not its text.
+        reason = "" if isinstance(exc, json.JSONDecodeError) else f" ({exc})"
         raise ProtocolError(
-            f"HTTP {response.status} answer is not valid JSON",
+            f"HTTP {response.status} answer is not valid JSON{reason}",
             status=response.status,
             body=response.body,
         ) from None
@@ -362,23 +465,36 @@ def _ok_json(response: HTTPResponse, *, now: float) -> Mapping[str, Any]:
 
 
 def parse_submit_response(response: HTTPResponse, *, now: float = 0.0) -> str:
-    """The task id from a submit answer, or a typed error."""
+    """The task id from a submit answer, or a typed error.
+
+    An id that cannot be queried (a lone surrogate, control or bidi characters, a
+    path separator) or that is a number instead of a string raises
+    :class:`ProtocolError`: the task probably exists and is billed, so the error
+    keeps the id in ``task_id`` (escaped by :func:`~spo_async._redact.printable`,
+    so that it can be printed, logged and journaled) instead of losing it.
+    """
     payload = _ok_json(response, now=now)
     task_id = payload.get("task_id")
+    problem: str | None = None
     if isinstance(task_id, str) and task_id:
         try:
             quote_task_id(task_id)
         except RequestValidationError as exc:
-            # The task exists and is billed, but its id cannot be polled safely: say so,
-            # and keep the id on the error so that it is not lost.
-            error = ProtocolError(
-                f"submit answer has a task_id that cannot be queried ({exc.problem}): {task_id!r}",
-                status=response.status,
-                body=response.body,
-            )
-            error.task_id = task_id
-            raise error from None
-        return task_id
+            problem = exc.problem
+        else:
+            return task_id
+    elif isinstance(task_id, int) and not isinstance(task_id, bool):
+        task_id, problem = str(task_id), "it is a number, not a string"
+    if problem is not None:
+        # Raised here, outside the except clause, so that no other error rides along.
+        shown = printable(str(task_id))
+        error = ProtocolError(
+            f"submit answer has a task_id that cannot be queried ({problem}): {shown}",
+            status=response.status,
+            body=response.body,
+        )
+        error.task_id = shown
+        raise error
     envelope = _envelope(payload)
     if envelope is not None and "err_code" in envelope:
         raise _api_error_from_envelope(response.status, envelope, response.body, None)
@@ -415,6 +531,17 @@ def parse_task_response(
         raise ProtocolError(
             f"task answer breaks the contract: {exc}", status=response.status, body=response.body
         ) from None
+    problem = result_problem(result)
+    if problem is not None:
+        # Retried like any unreadable answer (is_query_retryable): a service that writes
+        # ``status`` before ``best_prompt`` is read half-way now and whole a moment later,
+        # and a success that never gains substance costs only the retry policy's
+        # attempts before this error reaches the caller.
+        raise ProtocolError(
+            f"task answer breaks the contract: {problem}",
+            status=response.status,
+            body=response.body,
+        )
     if strict_status and result.status is TaskStatus.UNKNOWN:
         raise ProtocolError(
             f"unknown task status {result.raw_status!r}", status=response.status, body=response.body
