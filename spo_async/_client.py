@@ -37,6 +37,7 @@ from ._polling import (
     poll_until_done,
     retry_call,
 )
+from ._redact import request_secrets, scrub_exception
 from ._retry import RetryPolicy, is_submit_retryable, is_submit_unknown
 from ._sansio import (
     HTTPRequest,
@@ -47,6 +48,7 @@ from ._sansio import (
     parse_submit_response,
     parse_task_response,
     quote_task_id,
+    redact_response,
 )
 from ._schedules import PollMode, ScheduleLike, as_schedule
 from ._settings import DEFAULT_CONCURRENCY, resolve_api_key, resolve_base_url
@@ -219,6 +221,8 @@ class AsyncSPOClient:
         try:
             async with self.limiter.slot():
                 response = await self._transport.send(request, timeout=self.request_timeout)
+            # Nothing the service says may carry the key further: redact before parsing.
+            response = redact_response(response, request)
             outcome = response.status
             if response.status == 429:
                 self.limiter.on_rate_limited(self._pause_for(response))
@@ -226,6 +230,7 @@ class AsyncSPOClient:
                 self.limiter.on_success()
         except SPOError as exc:
             outcome = type(exc).__name__
+            scrub_exception(exc, request_secrets(request.headers))
             raise
         finally:
             log.debug(
