@@ -236,14 +236,14 @@ class Redactor:
         self._wide = tuple(wide)
         self._raw = tuple(sorted(narrow + wide, key=len, reverse=True))
         self._view = tuple(s.lower() for s in chosen)
-        # What an encoded secret needs in the body: only these make the decoded view worth
-        # building. ``\\u00`` and not ``\\u``: a body of ``\\u6f22`` escapes (Chinese from
-        # an ASCII-only JSON writer) cannot spell an ASCII secret.
+        # What an encoded secret needs in the body besides "%" or "&": only these make
+        # the decoded view worth building. ``\\u00`` and not ``\\u``: a body of ``\\u6f22``
+        # escapes (Chinese from an ASCII-only JSON writer) cannot spell an ASCII secret.
         characters = "".join(chosen)
-        markers = [b"\\x", b"%", b"&", b"\\u" if not characters.isascii() else b"\\u00"]
         if any(ch in _JSON_SHORT for ch in characters):
-            markers.append(b"\\")
-        self._markers = tuple(markers)
+            self._markers: tuple[bytes, ...] = (b"\\",)
+        else:
+            self._markers = (b"\\x", b"\\u" if not characters.isascii() else b"\\u00")
         fragments = {
             piece.lower().encode("utf-8", "surrogatepass")
             for s in chosen
@@ -310,8 +310,10 @@ class Redactor:
             return True
         if b"\x00" in lowered and any(secret in lowered for secret in self._wide):
             return True
-        if not any(marker in lowered for marker in self._markers):
-            return False
+        # One-byte searches first (memchr, far faster than a two-byte one).
+        if b"%" not in lowered and b"&" not in lowered:
+            if b"\\" not in lowered or not any(m in lowered for m in self._markers):
+                return False
         view = _decoded_view(lowered)
         return view is None or any(secret in view for secret in self._view)
 
