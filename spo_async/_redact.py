@@ -148,8 +148,32 @@ def _char_forms(ch: str) -> list[str]:
     return forms
 
 
+def _groups(secret: str) -> list[str]:
+    return [f"(?:{'|'.join(_char_forms(ch))})" for ch in secret]
+
+
 def _text_pattern(secret: str) -> str:
-    return "".join(f"(?:{'|'.join(_char_forms(ch))})" for ch in secret)
+    return "".join(_groups(secret))
+
+
+def _cut_patterns(secret: str) -> tuple[str, str] | None:
+    """Patterns for a piece of ``secret`` that a cut left at the end and at the start.
+
+    The end of a text may hold a prefix of the secret, its start a suffix; only
+    pieces of at least :data:`_MIN_EDGE_FRAGMENT` characters count, in any form.
+    """
+    groups = _groups(secret)
+    size = len(groups)
+    least = min(_MIN_EDGE_FRAGMENT, size)
+    if size < 2:
+        return None
+    longer = ""
+    for group in reversed(groups[least : size - 1]):
+        longer = f"(?:{group}{longer})?"
+    earlier = ""
+    for group in groups[1 : size - least]:
+        earlier = f"(?:{earlier}{group})?"
+    return "".join(groups[:least]) + longer, earlier + "".join(groups[size - least :])
 
 
 def _entity_escape(match: re.Match[bytes]) -> bytes:
@@ -202,15 +226,19 @@ class Redactor:
 
     __slots__ = (
         "_bytes",
-        "_edge_ends",
-        "_edge_starts",
-        "_edges",
+        "_bytes_end",
+        "_bytes_start",
+        "_ends",
         "_markers",
         "_narrow",
         "_raw",
+        "_starts",
         "_text",
+        "_text_end",
+        "_text_start",
         "_view",
         "_wide",
+        "_window",
     )
 
     def __init__(self, secrets: Iterable[str]) -> None:
@@ -244,17 +272,26 @@ class Redactor:
             self._markers: tuple[bytes, ...] = (b"\\",)
         else:
             self._markers = (b"\\x", b"\\u" if not characters.isascii() else b"\\u00")
-        fragments = {
-            piece.lower().encode("utf-8", "surrogatepass")
-            for s in chosen
-            for size in range(min(_MIN_EDGE_FRAGMENT, len(s)), len(s))
-            for piece in (s[:size], s[-size:])
-        }
-        self._edges = tuple(sorted(fragments, key=len, reverse=True))
-        # The bytes a fragment can start or end with: a JSON body starts with "{" and
-        # ends with "}", so the usual answer is cleared by two set lookups.
-        self._edge_starts = frozenset(p[:1] for p in fragments)
-        self._edge_ends = frozenset(p[-1:] for p in fragments)
+        cuts = [p for p in map(_cut_patterns, chosen) if p is not None]
+        at_end = "|".join(end for end, _ in cuts) or "(?!)"
+        at_start = "|".join(start for _, start in cuts) or "(?!)"
+        self._text_end = re.compile(f"(?:{at_end})\\Z", re.IGNORECASE)
+        self._text_start = re.compile(f"\\A(?:{at_start})", re.IGNORECASE)
+        self._bytes_end = re.compile(
+            f"(?:{at_end})\\Z".encode("utf-8", "surrogatepass"), re.IGNORECASE
+        )
+        self._bytes_start = re.compile(
+            f"\\A(?:{at_start})".encode("utf-8", "surrogatepass"), re.IGNORECASE
+        )
+        # Every form of a piece ends with a character of a secret, a hex digit or ";"
+        # and starts with a character of a secret, "\\", "%" or "&": a JSON body, which
+        # starts with "{" and ends with "}", is cleared by two set lookups.
+        lowered = "".join(chosen).lower()
+        self._ends = frozenset(lowered + "0123456789abcdef;")
+        self._starts = frozenset(lowered + "\\%&")
+        # How far from either end a piece may start: its longest forms are escapes of
+        # about ten characters per character.
+        self._window = 12 * max(map(len, chosen))
 
     def __repr__(self) -> str:
         return "<Redactor secrets=<redacted>>"
@@ -262,16 +299,15 @@ class Redactor:
     def text(self, text: str) -> str:
         """``text`` with every secret, whole or cut off at either end, replaced."""
         text = self._text.sub(REDACTED, text)
-        if not text:
-            return text
-        head, tail = (
-            text[:80].encode("utf-8", "surrogatepass"),
-            text[-80:].encode("utf-8", "surrogatepass"),
-        )
-        cut_head, cut_tail = self._edge_fragment(head, tail)
-        if not cut_head and not cut_tail:
-            return text
-        return self.data(text.encode("utf-8", "surrogatepass")).decode("utf-8", "surrogatepass")
+        if text and text[-1].lower() in self._ends:
+            found = self._text_end.search(text, max(0, len(text) - self._window))
+            if found is not None:
+                text = text[: found.start()] + REDACTED
+        if text and text[0].lower() in self._starts:
+            found = self._text_start.match(text[: self._window])
+            if found is not None:
+                text = REDACTED + text[found.end() :]
+        return text
 
     def data(self, data: bytes) -> bytes:
         """``data`` with every secret, whole or cut off at either end, replaced.
@@ -286,14 +322,15 @@ class Redactor:
                 data = self._replace_raw(data)
             if self.holds(data):
                 return WITHHELD
-        cut_head, cut_tail = self._edge_fragment(data[:80], data[-80:])
-        if not cut_head and not cut_tail:
-            return data
-        if cut_head + cut_tail >= len(data):
-            return _REDACTED_BYTES
-        head = _REDACTED_BYTES if cut_head else b""
-        tail = _REDACTED_BYTES if cut_tail else b""
-        return head + data[cut_head : len(data) - cut_tail] + tail
+        if data and chr(data[-1]).lower() in self._ends:
+            found = self._bytes_end.search(data, max(0, len(data) - self._window))
+            if found is not None:
+                data = data[: found.start()] + _REDACTED_BYTES
+        if data and chr(data[0]).lower() in self._starts:
+            found = self._bytes_start.match(data[: self._window])
+            if found is not None:
+                data = _REDACTED_BYTES + data[found.end() :]
+        return data
 
     def mentions(self, text: str) -> bool:
         """Whether ``text`` holds a secret, whole or cut off at either end."""
@@ -311,9 +348,12 @@ class Redactor:
         if b"\x00" in lowered and any(secret in lowered for secret in self._wide):
             return True
         # One-byte searches first (memchr, far faster than a two-byte one).
-        if b"%" not in lowered and b"&" not in lowered:
-            if b"\\" not in lowered or not any(m in lowered for m in self._markers):
-                return False
+        if (
+            b"%" not in lowered
+            and b"&" not in lowered
+            and (b"\\" not in lowered or not any(m in lowered for m in self._markers))
+        ):
+            return False
         view = _decoded_view(lowered)
         return view is None or any(secret in view for secret in self._view)
 
@@ -333,16 +373,6 @@ class Redactor:
             parts.append(data[end:])
             data = b"".join(parts)
         return data
-
-    def _edge_fragment(self, head: bytes, tail: bytes) -> tuple[int, int]:
-        """How many bytes of a secret a cut left at the start and at the end, if any."""
-        head, tail = head.lower(), tail.lower()
-        at_start = at_end = 0
-        if head[:1] in self._edge_starts:
-            at_start = next((len(p) for p in self._edges if head.startswith(p)), 0)
-        if tail[-1:] in self._edge_ends:
-            at_end = next((len(p) for p in self._edges if tail.endswith(p)), 0)
-        return at_start, at_end
 
     def _value(self, value: T, depth: int) -> T:
         result: object = value
