@@ -340,22 +340,52 @@ def _shape_problem(payload: Any) -> str | None:
     return None
 
 
-def _decode_json(body: bytes) -> Any:
+#: A ``\uXXXX`` escape that starts a surrogate: the cheap test before the exact one.
+_SURROGATE_HINT: Final = re.compile(r"\\u[dD][89a-fA-F]")
+#: A JSON escape of a lone surrogate (a high one not followed by a low one, or a low one
+#: not preceded by a high one), behind an even run of backslashes (so a real escape).
+_LONE_SURROGATE: Final = re.compile(
+    r"(?<!\\)((?:\\\\)*)"
+    r"(?:\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
+
+
+def _replace_lone_surrogates(text: str) -> str:
+    r"""``text`` (JSON) with every escaped lone surrogate written as ``\ufffd`` instead.
+
+    JSON may escape half of a surrogate pair (a JavaScript string cut in the middle of
+    an emoji does), and ``json.loads`` returns such a half as is: a string that no
+    UTF-8 stream, file, journal or terminal can take, which would fail later with an
+    untyped ``UnicodeEncodeError``. The replacement character keeps the rest exact.
+    """
+    if _SURROGATE_HINT.search(text) is None:
+        return text
+    return _LONE_SURROGATE.sub(lambda m: m.group(1) + "\\ufffd", text)
+
+
+def _decode_json(body: bytes, *, keep_lone_surrogates: bool = False) -> Any:
     """Decode JSON, or raise ``ValueError``.
 
     Refused as well: bytes that are not UTF-8, absurd nesting, and more values than
-    any answer of the service holds (:data:`MAX_JSON_VALUES`). JSON between systems is UTF-8 (RFC 8259 §8.1): ``json.loads`` would also guess
-    UTF-16 and UTF-32, which no answer of the service uses, and which would let text
-    past the redaction of the raw body. A UTF-8 byte order mark is allowed. A body
-    nested near the interpreter's recursion limit would otherwise raise
-    ``RecursionError`` here, or later wherever the value is copied or pickled.
+    any answer of the service holds (:data:`MAX_JSON_VALUES`). JSON between systems
+    is UTF-8 (RFC 8259 §8.1): ``json.loads`` would also guess UTF-16 and UTF-32,
+    which no answer of the service uses, and which would let text past the
+    redaction of the raw body. A UTF-8 byte order mark is allowed. A body nested
+    near the interpreter's recursion limit would otherwise raise ``RecursionError``
+    here, or later wherever the value is copied or pickled. Escaped lone surrogates
+    become U+FFFD unless ``keep_lone_surrogates`` (see :func:`_replace_lone_surrogates`).
     """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("the body is not UTF-8") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if not keep_lone_surrogates:
+        text = _replace_lone_surrogates(text)
     try:
-        payload = json.loads(text[1:] if text.startswith("\ufeff") else text)
+        payload = json.loads(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     # Nesting needs one bracket per level, and many values need a large body: a small
@@ -442,12 +472,14 @@ def error_from_response(response: HTTPResponse, *, now: float = 0.0) -> APIError
     )
 
 
-def _ok_json(response: HTTPResponse, *, now: float) -> Mapping[str, Any]:
+def _ok_json(
+    response: HTTPResponse, *, now: float, keep_lone_surrogates: bool = False
+) -> Mapping[str, Any]:
     """The JSON object of a 2xx answer; any other answer raises a typed error."""
     if not 200 <= response.status < 300:
         raise error_from_response(response, now=now)
     try:
-        payload = _decode_json(response.body)
+        payload = _decode_json(response.body, keep_lone_surrogates=keep_lone_surrogates)
     except ValueError as exc:
         # The decoder's own message is left out: it quotes the body's position, not its text.
         reason = "" if isinstance(exc, json.JSONDecodeError) else f" ({exc})"
@@ -474,7 +506,9 @@ def parse_submit_response(response: HTTPResponse, *, now: float = 0.0) -> str:
     keeps the id in ``task_id`` (escaped by :func:`~spo_async._redact.printable`,
     so that it can be printed, logged and journaled) instead of losing it.
     """
-    payload = _ok_json(response, now=now)
+    # A lone surrogate in the id is kept, to be refused below with the id on the error:
+    # replaced, it would become another id, polled in vain while the real one is lost.
+    payload = _ok_json(response, now=now, keep_lone_surrogates=True)
     task_id = payload.get("task_id")
     problem: str | None = None
     if isinstance(task_id, str) and task_id:

@@ -109,6 +109,9 @@ class AiohttpTransport:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise ClientClosedError("the transport is closed")
+        if self._session is not None and self._session.closed:
+            # A caller's session closed by its owner: aiohttp would raise RuntimeError.
+            raise ClientClosedError("the aiohttp session given as session= is closed")
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections, limit_per_host=self._max_connections, ssl=self._ssl
