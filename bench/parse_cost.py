@@ -82,6 +82,20 @@ SHAPES: dict[str, Callable[[int], dict[str, Any]]] = {
 }
 
 
+#: Answers made to cost the most while staying under the byte-count gates of
+#: ``_sansio._too_many_tokens`` (100,000 commas and 100,000 brackets outside strings,
+#: 400,000 quotes), for a tree that has them: what an attacker who read the code sends.
+CRAFTED: dict[str, Callable[[], dict[str, Any]]] = {
+    "crafted: 99,000 string members": lambda: _task(
+        [], **{f"k{i}": f"v{i}" for i in range(99_000)}
+    ),
+    "crafted: the same, and 2,000,000 commas in a string": lambda: _task(
+        [], pad="," * 2_000_000, **{f"k{i}": f"v{i}" for i in range(99_000)}
+    ),
+    "crafted: 99,000 empty lists": lambda: _task([], trace=[[]] * 99_000),
+}
+
+
 def _ascii_escaped(payload: dict[str, Any]) -> bytes:
     """``payload`` as JSON with every character of every string written as ``\\uXXXX``."""
     text = json.dumps(payload)
@@ -148,6 +162,8 @@ def main() -> None:
     rows: list[tuple[str, dict[str, float]]] = []
     for name, make in SHAPES.items():
         rows.append((name, measure(_fill(make, args.size), args.repeats)))
+    for name, make_crafted in CRAFTED.items():
+        rows.append((name, measure(_plain(make_crafted()), args.repeats)))
     escaped = _fill(SHAPES["many rounds"], args.size, _ascii_escaped)
     rows.append(("many rounds, every character \\u-escaped", measure(escaped, args.repeats)))
     names = ("MiB", "redact", "json", "checks", "structure", "total")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import os
 import time
@@ -40,6 +41,7 @@ from ._polling import (
 from ._redact import request_secrets, scrub_exception
 from ._retry import RetryPolicy, is_submit_retryable, is_submit_unknown
 from ._sansio import (
+    PARSE_IN_THREAD_ABOVE,
     HTTPRequest,
     HTTPResponse,
     build_submit_request,
@@ -319,13 +321,19 @@ class AsyncSPOClient:
     ) -> TaskResult:
         """One GET of the task; a wait passes the request it built once for all its polls."""
         response = await self._send(http or self._task_request(task_id), task_id=task_id)
-        return parse_task_response(
+        parse = functools.partial(
+            parse_task_response,
             response,
             task_id,
             max_rounds=max_rounds,
             strict_status=self.strict_status,
             now=time.time(),
         )
+        if len(response.body) > PARSE_IN_THREAD_ABOVE:
+            # A large answer costs tens to hundreds of milliseconds to read: in a worker
+            # thread, the loop runs other tasks between its steps (bench/loop_stall.py).
+            return await asyncio.to_thread(parse)
+        return parse()
 
     def _max_rounds(self, task_id: str, max_rounds: int | None) -> int | None:
         if max_rounds is not None:

@@ -32,9 +32,10 @@ ENV_VAR = "SPO_ASYNC_LOG"
 logger = logging.getLogger(LOGGER_NAME)
 
 #: Attributes every LogRecord has: anything else came in through ``extra=``.
-_STANDARD_ATTRIBUTES: Final = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None))
-) | {"message", "asctime"}
+_STANDARD_ATTRIBUTES: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
 
 
 def _exception_text(exc_info: tuple[type[BaseException], BaseException, object]) -> str:

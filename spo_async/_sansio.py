@@ -44,6 +44,7 @@ from ._version import __version__
 
 __all__ = [
     "ERR_CODE_ERRORS",
+    "PARSE_IN_THREAD_ABOVE",
     "SUBMIT_PATH",
     "TASK_PATH",
     "HTTPRequest",
@@ -66,13 +67,16 @@ USER_AGENT: Final = f"spo-async/{__version__}"
 MAX_TASK_ID_LENGTH: Final = 256
 #: Deeper JSON is refused as unreadable: no answer of the service nests more than a few levels.
 MAX_JSON_DEPTH: Final = 64
-#: An answer with more JSON values than this is refused as unreadable. A task of 1,000
-#: rounds with three samples each holds about 20,000; checking and reading a value costs
-#: the event loop about a microsecond each, so this bounds what one answer can cost
-#: beyond ``json.loads`` itself (bench/parse_cost.py).
+#: An answer with more commas, or more brackets, than this (outside strings) is refused
+#: as unreadable, before ``json.loads`` builds its values: so it holds at most about
+#: twice as many values. A task of 1,000 rounds with three samples each holds about
+#: 20,000; building a value costs the event loop up to a third of a microsecond and
+#: structuring it a microsecond, so this bounds what one answer costs the loop beyond
+#: its size (bench/loop_stall.py).
 MAX_JSON_VALUES: Final = 100_000
-#: Bodies smaller than this, with few brackets, cannot break the limits above.
-_SMALL_BODY: Final = 64 * 1024
+#: A task answer larger than this is parsed in a worker thread by the client: parsing
+#: stays pure, and the event loop is free between the parse's Python steps.
+PARSE_IN_THREAD_ABOVE: Final = 1024 * 1024
 
 #: The service's err_codes and what they mean (spec §4.1).
 ERR_CODE_ERRORS: Mapping[int, type[APIError]] = {
@@ -319,27 +323,6 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     return seconds
 
 
-def _shape_problem(payload: Any) -> str | None:
-    """Why ``payload`` is too deep or too large to read, if it is.
-
-    Only containers are walked, and each one's size is counted before its children
-    are looked at, so the walk stops within :data:`MAX_JSON_VALUES` steps whatever
-    the body holds.
-    """
-    budget = MAX_JSON_VALUES
-    stack: list[tuple[Any, int]] = [(payload, 0)] if isinstance(payload, dict | list) else []
-    while stack:
-        value, depth = stack.pop()
-        if depth >= MAX_JSON_DEPTH:
-            return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
-        children = value.values() if isinstance(value, dict) else value
-        budget -= len(children)
-        if budget < 0:
-            return f"more than {MAX_JSON_VALUES} JSON values"
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return None
-
-
 #: A ``\uXXXX`` escape that starts a surrogate: the cheap test before the exact one.
 _SURROGATE_HINT: Final = re.compile(r"\\u[dD][89a-fA-F]")
 #: A JSON escape of a lone surrogate (a high one not followed by a low one, or a low one
@@ -364,6 +347,46 @@ def _replace_lone_surrogates(text: str) -> str:
     return _LONE_SURROGATE.sub(lambda m: m.group(1) + "\\ufffd", text)
 
 
+#: A JSON string, escapes included (valid JSON only: json.loads judges the rest).
+_JSON_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+#: ``bytes.translate`` arguments that keep only brackets, all written as ``[`` and ``]``.
+_SQUARE: Final = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _shape_problem(body: bytes) -> str | None:
+    """Why the JSON in ``body`` is too large or too deep to read, if it is.
+
+    Judged on the bytes, at C speed, before ``json.loads`` spends time (and stack)
+    building values: each value but the first of its container needs a comma
+    before it, each container a bracket, and there are at most two strings (a key
+    and its value) per value. Commas and brackets inside strings count too at first;
+    only when those rough counts are high are the strings cut out and the bytes
+    counted again, so that text full of commas or code passes. Depth is measured on
+    the brackets alone: each pass that removes the innermost ``[]`` pairs peels one
+    level. A body that does not balance is left for ``json.loads`` to refuse.
+    """
+    limit = MAX_JSON_VALUES
+    too_many = f"more than {limit} JSON values"
+    quotes = body.count(b'"')
+    if quotes > 4 * limit and quotes - body.count(b'\\"') > 4 * limit:
+        return too_many
+    if body.count(b",") <= limit and body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return None  # the usual answer: neither limit is within reach
+    bare = _JSON_STRING.sub(b"", body) if quotes else body
+    if bare.count(b",") > limit:
+        return too_many
+    skeleton = bare.translate(_SQUARE, _NOT_BRACKETS)
+    if len(skeleton) > 2 * limit:
+        return too_many
+    for _ in range(MAX_JSON_DEPTH):
+        peeled = skeleton.replace(b"[]", b"")
+        if len(peeled) == len(skeleton):
+            return None  # no brackets left, or unbalanced ones
+        skeleton = peeled
+    return f"JSON nested deeper than {MAX_JSON_DEPTH} levels" if b"[]" in skeleton else None
+
+
 def _decode_json(body: bytes, *, keep_lone_surrogates: bool = False) -> Any:
     """Decode JSON, or raise ``ValueError``.
 
@@ -376,6 +399,9 @@ def _decode_json(body: bytes, *, keep_lone_surrogates: bool = False) -> Any:
     here, or later wherever the value is copied or pickled. Escaped lone surrogates
     become U+FFFD unless ``keep_lone_surrogates`` (see :func:`_replace_lone_surrogates`).
     """
+    problem = _shape_problem(body)
+    if problem is not None:
+        raise ValueError(problem)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -388,13 +414,6 @@ def _decode_json(body: bytes, *, keep_lone_surrogates: bool = False) -> Any:
         payload = json.loads(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
-    # Nesting needs one bracket per level, and many values need a large body: a small
-    # body with few brackets (every ordinary answer) cannot break either limit, and
-    # counting bytes is far cheaper than walking the value.
-    if len(body) > _SMALL_BODY or body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH:
-        problem = _shape_problem(payload)
-        if problem is not None:
-            raise ValueError(problem)
     return payload
 
 
