@@ -347,8 +347,6 @@ def _replace_lone_surrogates(text: str) -> str:
     return _LONE_SURROGATE.sub(lambda m: m.group(1) + "\\ufffd", text)
 
 
-#: A JSON string, escapes included (valid JSON only: json.loads judges the rest).
-_JSON_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 #: ``bytes.translate`` arguments that keep only brackets, all written as ``[`` and ``]``.
 _SQUARE: Final = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
@@ -357,23 +355,34 @@ _NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
 def _shape_problem(body: bytes) -> str | None:
     """Why the JSON in ``body`` is too large or too deep to read, if it is.
 
-    Judged on the bytes, at C speed, before ``json.loads`` spends time (and stack)
-    building values: each value but the first of its container needs a comma
-    before it, each container a bracket, and there are at most two strings (a key
-    and its value) per value. Commas and brackets inside strings count too at first;
-    only when those rough counts are high are the strings cut out and the bytes
-    counted again, so that text full of commas or code passes. Depth is measured on
-    the brackets alone: each pass that removes the innermost ``[]`` pairs peels one
-    level. A body that does not balance is left for ``json.loads`` to refuse.
+    Judged on the bytes, with C-speed counts, splits and replaces, before
+    ``json.loads`` spends time (and stack) building values: each value but the first
+    of its container needs a comma before it, each container a bracket, and there
+    are at most two strings (a key and its value) per value. Commas, brackets and
+    quotes inside strings count too at first; only when those rough counts are high
+    are the strings cut out (escaped backslashes and quotes dropped, then the bytes
+    split at the remaining quotes) and the rest counted again, so that text full of
+    commas or code passes. Depth is measured on the brackets alone: each pass that
+    removes the innermost ``[]`` pairs peels one level. A body that does not balance
+    is left for ``json.loads`` to refuse.
     """
     limit = MAX_JSON_VALUES
     too_many = f"more than {limit} JSON values"
+    shallow = body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH
+    if shallow and len(body) <= limit:
+        return None  # the usual answer: too small to hold that many values, too few brackets
     quotes = body.count(b'"')
+    if shallow and quotes <= 4 * limit and body.count(b",") <= limit:
+        return None
+    # Each string is two quotes; "\"" inside one is not (nor the quote of "\\"", which
+    # this count wrongly takes off too: the count stays a lower bound).
     if quotes > 4 * limit and quotes - body.count(b'\\"') > 4 * limit:
         return too_many
-    if body.count(b",") <= limit and body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
-        return None  # the usual answer: neither limit is within reach
-    bare = _JSON_STRING.sub(b"", body) if quotes else body
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"") if b"\\" in body else body
+    pieces = unescaped.split(b'"')
+    if len(pieces) > 4 * limit + 1:
+        return too_many
+    bare = b"".join(pieces[::2])  # what lies between strings
     if bare.count(b",") > limit:
         return too_many
     skeleton = bare.translate(_SQUARE, _NOT_BRACKETS)
