@@ -229,6 +229,7 @@ class Redactor:
         "_bytes_end",
         "_bytes_start",
         "_ends",
+        "_exotic",
         "_markers",
         "_narrow",
         "_raw",
@@ -268,6 +269,10 @@ class Redactor:
         # the decoded view worth building. ``\\u00`` and not ``\\u``: a body of ``\\u6f22``
         # escapes (Chinese from an ASCII-only JSON writer) cannot spell an ASCII secret.
         characters = "".join(chosen)
+        # A secret that holds escape characters of its own ("\\", "%", "&") can read as
+        # something else once a view decodes it: such a secret is always looked for
+        # form by form (slower; no key the service issues looks like that).
+        self._exotic = any(ch in "\\%&" for ch in characters)
         if any(ch in _JSON_SHORT for ch in characters):
             self._markers: tuple[bytes, ...] = (b"\\",)
         else:
@@ -315,7 +320,9 @@ class Redactor:
         Other bytes are kept exactly, and the same object comes back when nothing
         had to change.
         """
-        if self.holds(data):
+        if self._exotic:
+            data = self._bytes.sub(_REDACTED_BYTES, data)
+        elif self.holds(data):
             if len(data) <= _PRECISE_LIMIT:
                 data = self._bytes.sub(_REDACTED_BYTES, data)
             else:
@@ -342,6 +349,8 @@ class Redactor:
 
     def holds(self, data: bytes) -> bool:
         """Whether ``data`` may hold a whole secret, in any form the patterns know or more."""
+        if self._exotic:
+            return self._bytes.search(data) is not None
         lowered = data.lower()
         if any(secret in lowered for secret in self._narrow):
             return True

@@ -17,6 +17,7 @@ import json
 import logging
 import traceback
 import urllib.parse
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ import aiohttp
 import attrs
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from spo_async import (
     AsyncSPOClient,
     AuthenticationError,
@@ -44,8 +47,11 @@ from spo_async import (
     TaskFailedError,
     TaskResult,
     TransientError,
+    TransportError,
 )
 from spo_async._convert import task_to_wire
+from spo_async._redact import redactor_for
+from spo_async._sansio import HTTPRequest, HTTPResponse
 from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind
 
 SECRET = "sk-LeAk-5d9e0c7b2a61f4"
@@ -65,7 +71,9 @@ def make_request(prompt: str = "Summarize the ticket") -> OptimizationRequest:
 def _unescape(text: str) -> str:
     """Decode backslash escapes (\\uXXXX, \\xXX, \\/) the way a reader's eye would."""
     raw = text.encode("latin-1", "backslashreplace").replace(b"\\/", b"/")
-    return codecs.decode(raw, "unicode_escape", "ignore")
+    with warnings.catch_warnings():  # "invalid escape sequence" for a stray backslash
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return codecs.decode(raw, "unicode_escape", "ignore")
 
 
 def views(text: str) -> Iterator[str]:
@@ -507,3 +515,74 @@ def test_snapshots_of_a_leak_free_run_are_plain_results() -> None:
         assert leaks(encode(SECRET)), form
     assert leaks("\x00".join(SECRET))
     assert not leaks(TaskResult.__doc__ or "")
+
+
+# -- any key, any mix of forms -------------------------------------------------------------
+
+#: How one character may be written; a leaked key may mix them freely.
+CHARACTER_FORMS: list[Callable[[str], str]] = [
+    lambda c: c,
+    str.upper,
+    lambda c: f"\\u{ord(c):04x}",
+    lambda c: f"\\u{ord(c):04X}",
+    lambda c: f"\\\\u{ord(c):04x}",
+    lambda c: f"\\x{ord(c):02x}",
+    lambda c: f"%{ord(c):02x}",
+    lambda c: f"%{ord(c):02X}",
+    lambda c: f"&#{ord(c)};",
+    lambda c: f"&#{ord(c):05d};",
+    lambda c: f"&#x{ord(c):x};",
+    lambda c: f"&#X{ord(c):X}",
+]
+
+printable_ascii = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.text(printable_ascii, min_size=12, max_size=60),
+    forms=st.lists(st.sampled_from(range(len(CHARACTER_FORMS))), min_size=60, max_size=60),
+    before=st.text(max_size=24),
+    after=st.text(max_size=24),
+)
+def test_any_key_in_any_mix_of_forms_is_taken_out(
+    key: str, forms: list[int], before: str, after: str
+) -> None:
+    """Whatever the key and however each of its characters is written, no decoding of
+    what the redactor returns shows it again, in bytes or in text."""
+    encoded = "".join(CHARACTER_FORMS[form](ch) for form, ch in zip(forms, key, strict=False))
+    redactor = redactor_for([key])
+    assert redactor is not None
+    as_bytes = redactor.data(f"{before}{encoded}{after}".encode("utf-8", "surrogatepass"))
+    as_text = redactor.text(f"{before}{encoded}{after}")
+    for out in (as_bytes.decode("utf-8", "replace"), as_text):
+        assert not [view for view in views(out) if key.lower() in view]
+
+
+class EchoingTransport:
+    """A user's own Transport, careless with the request it failed to send."""
+
+    async def send(self, request: HTTPRequest, *, timeout: float) -> HTTPResponse:
+        """Fail with an error that quotes the headers, chained to one that holds them."""
+        try:
+            raise ValueError(dict(request.headers))
+        except ValueError as exc:
+            raise TransportError(f"could not send {request.headers}") from exc
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+async def test_errors_from_a_users_transport_are_scrubbed_chain_included() -> None:
+    """The client takes the key out of a transport's error and cuts a foreign link that
+    holds it where it cannot be rewritten."""
+    async with AsyncSPOClient(
+        api_key=SECRET,
+        base_url="http://127.0.0.1:9",
+        transport=EchoingTransport(),
+        retry=RetryPolicy.never(),
+    ) as client:
+        with pytest.raises(TransportError) as caught:
+            await client.get_task("spo-1")
+    assert not [n for text in exception_texts(caught.value) for n in leaks(text)]
+    assert "<redacted>" in str(caught.value)
