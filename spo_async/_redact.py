@@ -265,14 +265,14 @@ class Redactor:
         self._wide = tuple(wide)
         self._raw = tuple(sorted(narrow + wide, key=len, reverse=True))
         self._view = tuple(s.lower() for s in chosen)
-        # What an encoded secret needs in the body besides "%" or "&": only these make
-        # the decoded view worth building. ``\\u00`` and not ``\\u``: a body of ``\\u6f22``
-        # escapes (Chinese from an ASCII-only JSON writer) cannot spell an ASCII secret.
         characters = "".join(chosen)
         # A secret that holds escape characters of its own ("\\", "%", "&") can read as
         # something else once a view decodes it: such a secret is always looked for
         # form by form (slower; no key the service issues looks like that).
         self._exotic = any(ch in "\\%&" for ch in characters)
+        # What an encoded secret needs in the body besides "%" or "&": only these make
+        # the decoded view worth building. ``\\u00`` and not ``\\u``: a body of ``\\u6f22``
+        # escapes (Chinese from an ASCII-only JSON writer) cannot spell an ASCII secret.
         if any(ch in _JSON_SHORT for ch in characters):
             self._markers: tuple[bytes, ...] = (b"\\",)
         else:
