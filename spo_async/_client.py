@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import functools
 import logging
 import os
 import time
@@ -50,8 +51,10 @@ from ._polling import (
     poll_until_done,
     retry_call,
 )
+from ._redact import request_secrets, scrub_exception
 from ._retry import RetryPolicy, is_submit_retryable, is_submit_unknown
 from ._sansio import (
+    PARSE_IN_THREAD_ABOVE,
     HTTPRequest,
     HTTPResponse,
     build_submit_request,
@@ -61,6 +64,7 @@ from ._sansio import (
     parse_submit_response,
     parse_task_response,
     quote_task_id,
+    redact_response,
 )
 from ._schedules import PollMode, PollSchedule, ScheduleLike, as_schedule
 from ._settings import DEFAULT_CONCURRENCY, resolve_api_key, resolve_base_url
@@ -499,6 +503,8 @@ class AsyncSPOClient:
                 if attempt is not None:
                     attempt.leaving()
                 response = await core.transport.send(request, timeout=self._options.request_timeout)
+            # Nothing the service says may carry the key further: redact before parsing.
+            response = redact_response(response, request)
             outcome = response.status
             if response.status == 429:
                 core.limiter.on_rate_limited(self._pause_for(response))
@@ -510,6 +516,7 @@ class AsyncSPOClient:
                     attempt.refused()
         except SPOError as exc:
             outcome = type(exc).__name__
+            scrub_exception(exc, request_secrets(request.headers))
             raise
         finally:
             log.debug(
@@ -630,13 +637,19 @@ class AsyncSPOClient:
         if http is None:
             http = build_task_request(core.base_url, core.api_key, task_id, lang=core.lang)
         response = await self._send(http, task_id=task_id)
-        return parse_task_response(
+        parse = functools.partial(
+            parse_task_response,
             response,
             task_id,
             max_rounds=max_rounds,
             strict_status=self._options.strict_status,
             now=time.time(),
         )
+        if len(response.body) > PARSE_IN_THREAD_ABOVE:
+            # A large answer costs tens to hundreds of milliseconds to read: in a worker
+            # thread, the loop runs other tasks between its steps (bench/loop_stall.py).
+            return await asyncio.to_thread(parse)
+        return parse()
 
     async def get_task(self, task_id: str, *, max_rounds: int | None = None) -> TaskResult:
         """Read the task's current snapshot with exactly one GET (no retry, no waiting).

@@ -14,6 +14,13 @@ Rules it applies (the service's wire contract, as documented in the docs' refere
   kept once, with different content it is a contract breach.
 * A successful task that leaves ``best_round`` / ``best_prompt`` out gets them
   from its best round: the most recent successful one (SPO's own rule).
+* An answer listing more than :data:`MAX_LISTED_ROUNDS` rounds or
+  :data:`MAX_LISTED_SAMPLES` samples is refused before it is read: reading one
+  costs the event loop microseconds, and no task comes near either number.
+
+:func:`result_problem` then says whether a parsed snapshot can be believed (a
+success must carry a best prompt, ...); the sans-I/O layer checks it on every
+answer from the network.
 
 :func:`make_converter` builds the converter (cattrs' ``preconf`` pattern); the
 module keeps one instance, :data:`CONVERTER`.
@@ -35,14 +42,23 @@ from ._state import TaskStatus, status_from_wire
 
 __all__ = [
     "CONVERTER",
+    "MAX_LISTED_ROUNDS",
+    "MAX_LISTED_SAMPLES",
     "make_converter",
     "request_to_wire",
+    "result_problem",
     "task_from_dict",
     "task_from_wire",
     "task_to_wire",
 ]
 
 T = TypeVar("T")
+
+#: The most rounds one answer may list: ten times the SDK's own ``MAX_ROUNDS_LIMIT``.
+MAX_LISTED_ROUNDS = 1_000
+#: The most samples one answer may list, all rounds together: the service samples at
+#: most three questions per round, so a task of 1,000 rounds lists about 3,000.
+MAX_LISTED_SAMPLES = 10_000
 
 _SAMPLE_KEYS = frozenset({"question", "answer"})
 _ROUND_KEYS = frozenset({"round", "prompt", "sample", "success"})
@@ -136,6 +152,44 @@ def _normalize_rounds(rounds: tuple[Round, ...]) -> tuple[Round, ...]:
     return tuple(by_number[n] for n in sorted(by_number))
 
 
+def _check_listing(rounds: Any) -> None:
+    """Refuse a round list too long to read, before any of it is structured."""
+    if not isinstance(rounds, list):
+        return  # the generated hook reports the wrong type
+    if len(rounds) > MAX_LISTED_ROUNDS:
+        raise ValueError(f"{len(rounds)} rounds listed, more than {MAX_LISTED_ROUNDS}")
+    samples = sum(
+        len(r["sample"])
+        for r in rounds
+        if isinstance(r, Mapping) and isinstance(r.get("sample"), list)
+    )
+    if samples > MAX_LISTED_SAMPLES:
+        raise ValueError(f"{samples} samples listed, more than {MAX_LISTED_SAMPLES}")
+
+
+def result_problem(result: TaskResult) -> str | None:
+    """Why ``result``, although every field has its type, cannot be believed; or ``None``.
+
+    * ``best_round`` is never negative (rounds count from 1).
+    * A success carries a best prompt (after the fill-in from its rounds): without
+      one there is no result to hand over, and reporting success would hide that.
+    * A success's ``best_round`` is one of the rounds it lists (spec §3.1).
+
+    A running task's ``best_round`` may point past the rounds shown so far, so only a
+    success is held to the last two rules.
+    """
+    best_round = result.best_round
+    if best_round is not None and best_round < 0:
+        return f"best_round is negative ({best_round})"
+    if result.status is not TaskStatus.SUCCESS:
+        return None
+    if result.best_prompt is None:
+        return "the task succeeded without a best prompt (none sent, no successful round listed)"
+    if best_round is not None and all(r.number != best_round for r in result.rounds):
+        return f"the task succeeded with best_round {best_round}, which is not a listed round"
+    return None
+
+
 def make_converter() -> cattrs.Converter:
     """Build a converter that speaks the 302.AI SPO wire format (see the module docs)."""
     c = cattrs.Converter(forbid_extra_keys=False)
@@ -183,6 +237,7 @@ def make_converter() -> cattrs.Converter:
     )
 
     def _task(value: Mapping[str, Any], cls: Any) -> TaskResult:
+        _check_listing(value.get("round_data_list"))
         result = generated_task(value, cls)
         rounds = _normalize_rounds(result.rounds)
         status = TaskStatus.FAIL if result.error is not None else result.status

@@ -98,6 +98,24 @@ class SPOError(Exception):
 
     task_id: str | None = None
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickle by state, not by calling ``__init__`` again (process pools, caches).
+
+        ``Exception`` pickles as ``cls(*args)``, which fails for every subclass whose
+        ``__init__`` takes something else than its message. Here any subclass,
+        present or future, is rebuilt without ``__init__``, with its ``args`` and
+        every attribute (notes and ``task_id`` included) as they were. Like every
+        exception, it travels without its traceback, ``__cause__`` and ``__context__``.
+        """
+        return (type(self)._from_pickle, (self.args, dict(vars(self))))
+
+    @classmethod
+    def _from_pickle(cls, args: tuple[object, ...], state: dict[str, object]) -> SPOError:
+        error = cls.__new__(cls)
+        error.args = args
+        vars(error).update(state)
+        return error
+
 
 class ConfigurationError(SPOError, ValueError):
     """A setting or option cannot work: no API key, a malformed base URL, ``timeout=-5``, ...

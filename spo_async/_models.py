@@ -200,8 +200,9 @@ class Sample:
 
     question: str = ""
     answer: str = ""
-    #: Fields the service sent that this SDK does not know, kept as they came.
-    extra: Mapping[str, Any] = attrs.field(factory=dict, hash=False, repr=False)
+    #: Fields the service sent that this SDK does not know, kept as they came. Not
+    #: compared (nor hashed): servers of two versions may answer during a deploy.
+    extra: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -217,7 +218,8 @@ class Round:
     samples: tuple[Sample, ...] = ()
     success: bool = False
     #: Fields the service sent that this SDK does not know (``tokens``, ``time``, ...).
-    extra: Mapping[str, Any] = attrs.field(factory=dict, hash=False, repr=False)
+    #: Not compared: a round does not change when a rolling deploy adds or drops one.
+    extra: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -259,8 +261,8 @@ class TaskResult:
     best_round: int | None = None
     error: FailureReason | None = None
     max_rounds: int | None = None
-    #: Top-level fields the service sent that this SDK does not know.
-    extra: Mapping[str, Any] = attrs.field(factory=dict, hash=False, repr=False)
+    #: Top-level fields the service sent that this SDK does not know. Not compared.
+    extra: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
     @property
     def is_terminal(self) -> bool:

@@ -3,7 +3,9 @@
 302.AI's own projects do not agree on one variable name for the key (spec §5),
 so several are read, in a documented order. The key is checked here for the
 mistakes that would otherwise surface as a puzzling 401 (stray whitespace, a
-newline from ``$(cat file)``) and is never echoed in a message.
+newline from ``$(cat file)``) or fail every call with an untyped error (a
+character an HTTP header cannot carry); it must be printable ASCII, and it is
+never echoed in a message.
 """
 
 from __future__ import annotations
@@ -50,8 +52,16 @@ def resolve_api_key(api_key: str | None, environ: Mapping[str, str]) -> str:
     api_key = api_key.strip()
     if not api_key:
         raise ConfigurationError("api_key is empty")
-    if any(ch.isspace() or ord(ch) < 0x20 for ch in api_key):
+    # The key travels in an HTTP header, which takes printable ASCII: anything else
+    # (a control character, a non-breaking space, a lone surrogate from a badly decoded
+    # file) would fail every call later with an untyped error from the HTTP stack.
+    # The key itself is never echoed, not even the offending character.
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in api_key):
         raise ConfigurationError("api_key contains whitespace or control characters")
+    if not api_key.isascii():
+        raise ConfigurationError(
+            "api_key contains a character that is not ASCII; a key is printable ASCII"
+        )
     return api_key
 
 

@@ -3,7 +3,11 @@
 It owns the connection pool and turns every aiohttp failure into a
 :class:`~spo_async.TransportError` that says whether the request may have reached
 the service (``request_sent``), since that decides whether a submit is safe to
-retry. Anything smarter (retries, logging, polling) lives above it.
+retry. Those errors carry text only: no aiohttp exception in their
+``__cause__``/``__context__`` (aiohttp's keep the request headers, the API key
+among them), and foreign text redacted and escaped. Every status is handed back
+as an answer, whatever the session's ``raise_for_status``. Anything smarter
+(retries, logging, polling) lives above it.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from ._errors import (
     ConnectionLostError,
     RequestTimeoutError,
     ResponseTooLargeError,
+    SPOError,
     TransportError,
 )
+from ._redact import printable, redactor_for, request_secrets
 from ._sansio import HTTPRequest, HTTPResponse
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "AiohttpTransport", "Transport"]
@@ -31,6 +37,19 @@ __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "AiohttpTransport", "Transport"]
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 _CHUNK = 64 * 1024
+#: How much of a foreign error's text a TransportError repeats.
+_REASON_LIMIT = 300
+
+
+def _describe(exc: BaseException, request: HTTPRequest) -> str:
+    """A foreign error's text, fit for a message: no credential, no control characters."""
+    text = str(exc)
+    redactor = redactor_for(request_secrets(request.headers))
+    if redactor is not None:
+        text = redactor.text(text)
+    if len(text) > _REASON_LIMIT:
+        text = text[:_REASON_LIMIT] + "..."
+    return printable(text)
 
 
 @runtime_checkable
@@ -90,6 +109,9 @@ class AiohttpTransport:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise ClientClosedError("the transport is closed")
+        if self._session is not None and self._session.closed:
+            # A caller's session closed by its owner: aiohttp would raise RuntimeError.
+            raise ClientClosedError("the aiohttp session given as session= is closed")
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections, limit_per_host=self._max_connections, ssl=self._ssl
@@ -138,6 +160,8 @@ class AiohttpTransport:
         session = self._get_session()
         client_timeout = self._timeout(timeout)
         method, path = request.method, request.path
+        what = f"{method} {path}"
+        error: TransportError
         try:
             async with session.request(
                 request.method,
@@ -146,40 +170,51 @@ class AiohttpTransport:
                 data=request.body,
                 timeout=client_timeout,
                 allow_redirects=False,
+                # A caller's session may say raise_for_status=True: a 401 or 429 would then
+                # arrive as an aiohttp exception (and, on a submit, as a false "outcome
+                # unknown"). Every status is an answer here; the sans-I/O core reads it.
+                raise_for_status=False,
             ) as resp:
                 body = await self._read_limited(resp)
                 headers = {k.lower(): v for k, v in resp.headers.items()}
                 return HTTPResponse(resp.status, headers, body)
+        except SPOError:
+            raise  # ResponseTooLargeError, made above without any aiohttp error behind it
         except aiohttp.ConnectionTimeoutError:
-            raise RequestTimeoutError(
-                f"{request.method} {request.path}: timed out connecting after {timeout:g} s",
+            error = RequestTimeoutError(
+                f"{what}: timed out connecting after {timeout:g} s",
                 request_sent=False,
                 method=method,
                 path=path,
-            ) from None
+            )
         except aiohttp.ClientConnectorError as exc:
-            raise ConnectError(
-                f"{request.method} {request.path}: cannot connect ({exc.os_error})",
-                method=method,
-                path=path,
-            ) from None
+            reason = _describe(exc.os_error, request)
+            error = ConnectError(f"{what}: cannot connect ({reason})", method=method, path=path)
         except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise RequestTimeoutError(
-                f"{request.method} {request.path}: no complete answer within {timeout:g} s",
-                method=method,
-                path=path,
-            ) from None
+            error = RequestTimeoutError(
+                f"{what}: no complete answer within {timeout:g} s", method=method, path=path
+            )
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
-            raise ConnectionLostError(
-                f"{request.method} {request.path}: the connection broke before the whole answer "
-                "arrived",
+            error = ConnectionLostError(
+                f"{what}: the connection broke before the whole answer arrived",
                 method=method,
                 path=path,
-            ) from None
+            )
         except aiohttp.ClientError as exc:
-            raise TransportError(
-                f"{request.method} {request.path}: {type(exc).__name__}", method=method, path=path
-            ) from None
+            # Only the class: aiohttp's response errors hold the request's headers.
+            error = TransportError(f"{what}: {type(exc).__name__}", method=method, path=path)
+        except Exception as exc:  # every failure leaves as a typed error
+            # aiohttp raises ValueError, TypeError, RuntimeError ("Session is closed"),
+            # AssertionError (a caller's session with a base_url) and more for requests it
+            # cannot make. Whether anything was sent is not known: request_sent stays true.
+            reason = _describe(exc, request)
+            error = TransportError(
+                f"{what}: {type(exc).__name__}: {reason}", method=method, path=path
+            )
+        # Raised here, after the except clauses, so that the error has no __context__:
+        # ``raise ... from None`` only hides the aiohttp exception, which keeps the
+        # request's Authorization header in its request_info.
+        raise error
 
     async def _read_limited(self, resp: aiohttp.ClientResponse) -> bytes:
         limit = self._max_response_bytes

@@ -141,6 +141,16 @@ def valid_task_bodies(draw: st.DrawFn) -> dict[str, Any]:
         value = draw(st.just(ABSENT) | values)
         if value is not ABSENT:
             body[key] = value
+    if body["status"] == "success":
+        # A success keeps the contract only with a best prompt (sent, or from a successful
+        # round) and a best_round among the rounds listed.
+        listed = {r["round"] for r in rounds} if choice == "list" else set()
+        if body.get("best_round") not in listed | {None}:
+            del body["best_round"]
+        if body.get("best_prompt") is None and not any(
+            r.get("success") for r in (rounds if choice == "list" else [])
+        ):
+            body["best_prompt"] = draw(short_text)
     return body
 
 

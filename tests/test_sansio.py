@@ -664,7 +664,8 @@ def test_unknown_status_is_kept_or_refused_under_strict_status(raw: str) -> None
 
 def test_strict_status_accepts_known_statuses() -> None:
     """strict_status only refuses statuses the SDK does not know."""
-    result = parse_task_response(response(200, {"status": "success"}), "t", strict_status=True)
+    body = {"status": "success", "best_prompt": "p"}
+    result = parse_task_response(response(200, body), "t", strict_status=True)
     assert result.succeeded
 
 

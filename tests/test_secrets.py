@@ -430,7 +430,14 @@ async def https_server(
 
     async def handler(request: web.Request) -> web.Response:
         seen.append(request.path)
-        return web.json_response({"status": "success", "best_prompt": "p", "best_round": 1})
+        return web.json_response(
+            {
+                "status": "success",
+                "best_prompt": "p",
+                "best_round": 1,
+                "round_data_list": [{"round": 1, "prompt": "p", "success": True, "sample": []}],
+            }
+        )
 
     app = web.Application()
     app.router.add_get("/302/prompt/spo/tasks/{task_id}", handler)
