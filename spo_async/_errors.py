@@ -10,31 +10,22 @@ decide what to do next: the HTTP status, the service's ``err_code`` and messages
     SPOError
     ├── ConfigurationError            bad settings or options, before any network call (ValueError)
     ├── RequestValidationError        bad input, raised before any network call (ValueError)
-    ├── ClientClosedError             the client was used after aclose() (RuntimeError)
-    ├── TransportError                the HTTP exchange itself failed
-    │   ├── ConnectError              no connection was made: the request never left
-    │   ├── RequestTimeoutError       one HTTP request took too long (TimeoutError)
-    │   └── ConnectionLostError       the connection broke after the request went out
-    ├── ProtocolError                 an answer that breaks the contract (HTML, bad JSON, ...)
-    │   ├── ResponseTooLargeError     an answer over the configured size limit
-    │   └── TaskStateError            a task's reported state went backwards or contradicts itself
+    ├── ClientClosedError             the client was closed, or its event loop was (RuntimeError)
+    ├── TransportError                the HTTP exchange itself failed (request_sent says if it left)
+    │   └── RequestTimeoutError       one HTTP request took too long (TimeoutError)
+    ├── ProtocolError                 an answer that breaks the contract (HTML, bad JSON, too large)
     ├── APIError                      the service answered with an error envelope or status
-    │   ├── AuthenticationError       -10001, -10005, HTTP 401/403
-    │   ├── ToolDisabledError         -10002
+    │   ├── AuthenticationError       -10001, -10002, -10005, HTTP 401/403
     │   ├── InsufficientBalanceError  -10004, HTTP 402
     │   ├── QuotaExceededError        -10006, -10007, -10012, -10018
-    │   ├── NoAvailableChannelError   -10008 (seen for an unknown model)
-    │   ├── UnsupportedError          -10009
     │   ├── NotFoundError             -10010, HTTP 404
-    │   ├── InvalidRequestError       -10011, other HTTP 4xx
+    │   ├── InvalidRequestError       -10008, -10009, -10011, other HTTP 4xx
     │   ├── RateLimitError            HTTP 429 (carries retry_after)
     │   └── TransientError            -10003, -1024, HTTP 408 and 5xx: worth retrying
     ├── SubmitOutcomeUnknownError     a submit may or may not have created (and billed) a task
     ├── TaskFailedError               the task ended in ``fail`` (carries the final TaskResult)
-    ├── WaitTimeoutError              the overall wait deadline passed (TimeoutError)
-    ├── JournalError                  a batch journal cannot be used (foreign, locked, disk full)
-    │   └── JournalMismatchError      the journal was written for a different batch
-    └── RecordedError                 an error an earlier run recorded in a batch journal
+    ├── WaitTimeoutError              the overall deadline passed (TimeoutError)
+    └── JournalError                  a batch journal cannot be used (foreign, locked, damaged)
 
 Errors never carry the API key: requests are described by method and path only.
 """
@@ -52,27 +43,22 @@ __all__ = [
     "AuthenticationError",
     "ClientClosedError",
     "ConfigurationError",
-    "ConnectError",
-    "ConnectionLostError",
     "InsufficientBalanceError",
     "InvalidRequestError",
-    "NoAvailableChannelError",
     "NotFoundError",
     "ProtocolError",
     "QuotaExceededError",
     "RateLimitError",
     "RequestTimeoutError",
     "RequestValidationError",
-    "ResponseTooLargeError",
     "SPOError",
     "SubmitOutcomeUnknownError",
     "TaskFailedError",
-    "TaskStateError",
-    "ToolDisabledError",
     "TransientError",
     "TransportError",
-    "UnsupportedError",
     "WaitTimeoutError",
+    "contradicting_task",
+    "response_too_large",
 ]
 
 #: How much of an unparseable body an error keeps, so a 10 MB HTML page
@@ -146,79 +132,68 @@ class TransportError(SPOError):
     """The HTTP exchange failed before a complete answer arrived.
 
     ``method`` and ``path`` say which call failed. ``request_sent`` tells whether
-    the request may have reached the service: it decides whether a submit can be
-    retried without risking a second, billed task.
-    """
-
-    #: Whether the request may have reached the service.
-    request_sent: bool = True
-
-    def __init__(self, message: str, *, method: str = "", path: str = "") -> None:
-        self.method = method
-        self.path = path
-        super().__init__(message)
-
-
-class ConnectError(TransportError):
-    """No connection could be made, so the request never left this machine."""
-
-    request_sent = False
-
-
-class RequestTimeoutError(TransportError, TimeoutError):
-    """One HTTP request ran past its per-request timeout.
-
-    This is not the overall wait deadline (see :class:`WaitTimeoutError`).
-    ``request_sent`` is false only when the timeout hit while connecting.
+    the request may have reached the service: false when no connection could be
+    made, true when it broke or timed out after the request went out. It decides
+    whether a submit can be retried without risking a second, billed task.
     """
 
     def __init__(
         self, message: str, *, method: str = "", path: str = "", request_sent: bool = True
     ) -> None:
-        super().__init__(message, method=method, path=path)
+        self.method = method
+        self.path = path
+        #: Whether the request may have reached the service.
         self.request_sent = request_sent
+        super().__init__(message)
 
 
-class ConnectionLostError(TransportError):
-    """The connection broke after the request was sent, before the whole answer arrived."""
+class RequestTimeoutError(TransportError, TimeoutError):
+    """One HTTP request ran past its per-request timeout (``request_timeout``).
+
+    This is not the overall deadline of a wait (see :class:`WaitTimeoutError`).
+    ``request_sent`` is false only when the timeout hit while connecting.
+    """
 
 
 class ProtocolError(SPOError):
     """The service answered with something the contract does not allow.
 
     Examples: an HTML page from a gateway with status 200, truncated JSON, a
-    field of the wrong type, a submit answer without ``task_id``. ``body`` keeps
-    a snippet of the raw answer for debugging.
-    """
-
-    def __init__(self, message: str, *, status: int | None = None, body: bytes = b"") -> None:
-        self.status = status
-        self.body = body_snippet(body)
-        super().__init__(message)
-
-
-class ResponseTooLargeError(ProtocolError):
-    """An answer was larger than the client's ``max_response_bytes``; it was not read whole."""
-
-    def __init__(self, *, limit: int, status: int | None = None) -> None:
-        self.limit = limit
-        super().__init__(f"response body exceeds the {limit}-byte limit", status=status)
-
-
-class TaskStateError(ProtocolError):
-    """A task's reported state moved backwards or contradicts itself.
-
-    For example a task that was ``success`` is later reported as ``processing``,
-    or rounds disappear. ``previous`` and ``current`` are the two snapshots.
+    field of the wrong type, a submit answer without ``task_id``, an answer
+    larger than the client's ``max_response_bytes``, or a task whose reported
+    state went backwards several answers in a row. ``body`` keeps a snippet of
+    the raw answer for debugging. ``retryable`` says whether reading again may
+    help: false for an answer too large to read and for a task that keeps
+    contradicting itself, true for the rest (a half-written answer is read
+    whole a moment later).
     """
 
     def __init__(
-        self, message: str, *, task_id: str, previous: TaskResult, current: TaskResult
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: bytes = b"",
+        retryable: bool = True,
     ) -> None:
-        self.task_id = task_id
-        self.previous = previous
-        self.current = current
-        super().__init__(f"task {task_id}: {message}")
+        self.status = status
+        self.body = body_snippet(body)
+        self.retryable = retryable
+        super().__init__(message)
+
+
+def response_too_large(*, limit: int, status: int | None = None) -> ProtocolError:
+    """The error for an answer over ``limit`` bytes, which was not read whole."""
+    return ProtocolError(
+        f"response body exceeds the {limit}-byte limit", status=status, retryable=False
+    )
+
+
+def contradicting_task(task_id: str, problem: str) -> ProtocolError:
+    """The error for a task whose answers kept contradicting what was seen before."""
+    error = ProtocolError(f"task {task_id}: {problem}", retryable=False)
+    error.task_id = task_id
+    return error
 
 
 class APIError(SPOError):
@@ -260,11 +235,11 @@ class APIError(SPOError):
 
 
 class AuthenticationError(APIError):
-    """The API key is missing, invalid or expired (-10001, -10005, HTTP 401/403)."""
+    """The API key is missing, invalid, expired or not allowed this tool.
 
-
-class ToolDisabledError(APIError):
-    """The tool was disabled or deleted on the 302.AI side (-10002)."""
+    err_code -10001 and -10005 (the key), -10002 (the tool is disabled or
+    deleted for this account), HTTP 401 and 403.
+    """
 
 
 class InsufficientBalanceError(APIError):
@@ -275,20 +250,17 @@ class QuotaExceededError(APIError):
     """A total, daily, hourly or monthly quota is used up (-10006/7/12/18)."""
 
 
-class NoAvailableChannelError(APIError):
-    """No channel serves the request now; seen for an unknown model id (-10008)."""
-
-
-class UnsupportedError(APIError):
-    """The service does not support this API function (-10009)."""
-
-
 class NotFoundError(APIError):
     """The resource, usually the task id, does not exist (-10010, HTTP 404)."""
 
 
 class InvalidRequestError(APIError):
-    """The service rejected the request as invalid (-10011, other HTTP 4xx)."""
+    """The service will not run the request as it stands.
+
+    err_code -10011 (invalid), -10008 (no channel serves it: seen for an unknown
+    model id, with HTTP 503), -10009 (an unsupported function), and any other
+    HTTP 4xx. ``err_code`` tells them apart.
+    """
 
 
 class RateLimitError(APIError):

@@ -16,7 +16,7 @@ Contradicting snapshots. A snapshot that moves backwards (``success`` then
 down) is not believed: the last good snapshot is kept, a warning is logged,
 and the task is polled again after an error backoff. Only when
 :data:`MAX_CONTRADICTIONS` answers in a row contradict it does the wait end
-with :class:`~spo_async.ProtocolError`. Fields the SDK does not know never
+with a :class:`~spo_async.ProtocolError`. Fields the SDK does not know never
 take part (they are not part of a model's equality), so a service rolling out
 a new field behind a load balancer cannot make a finished round look changed.
 """
@@ -30,7 +30,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from ._errors import SPOError, TaskStateError, WaitTimeoutError
+from ._errors import SPOError, WaitTimeoutError, contradicting_task
 from ._models import TaskResult
 from ._retry import (
     RetryPolicy,
@@ -304,11 +304,8 @@ class _TaskWatch:
                     extra={"task_id": self.task_id},
                 )
                 if self.contradictions >= MAX_CONTRADICTIONS:
-                    raise TaskStateError(
-                        f"{problem} ({self.contradictions} answers in a row)",
-                        task_id=self.task_id,
-                        previous=previous,
-                        current=result,
+                    raise contradicting_task(
+                        self.task_id, f"{problem} ({self.contradictions} answers in a row)"
                     )
                 raise _ContradictedError(problem)
         self.contradictions = 0

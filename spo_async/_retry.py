@@ -24,8 +24,6 @@ from ._errors import (
     APIError,
     ProtocolError,
     RateLimitError,
-    ResponseTooLargeError,
-    TaskStateError,
     TransportError,
 )
 
@@ -129,9 +127,7 @@ def is_query_retryable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, APIError):
         return exc.retryable
-    if isinstance(exc, ResponseTooLargeError | TaskStateError):
-        return False
-    return isinstance(exc, ProtocolError)
+    return isinstance(exc, ProtocolError) and exc.retryable
 
 
 def is_submit_retryable(exc: BaseException) -> bool:

@@ -27,15 +27,12 @@ from ._errors import (
     ConfigurationError,
     InsufficientBalanceError,
     InvalidRequestError,
-    NoAvailableChannelError,
     NotFoundError,
     ProtocolError,
     QuotaExceededError,
     RateLimitError,
     RequestValidationError,
-    ToolDisabledError,
     TransientError,
-    UnsupportedError,
 )
 from ._models import OptimizationRequest, TaskResult
 from ._redact import has_unsafe_characters, printable, redactor_for, request_secrets
@@ -81,14 +78,14 @@ PARSE_IN_THREAD_ABOVE: Final = 1024 * 1024
 #: The service's err_codes and what they mean (spec §4.1).
 ERR_CODE_ERRORS: Mapping[int, type[APIError]] = {
     -10001: AuthenticationError,
-    -10002: ToolDisabledError,
+    -10002: AuthenticationError,
     -10003: TransientError,
     -10004: InsufficientBalanceError,
     -10005: AuthenticationError,
     -10006: QuotaExceededError,
     -10007: QuotaExceededError,
-    -10008: NoAvailableChannelError,
-    -10009: UnsupportedError,
+    -10008: InvalidRequestError,
+    -10009: InvalidRequestError,
     -10010: NotFoundError,
     -10011: InvalidRequestError,
     -10012: QuotaExceededError,

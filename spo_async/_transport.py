@@ -20,12 +20,10 @@ import aiohttp
 
 from ._errors import (
     ClientClosedError,
-    ConnectError,
-    ConnectionLostError,
     RequestTimeoutError,
-    ResponseTooLargeError,
     SPOError,
     TransportError,
+    response_too_large,
 )
 from ._redact import printable, redactor_for, request_secrets
 from ._sansio import HTTPRequest, HTTPResponse
@@ -179,7 +177,7 @@ class AiohttpTransport:
                 headers = {k.lower(): v for k, v in resp.headers.items()}
                 return HTTPResponse(resp.status, headers, body)
         except SPOError:
-            raise  # ResponseTooLargeError, made above without any aiohttp error behind it
+            raise  # too large (a ProtocolError), made above without any aiohttp error behind it
         except aiohttp.ConnectionTimeoutError:
             error = RequestTimeoutError(
                 f"{what}: timed out connecting after {timeout:g} s",
@@ -189,13 +187,15 @@ class AiohttpTransport:
             )
         except aiohttp.ClientConnectorError as exc:
             reason = _describe(exc.os_error, request)
-            error = ConnectError(f"{what}: cannot connect ({reason})", method=method, path=path)
+            error = TransportError(
+                f"{what}: cannot connect ({reason})", method=method, path=path, request_sent=False
+            )
         except (TimeoutError, aiohttp.ServerTimeoutError):
             error = RequestTimeoutError(
                 f"{what}: no complete answer within {timeout:g} s", method=method, path=path
             )
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
-            error = ConnectionLostError(
+            error = TransportError(
                 f"{what}: the connection broke before the whole answer arrived",
                 method=method,
                 path=path,
@@ -221,7 +221,7 @@ class AiohttpTransport:
         if resp.content_length is not None and "Content-Encoding" not in resp.headers:
             if resp.content_length > limit:
                 resp.close()
-                raise ResponseTooLargeError(limit=limit, status=resp.status)
+                raise response_too_large(limit=limit, status=resp.status)
             return await resp.read()
         chunks: list[bytes] = []
         size = 0
@@ -229,7 +229,7 @@ class AiohttpTransport:
             size += len(chunk)
             if size > limit:
                 resp.close()
-                raise ResponseTooLargeError(limit=limit, status=resp.status)
+                raise response_too_large(limit=limit, status=resp.status)
             chunks.append(chunk)
         return b"".join(chunks)
 

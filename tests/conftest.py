@@ -80,7 +80,7 @@ def _being_merged(name: str, base: type[APIError]) -> type[APIError]:
 
 
 #: What an unknown model (-10008, HTTP 503) raises: InvalidRequestError once merged.
-NO_CHANNEL_ERROR = _being_merged("NoAvailableChannelError", InvalidRequestError)
+NO_CHANNEL_ERROR = _being_merged("InvalidRequestError", InvalidRequestError)
 
 
 def unpaced_limiter() -> RequestLimiter:

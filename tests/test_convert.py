@@ -7,7 +7,7 @@ from typing import Any
 
 import cattrs
 import pytest
-from spo_async import OptimizationRequest, QAPair, Round, Sample, TaskError, TaskStatus
+from spo_async import FailureReason, OptimizationRequest, QAPair, Round, Sample, TaskStatus
 from spo_async._convert import request_to_wire, task_from_wire, task_to_wire
 
 CONTRACT_ERRORS = (cattrs.BaseValidationError, TypeError, ValueError)
@@ -53,7 +53,7 @@ def test_request_to_wire_sends_every_field_and_leaves_out_unset_requirements() -
         "qa": [{"question": "q", "answer": "a"}, {"question": "q2", "answer": ""}],
         "model": "claude-3-5-sonnet-20240620",
         "max_rounds": 5,
-        "language": "zh",
+        "language": "en",
         "temperature": 0.7,
     }
 
@@ -149,14 +149,14 @@ def test_round_sample_null_absent_or_empty_is_no_samples(sample: list[Any] | Non
 
 # -- the error field ---------------------------------------------------------------------------
 
-ERRORS: list[tuple[str, Any, TaskError | None]] = [
-    ("string", "Generation failed", TaskError(message="Generation failed")),
-    ("object-code-message", {"err_code": -10003, "message": "net"}, TaskError("net", -10003)),
-    ("object-code-only", {"err_code": -1024}, TaskError(err_code=-1024)),
-    ("object-bad-types", {"err_code": "x", "message": 5}, TaskError()),
-    ("object-bool-code", {"err_code": True}, TaskError()),
-    ("number", 42, TaskError(message="42")),
-    ("list", ["x"], TaskError(message="['x']")),
+ERRORS: list[tuple[str, Any, FailureReason | None]] = [
+    ("string", "Generation failed", FailureReason(message="Generation failed")),
+    ("object-code-message", {"err_code": -10003, "message": "net"}, FailureReason("net", -10003)),
+    ("object-code-only", {"err_code": -1024}, FailureReason(err_code=-1024)),
+    ("object-bad-types", {"err_code": "x", "message": 5}, FailureReason()),
+    ("object-bool-code", {"err_code": True}, FailureReason()),
+    ("number", 42, FailureReason(message="42")),
+    ("list", ["x"], FailureReason(message="['x']")),
     ("empty-string", "", None),
     ("empty-object", {}, None),
     ("zero", 0, None),
@@ -168,7 +168,7 @@ ERRORS: list[tuple[str, Any, TaskError | None]] = [
 
 @pytest.mark.parametrize(("error", "expected"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
 def test_error_field_of_any_shape_becomes_task_error_or_none(
-    error: Any, expected: TaskError | None
+    error: Any, expected: FailureReason | None
 ) -> None:
     """The error may be a string, object or anything; falsy means none; raw keeps what came."""
     result = task_from_wire({"status": "fail", "error": error}, task_id="t")

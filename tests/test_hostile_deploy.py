@@ -13,16 +13,18 @@ import logging
 import pytest
 from spo_async import (
     AsyncSPOClient,
-    FixedSchedule,
+    Event,
     OptimizationRequest,
     QAPair,
     RetryPolicy,
     Round,
+    RoundCompleted,
     Sample,
     TaskResult,
     TaskStatus,
 )
 from spo_async._polling import contradiction
+from spo_async.polling import FixedSchedule
 from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind, ManualClock
 
 
@@ -53,7 +55,10 @@ async def test_unknown_fields_that_come_and_go_do_not_break_a_wait(
         clock.advance(seconds)
         await asyncio.sleep(0)
 
-    def roll_back(snapshot: TaskResult) -> None:
+    def roll_back(event: Event) -> None:
+        if not isinstance(event, RoundCompleted):
+            return
+        snapshot = event.result
         if snapshot.completed_rounds and emu.faults:
             assert snapshot.completed_rounds[0].extra  # seen with the new version's fields
             emu.clear_faults()
@@ -67,7 +72,7 @@ async def test_unknown_fields_that_come_and_go_do_not_break_a_wait(
         sleep=sleep,
     ) as client:
         task_id = await client.submit(make_request())
-        result = await client.wait_for_result(task_id, timeout=600, on_progress=roll_back)
+        result = await client.wait_for_result(task_id, timeout=600, on_event=roll_back)
 
     assert result.succeeded
     assert [r.number for r in result.rounds] == [1, 2, 3]

@@ -31,9 +31,6 @@ from hypothesis import strategies as st
 from spo_async import (
     AsyncSPOClient,
     AuthenticationError,
-    ConnectError,
-    ConnectionLostError,
-    FixedSchedule,
     NotFoundError,
     OptimizationRequest,
     ProtocolError,
@@ -52,6 +49,7 @@ from spo_async import (
 from spo_async._convert import task_to_wire
 from spo_async._redact import redactor_for
 from spo_async._sansio import HTTPRequest, HTTPResponse
+from spo_async.polling import FixedSchedule
 from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind
 
 SECRET = "sk-LeAk-5d9e0c7b2a61f4"
@@ -448,8 +446,8 @@ async def test_a_session_that_raises_for_status_gives_the_same_typed_answers(
 
 
 TRANSPORT_FAULTS = {
-    "dropped before": (Fault(FaultKind.DROP_BEFORE), ConnectionLostError),
-    "dropped after": (Fault(FaultKind.DROP_AFTER), ConnectionLostError),
+    "dropped before": (Fault(FaultKind.DROP_BEFORE), TransportError),
+    "dropped after": (Fault(FaultKind.DROP_AFTER), TransportError),
     "too slow": (Fault(FaultKind.DELAY, delay=2.0), RequestTimeoutError),
 }
 
@@ -474,9 +472,9 @@ async def test_transport_errors_chain_no_aiohttp_exception(
 
 
 async def test_a_refused_connection_chains_no_aiohttp_exception(unused_tcp_port: int) -> None:
-    """ConnectError carries the OS's reason as text only."""
+    """TransportError carries the OS's reason as text only."""
     async with client_for(f"http://127.0.0.1:{unused_tcp_port}") as client:
-        with pytest.raises(ConnectError) as caught:
+        with pytest.raises(TransportError) as caught:
             await client.get_task("spo-1")
     assert caught.value.__context__ is None
     assert caught.value.__cause__ is None
@@ -484,7 +482,7 @@ async def test_a_refused_connection_chains_no_aiohttp_exception(unused_tcp_port:
 
 
 async def test_a_body_cut_short_chains_no_aiohttp_exception() -> None:
-    """An answer shorter than its Content-Length is a ConnectionLostError, chain clean."""
+    """An answer shorter than its Content-Length is a TransportError, chain clean."""
 
     async def short(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Length": "1000"})
@@ -502,7 +500,7 @@ async def test_a_body_cut_short_chains_no_aiohttp_exception() -> None:
     host, port = runner.addresses[0][:2]
     try:
         async with client_for(f"http://{host}:{port}") as client:
-            with pytest.raises(ConnectionLostError) as caught:
+            with pytest.raises(TransportError) as caught:
                 await client.get_task("t-1")
     finally:
         await runner.cleanup()

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import spo_async
 from spo_async import _errors
-from spo_async._models import OptimizationRequest, QAPair, Round, TaskError, TaskResult
+from spo_async._models import FailureReason, OptimizationRequest, QAPair, Round, TaskResult
 from spo_async._state import TaskStatus
 
 
@@ -44,7 +44,7 @@ RESULT = TaskResult(
     TaskStatus.FAIL,
     "fail",
     rounds=(Round(1, "p", success=True),),
-    error=TaskError("overloaded", -1024, raw={"err_code": -1024}),
+    error=FailureReason("overloaded", -1024, raw={"err_code": -1024}),
     max_rounds=3,
     extra={"tokens": 12},
 )
@@ -59,7 +59,7 @@ SAMPLES: dict[Any, Any] = {
     bytes: b"<html>502</html>",
     TaskResult: RESULT,
     OptimizationRequest: REQUEST,
-    BaseException: _errors.ConnectError("refused", method="POST", path="/submit"),
+    BaseException: _errors.TransportError("refused", method="POST", path="/submit"),
     Path: Path("batch.journal"),
 }
 

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from spo_async import (
     AsyncSPOClient,
-    FixedSchedule,
     OptimizationRequest,
     ProtocolError,
     QAPair,
@@ -22,6 +21,7 @@ from spo_async import (
     TaskStatus,
 )
 from spo_async._sansio import HTTPResponse, parse_task_response
+from spo_async.polling import FixedSchedule
 from spo_async.testing import Emulator, Fault, FaultKind
 
 

@@ -19,10 +19,11 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from spo_async import AsyncSPOClient, FixedSchedule, RequestLimiter, RetryPolicy, TransientError
+from spo_async import AsyncSPOClient, RequestLimiter, RetryPolicy, TransientError
 from spo_async._logging import EscapingFilter
 from spo_async._redact import printable
 from spo_async._sansio import HTTPResponse, parse_task_response
+from spo_async.polling import FixedSchedule
 from spo_async.testing import Emulator, Fault, FaultKind
 
 #: Characters that must never reach a log line or a terminal raw.

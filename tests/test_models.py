@@ -8,18 +8,17 @@ from typing import Any
 import attrs
 import pytest
 from spo_async import (
-    MAX_ROUNDS_LIMIT,
+    FailureReason,
     OptimizationRequest,
-    Progress,
     QAPair,
     RequestValidationError,
     Round,
     Sample,
     SPOError,
-    TaskError,
     TaskResult,
     TaskStatus,
 )
+from spo_async._models import MAX_ROUNDS_LIMIT
 
 QA = (QAPair(question="Good morning", answer="[thoughts][reply]"),)
 
@@ -60,6 +59,7 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
     ("temperature-nan", {"temperature": math.nan}, "temperature"),
     ("temperature-inf", {"temperature": math.inf}, "temperature"),
     ("temperature-negative", {"temperature": -0.1}, "temperature"),
+    ("temperature-above-2", {"temperature": 99}, "temperature"),
     ("temperature-bool", {"temperature": True}, "temperature"),
     ("temperature-str", {"temperature": "0.7"}, "temperature"),
     ("temperature-huge-int", {"temperature": 10**400}, "temperature"),
@@ -95,14 +95,39 @@ def test_request_validation_error_is_a_value_error_and_an_spo_error() -> None:
 
 
 def test_request_defaults_are_the_documented_ones() -> None:
-    """language "zh", temperature 0.7, max_rounds 5 and no requirements by default."""
+    """The prompt's language, temperature 0.7, max_rounds 5 and no requirements by default."""
     request = make_request()
     assert (request.language, request.temperature, request.max_rounds, request.requirements) == (
-        "zh",
+        "en",
         0.7,
         5,
         None,
     )
+
+
+LANGUAGES = [
+    ("english", "Act as a helpful tutor", "en"),
+    ("chinese", "扮演用户的女朋友用中文回答", "zh"),
+    ("japanese-kana-with-kanji", "ユーザーの友達として日本語で答えてください", "ja"),
+    ("korean", "친절한 선생님처럼 대답하세요", "ko"),
+    ("russian", "Отвечай как вежливый учитель", "ru"),
+    ("mostly-chinese-with-english-terms", "请用 JSON 格式回答用户的问题并解释原因", "zh"),
+    ("no-letters", "1234 !!!", "en"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [x[1:] for x in LANGUAGES], ids=[x[0] for x in LANGUAGES]
+)
+def test_auto_language_follows_the_script_of_the_text(text: str, expected: str) -> None:
+    """``language="auto"`` becomes the language of the request's text, before anything is sent."""
+    request = make_request(prompt=text, qa=[QAPair(question=text, answer="")])
+    assert request.language == expected
+
+
+def test_an_explicit_language_is_kept() -> None:
+    """A language given by the caller is sent as given, whatever the text's script."""
+    assert make_request(prompt="扮演老师", language="en").language == "en"
 
 
 GOOD_REQUESTS: list[tuple[str, dict[str, Any]]] = [
@@ -249,55 +274,46 @@ def test_best_ignores_a_running_round_without_samples() -> None:
     assert result.best == rnd(1)
 
 
-PROGRESS = [
-    ("known-total", [1, 1, 1], 5, Progress(3, 5), 0.6, "3/5"),
-    ("unknown-total", [1, 1], None, Progress(2, None), None, "2/?"),
-    ("running-round-not-counted", [1, 0], 4, Progress(1, 4), 0.25, "1/4"),
-    ("zero-total", [], 0, Progress(0, 0), None, "0/0"),
-    ("over-total-clamped", [1, 1, 1], 2, Progress(3, 2), 1.0, "3/2"),
+COMPLETED_COUNTS: list[tuple[str, list[int], int]] = [
+    ("all-done", [1, 1, 1], 3),
+    ("running-round-not-counted", [1, 0], 1),
+    ("none-yet", [], 0),
 ]
 
 
 @pytest.mark.parametrize(
-    ("sample_counts", "max_rounds", "expected", "fraction", "text"),
-    [p[1:] for p in PROGRESS],
-    ids=[p[0] for p in PROGRESS],
+    ("sample_counts", "expected"),
+    [c[1:] for c in COMPLETED_COUNTS],
+    ids=[c[0] for c in COMPLETED_COUNTS],
 )
-def test_progress_counts_completed_rounds_of_max_rounds(
-    sample_counts: list[int],
-    max_rounds: int | None,
-    expected: Progress,
-    fraction: float | None,
-    text: str,
+def test_completed_rounds_leave_out_a_running_round(
+    sample_counts: list[int], expected: int
 ) -> None:
-    """progress is done/total with a fraction in [0, 1] and a short text form."""
+    """A running task's trailing round without samples is not counted as completed."""
     rounds = [rnd(i, samples=n) for i, n in enumerate(sample_counts, start=1)]
-    progress = task(TaskStatus.PROCESSING, *rounds, max_rounds=max_rounds).progress
-    assert progress == expected
-    assert progress.fraction == fraction
-    assert str(progress) == text
+    assert len(task(TaskStatus.PROCESSING, *rounds).completed_rounds) == expected
 
 
 TASK_ERRORS = [
-    ("message-only", TaskError(message="boom", raw="boom"), "boom"),
-    ("code-only", TaskError(err_code=-10003, raw={"err_code": -10003}), "err_code -10003"),
-    ("code-and-message", TaskError(message="m", err_code=-1, raw={}), "err_code -1: m"),
-    ("neither-shows-raw", TaskError(raw=[1, 2]), "[1, 2]"),
-    ("empty-message-shows-raw", TaskError(message="", raw={"x": 1}), "{'x': 1}"),
+    ("message-only", FailureReason(message="boom", raw="boom"), "boom"),
+    ("code-only", FailureReason(err_code=-10003, raw={"err_code": -10003}), "err_code -10003"),
+    ("code-and-message", FailureReason(message="m", err_code=-1, raw={}), "err_code -1: m"),
+    ("neither-shows-raw", FailureReason(raw=[1, 2]), "[1, 2]"),
+    ("empty-message-shows-raw", FailureReason(message="", raw={"x": 1}), "{'x': 1}"),
 ]
 
 
 @pytest.mark.parametrize(
     ("error", "text"), [t[1:] for t in TASK_ERRORS], ids=[t[0] for t in TASK_ERRORS]
 )
-def test_task_error_str_shows_code_and_message(error: TaskError, text: str) -> None:
-    """str(TaskError) reads "err_code N: message", and falls back to the raw value."""
+def test_task_error_str_shows_code_and_message(error: FailureReason, text: str) -> None:
+    """str(FailureReason) reads "err_code N: message", and falls back to the raw value."""
     assert str(error) == text
 
 
 def test_task_error_equality_ignores_raw() -> None:
     """Two errors with the same code and message are equal whatever their raw form."""
-    assert TaskError(message="m", raw="m") == TaskError(message="m", raw={"message": "m"})
+    assert FailureReason(message="m", raw="m") == FailureReason(message="m", raw={"message": "m"})
 
 
 def test_task_result_is_hashable_despite_extra_fields() -> None:

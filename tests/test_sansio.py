@@ -13,7 +13,6 @@ from spo_async import (
     ConfigurationError,
     InsufficientBalanceError,
     InvalidRequestError,
-    NoAvailableChannelError,
     NotFoundError,
     OptimizationRequest,
     ProtocolError,
@@ -22,9 +21,7 @@ from spo_async import (
     RateLimitError,
     RequestValidationError,
     TaskStatus,
-    ToolDisabledError,
     TransientError,
-    UnsupportedError,
 )
 from spo_async._convert import request_to_wire
 from spo_async._errors import BODY_SNIPPET_LIMIT
@@ -264,14 +261,14 @@ def test_parse_retry_after_reads_seconds_or_a_date(
 #: Spec §4.1, row by row: err_code -> the class the SDK raises.
 SPEC_ERR_CODES: list[tuple[int, type[APIError]]] = [
     (-10001, AuthenticationError),
-    (-10002, ToolDisabledError),
+    (-10002, AuthenticationError),
     (-10003, TransientError),
     (-10004, InsufficientBalanceError),
     (-10005, AuthenticationError),
     (-10006, QuotaExceededError),
     (-10007, QuotaExceededError),
-    (-10008, NoAvailableChannelError),
-    (-10009, UnsupportedError),
+    (-10008, InvalidRequestError),
+    (-10009, InvalidRequestError),
     (-10010, NotFoundError),
     (-10011, InvalidRequestError),
     (-10012, QuotaExceededError),

@@ -22,22 +22,22 @@ import attrs
 import pytest
 from aiohttp import web
 from spo_async import (
-    AiohttpTransport,
     AsyncSPOClient,
     AuthenticationError,
     ConfigurationError,
-    ConnectError,
-    FixedSchedule,
     OptimizationRequest,
+    ProtocolError,
     QAPair,
     RequestValidationError,
     RetryPolicy,
     SPOError,
     TaskFailedError,
-    TaskStateError,
+    TransportError,
     WaitTimeoutError,
 )
+from spo_async.polling import FixedSchedule
 from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind, TaskOutcome
+from spo_async.transport import AiohttpTransport
 
 SECRET = "sk-SECRET-7f3a9c"
 WRONG = "sk-WRONG-4b1d2e"
@@ -205,7 +205,7 @@ async def drive_every_error_path(emu: Emulator, base_url: str) -> list[BaseExcep
         def regress(_: object) -> None:
             emu.inject(Fault(FaultKind.REGRESS, endpoint="task", task_id=slow_id))
 
-        await expect(client.wait_for_result(slow_id, timeout=5, on_progress=regress))
+        await expect(client.wait_for_result(slow_id, timeout=5, on_event=regress))
         emu.clear_faults()
 
     await expect(client.submit(make_request("closed")))
@@ -227,10 +227,10 @@ async def test_the_api_key_never_leaks(
     async with AsyncSPOClient(
         api_key=SECRET, base_url=f"http://127.0.0.1:{unused_tcp_port}", retry=RetryPolicy.never()
     ) as client:
-        with pytest.raises(ConnectError) as refused:
+        with pytest.raises(TransportError) as refused:
             await client.submit(make_request())
         errors.append(refused.value)
-        reprs = [repr(client), str(client), repr(client._transport)]
+        reprs = [repr(client), str(client), repr(client._core.transport)]
     for options in (
         {"base_url": "ftp://api.302.ai"},
         {"base_url": "http://api.302.ai"},
@@ -248,22 +248,20 @@ async def test_the_api_key_never_leaks(
         "AuthenticationError",
         "ClientClosedError",
         "ConfigurationError",
-        "ConnectError",
+        "TransportError",
         "InsufficientBalanceError",
         "NotFoundError",
         "ProtocolError",
         "RateLimitError",
         "RequestValidationError",
-        "ResponseTooLargeError",
         "SubmitOutcomeUnknownError",
         "TaskFailedError",
-        "TaskStateError",
         "TransientError",
         "WaitTimeoutError",
     } <= kinds, kinds
     assert any(isinstance(e, AuthenticationError) for e in errors)
     assert any(isinstance(e, TaskFailedError) for e in errors)
-    assert any(isinstance(e, TaskStateError) for e in errors)
+    assert any(isinstance(e, ProtocolError) for e in errors)
     assert any(isinstance(e, WaitTimeoutError) for e in errors)
 
     found: list[tuple[str, str]] = []
@@ -284,7 +282,6 @@ async def test_a_batch_journal_never_holds_the_key(
     emu: Emulator, records: Collector, tmp_path: Path
 ) -> None:
     """The files a batch writes (its journal and lock) hold no trace of the key."""
-    batch = pytest.importorskip("spo_async._batch")
     emu.inject(
         Fault(FaultKind.DROP_AFTER, endpoint="submit", times=1),
         Fault(FaultKind.ERROR_ENVELOPE, err_code=-10004, status=402, endpoint="submit", times=1),
@@ -297,8 +294,7 @@ async def test_a_batch_journal_never_holds_the_key(
         retry=RetryPolicy.no_wait(),
         schedule=FixedSchedule(interval=0.002),
     ) as client:
-        outcomes = await batch.gather_outcomes(
-            client,
+        outcomes = await client.optimize_all(
             [make_request(f"batch {i}") for i in range(8)],
             journal=tmp_path / "batch.journal",
             timeout=10,
@@ -456,7 +452,7 @@ async def test_tls_certificates_are_verified_by_default(
     """An untrusted certificate is refused before the request (and its key) is sent."""
     base_url, seen = https_server
     async with AsyncSPOClient(api_key=SECRET, base_url=base_url) as client:
-        with pytest.raises(ConnectError) as info:
+        with pytest.raises(TransportError) as info:
             await client.get_task("spo-1")
     assert "certificate" in str(info.value).lower()
     assert not leaks("".join(exception_texts(info.value)))
