@@ -81,6 +81,13 @@ def _require_text(field: str, value: object, *, allow_empty: bool = False) -> No
         raise RequestValidationError(field, f"expected a string, got {type(value).__name__}")
     if not allow_empty and not value.strip():
         raise RequestValidationError(field, "must not be empty")
+    if not value.isprintable():  # the rare case: look for text that no wire can carry
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RequestValidationError(
+                field, f"holds a character that cannot be sent (at position {exc.start})"
+            ) from None
 
 
 @attrs.frozen

@@ -320,3 +320,11 @@ def test_task_result_is_hashable_despite_extra_fields() -> None:
     """Snapshots can go in sets even when they carry unknown fields (``extra`` is not hashed)."""
     a = task(TaskStatus.SUCCESS, rnd(1), extra={"tokens": [1, 2]})
     assert hash(a) == hash(task(TaskStatus.SUCCESS, rnd(1)))
+
+
+def test_text_that_cannot_be_sent_is_refused_when_the_request_is_made() -> None:
+    """Half an emoji (a lone surrogate) in a prompt fails at once, naming the field."""
+    with pytest.raises(RequestValidationError, match="prompt"):
+        make_request(prompt="hello \ud83d")
+    with pytest.raises(RequestValidationError, match="answer"):
+        QAPair(question="q", answer="\udc00")
