@@ -200,21 +200,19 @@ def test_a_lone_surrogate_in_a_task_answer_becomes_a_replacement_character() -> 
     ("field", "changes"),
     [
         ("prompt", {"prompt": "act \ud800"}),
-        ("qa[0].question", {"qa": [QAPair("q \udfff", "a")]}),
+        ("qa[0].question", {"qa": [{"question": "q \udfff", "answer": "a"}]}),
         ("model", {"model": "gpt-\ud800"}),
+        ("requirements", {"requirements": "be \udc00 kind"}),
     ],
 )
-async def test_text_that_cannot_be_encoded_is_refused_before_the_submit(
-    emu: Emulator, field: str, changes: dict[str, Any]
+def test_text_that_cannot_be_encoded_is_refused_when_the_request_is_made(
+    field: str, changes: dict[str, Any]
 ) -> None:
-    """A lone surrogate in a request names its field, before anything is sent."""
+    """A lone surrogate in a request names its field, before the request even exists."""
     fields: dict[str, Any] = {"prompt": "p", "qa": [QAPair("q", "a")], "model": "gpt-4o"}
-    request = OptimizationRequest(**{**fields, **changes})
-    async with AsyncSPOClient(api_key=emu.api_key, base_url=emu.base_url) as client:
-        with pytest.raises(RequestValidationError) as caught:
-            await client.submit(request)
+    with pytest.raises(RequestValidationError) as caught:
+        OptimizationRequest(**{**fields, **changes})
     assert caught.value.field == field
-    assert emu.request_log == []
 
 
 @pytest.mark.parametrize(
