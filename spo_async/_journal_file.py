@@ -365,34 +365,13 @@ def hold_file(path: Path) -> HeldFile:
         if held is not None:
             raise _in_use(path, held)
         fd, created = _open(path)
-        try:
-            info = os.fstat(fd)
-            identity = (info.st_dev, info.st_ino)
-            held = _held_files.get(identity)
-            if held is not None:  # raced in under another name: never close fd while held
-                held._orphans.append(fd)
-                fd = -1
-                raise _in_use(path, held)
-            if not stat.S_ISREG(info.st_mode):
-                raise JournalError("not a journal: not a regular file", path=path)
-            if info.st_nlink > 1:
-                raise JournalError(_LINKED.format(links=info.st_nlink), path=path)
-            if not _try_lock(fd, path):
-                raise JournalError(
-                    "another run is using this journal (another process holds its lock)",
-                    path=path,
-                )
-            held = HeldFile(fd, identity, real_path, created=created)
-            fd = -1
-        finally:
-            if fd >= 0:
-                os.close(fd)
+        held = _claim(fd, path, real_path, created=created)
         try:
             held.check()  # still the file at that path, now that it is locked
         except JournalError:
             held.release()
             raise
-        if info.st_size == 0 and _size(real_path + "-wal") > 0:
+        if os.fstat(held.fd).st_size == 0 and _size(real_path + "-wal") > 0:
             held.release(discard=True)
             raise JournalError(
                 "the journal file is empty but a -wal file with records lies next to it "
@@ -401,9 +380,49 @@ def hold_file(path: Path) -> HeldFile:
                 "both to start a new batch",
                 path=path,
             )
-        _held_files[identity] = held
+        _held_files[held.identity] = held
         _held_paths[real_path] = held
         return held
+
+
+def _claim(fd: int, path: Path, real_path: str, *, created: bool) -> HeldFile:
+    """Check and lock the file just opened as ``fd``; if refused, let go of ``fd``.
+
+    A descriptor on a file this process already holds is kept open until that
+    run ends (closing it would drop the other run's SQLite locks).
+    """
+    info = os.fstat(fd)
+    identity = (info.st_dev, info.st_ino)
+    held = _held_files.get(identity)
+    if held is not None:  # reached under a name that changed since the check above
+        held._orphans.append(fd)
+        raise _in_use(path, held)
+    error = _refusal(fd, info, path, real_path, created=created)
+    if error is not None:
+        os.close(fd)
+        raise error
+    return HeldFile(fd, identity, real_path, created=created)
+
+
+def _refusal(
+    fd: int, info: os.stat_result, path: Path, real_path: str, *, created: bool
+) -> JournalError | None:
+    """Why the file open as ``fd`` cannot be this run's journal, or None once it is locked."""
+    if not stat.S_ISREG(info.st_mode):
+        return JournalError("not a journal: not a regular file", path=path)
+    if info.st_nlink > 1:
+        return JournalError(_LINKED.format(links=info.st_nlink), path=path)
+    try:
+        locked = _try_lock(fd, path)
+    except JournalError as exc:  # no locks here at all: a file this run made is not left
+        if created:
+            os.unlink(real_path)
+        return exc
+    if not locked:
+        return JournalError(
+            "another run is using this journal (another process holds its lock)", path=path
+        )
+    return None
 
 
 def _in_use(path: Path, held: HeldFile) -> JournalError:

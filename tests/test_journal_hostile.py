@@ -322,6 +322,16 @@ async def test_a_refused_path_is_left_as_it_was(
     assert listing(folder) == before
 
 
+async def test_where_no_lock_can_be_taken_the_journal_is_refused_and_nothing_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system that refuses locks (here fcntl answers EINVAL) is a JournalError, no file."""
+    monkeypatch.setattr("spo_async._journal_file._OFD_SETLK", -1)  # not a command: EINVAL
+    with pytest.raises(JournalError, match="cannot lock the journal file"):
+        await Journal(tmp_path / "run.db").open()
+    assert listing(tmp_path) == []
+
+
 async def test_a_journal_deleted_or_moved_under_a_run_stops_it(path: Path, tmp_path: Path) -> None:
     """A run whose file was deleted or renamed stops before its next intent, with a reason."""
     async with Journal(path) as journal:
