@@ -18,23 +18,33 @@ it stands, as one row moving through these states::
 
 Writing. Every SQLite call runs in one thread of the journal's own, so the
 event loop never waits on ``fsync``. Writes queued together commit together
-(group commit). The two writes that prevent double billing commit with
-``synchronous=FULL``; the others with ``NORMAL`` (safe against a crash of the
-process, which is what the journal is for). Every write that is queued is
+(group commit). Commits do not wait for the disk (``synchronous=NORMAL``),
+except for the two writes that prevent double billing: their commit is
+checkpointed (the ``-wal`` flushed, copied into the journal file, the journal
+file flushed) before the caller goes on. So the journal
+file alone always holds every intent and every task id; the ``-wal`` holds at
+most the statuses and results written since. Every write that is queued is
 carried out even if the coroutine that asked for it is cancelled, so a task id
 that arrived is never dropped on the way to disk.
 
+Failing. Any error in the thread (a full disk, a file deleted under it, text
+SQLite cannot store, a bug) fails the write that met it, and every write after
+it, with :class:`JournalError` at once: the thread never dies silently and no
+caller waits forever. Each caller gets an error of its own (the batch layer
+adds notes to it); the task id write's error carries ``task_id``.
+
 Identity and versions. The file carries an application id and a schema
 version (``PRAGMA application_id`` / ``user_version``, and a ``meta`` table for
-humans). A file that is not a journal, a journal from a newer spo-async, or one
-written for a different batch (a key whose request differs, keys added or
-missing) is refused with :class:`JournalError` or :class:`JournalMismatchError`
-before any network call. A write that fails (``database or disk is full``)
-rolls back whole, leaves the file as it was, and raises :class:`JournalError`.
+humans). A file that is not a journal, a journal from a newer spo-async, one
+that fails SQLite's integrity check or whose rows do not match its batch
+record, or one written for a different batch (a key whose request differs,
+keys added or missing) is refused with :class:`JournalError` or
+:class:`JournalMismatchError` before any network call.
 
-One run at a time: while a journal is open, a lock file next to it
-(``<name>.lock``, POSIX ``flock``, released by the OS even on SIGKILL) keeps a
-second run from working on the same items.
+One run at a time: while a journal is open, a lock on a byte of the journal
+file itself (see :func:`~spo_async._journal_file.hold_file`) keeps a second run
+off it, however the file is reached; the operating system releases it even on
+SIGKILL.
 
 The file's layout, its checks and the values read from it are in
 :mod:`spo_async._journal_file`; this module drives them from its thread and
@@ -50,36 +60,36 @@ import json
 import os
 import queue
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 from ._convert import task_to_wire
 from ._events import BatchKey
 from ._journal_file import (
     APPLICATION_ID,
     SCHEMA_VERSION,
+    HeldFile,
     ItemState,
     JournalEntry,
     JournalError,
     JournalMismatchError,
     RecordedError,
     batch_fingerprint,
+    checkpoint,
     error_text,
+    hold_file,
     is_full,
     key_text,
     load_entries,
     prepare_file,
     request_fingerprint,
+    store_text,
 )
 from ._models import TaskResult
-
-if sys.platform != "win32":
-    import fcntl
 
 __all__ = [
     "APPLICATION_ID",
@@ -107,17 +117,29 @@ class Journal:
     drives it; the methods are named after the moments they record.
     """
 
+    #: Seconds a write waits for another connection's transaction on the file
+    #: (someone reading the journal with the ``sqlite3`` shell) before it fails.
+    busy_timeout: float = 5.0
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
+        # Guards _accepting and _failure, so no job is queued behind a thread that stopped.
+        self._gate = threading.Lock()
+        self._accepting = False
         self._failure: JournalError | None = None
-        self._lock_file: IO[bytes] | None = None
+        self._held: HeldFile | None = None
         self._closed = False
 
     def __repr__(self) -> str:
         return f"<Journal {str(self.path)!r}>"
+
+    @property
+    def failure(self) -> JournalError | None:
+        """The error that stopped the journal, if one did; every write after it fails too."""
+        return self._failure
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -134,11 +156,16 @@ class Journal:
         await self.close()
 
     async def open(self) -> None:
-        """Open (or create) the file, check that it is a journal this version can read."""
+        """Open (or create) and lock the file; check it is a whole journal this version reads.
+
+        Raises :class:`JournalError` (naming the file) when another run holds
+        it, or it is not a journal, too new, damaged or incomplete.
+        """
         if self._thread is not None:
             raise JournalError("the journal is already open", path=self.path)
         started: concurrent.futures.Future[None] = concurrent.futures.Future()
         started.set_running_or_notify_cancel()  # from now on only the thread settles it
+        self._accepting = True
         self._thread = threading.Thread(
             target=self._serve, args=(started,), name="spo-async journal", daemon=True
         )
@@ -147,7 +174,7 @@ class Journal:
             await asyncio.wrap_future(started)
         except BaseException:
             self._closed = True
-            self._jobs.put(None)
+            self._stop_accepting()
             raise
 
     async def close(self) -> None:
@@ -159,30 +186,29 @@ class Journal:
         if self._closed or self._thread is None:
             return
         self._closed = True
-        self._jobs.put(None)
+        self._stop_accepting()
         await asyncio.wrap_future(self._stopped)
         self._thread.join()
 
-    def _unlock(self) -> None:
-        lock, self._lock_file = self._lock_file, None
-        if lock is not None:
-            lock.close()
+    def _stop_accepting(self) -> None:
+        with self._gate:
+            if self._accepting:
+                self._accepting = False
+                self._jobs.put(None)  # the last job: the thread stops after the ones before
 
     # -- the writer thread -------------------------------------------------------------
 
     def _serve(self, started: concurrent.futures.Future[None]) -> None:
         stopped = self._stopped
         stopped.set_running_or_notify_cancel()  # from now on only this thread settles it
+        conn: sqlite3.Connection | None = None
         try:
-            self._lock()
-            conn = self._connect()
-        except BaseException as exc:
-            self._unlock()
-            started.set_exception(exc)
-            stopped.set_result(None)
-            return
-        started.set_result(None)
-        try:
+            try:
+                conn = self._connect()
+            except BaseException as exc:
+                started.set_exception(_journal_error(exc, self.path))
+                return
+            started.set_result(None)
             stopping = False
             while not stopping:
                 batch: list[_Job] = []
@@ -198,86 +224,151 @@ class Journal:
                 if batch:
                     self._run_group(conn, batch)
         finally:
-            conn.close()
-            self._unlock()
+            with self._gate:
+                self._accepting = False
+            self._fail_queued()
+            self._shut(conn)
             stopped.set_result(None)
 
-    def _lock(self) -> None:
-        if sys.platform == "win32":  # pragma: no cover - no flock: one run at a time is on you
-            return
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        try:
-            handle = lock_path.open("ab")
-        except OSError as exc:
-            raise JournalError(f"cannot create the lock file: {exc}", path=self.path) from None
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise JournalError(
-                "another run is using this journal (its lock file is held)", path=self.path
-            ) from None
-        self._lock_file = handle
-
     def _connect(self) -> sqlite3.Connection:
+        held = hold_file(self.path)
+        conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
-        except sqlite3.Error as exc:
-            raise JournalError(f"cannot open the journal: {exc}", path=self.path) from None
-        try:
+            conn = sqlite3.connect(
+                held.real_path,
+                isolation_level=None,
+                check_same_thread=True,
+                timeout=self.busy_timeout,
+            )
             prepare_file(conn, self.path)
+            # Commits do not wait for the disk; a durable write's checkpoint flushes the
+            # -wal, copies it into the file and flushes that (three flushes in all).
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            held.release(discard=True)  # a file this run created is not left behind
+            raise
+        try:
+            held.relock()
         except BaseException:
             conn.close()
+            held.release()
             raise
+        self._held = held
         return conn
 
+    def _shut(self, conn: sqlite3.Connection | None) -> None:
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the rest into the file
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        held, self._held = self._held, None
+        if held is not None:
+            held.release()
+
     def _run_group(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        """Run queued jobs in one transaction; every one of them is carried out."""
-        for _, _, future in batch:
-            if future is not None:
-                future.set_running_or_notify_cancel()
-        results: list[Any] = []
-        error: BaseException | None = self._failure
-        if error is None:
-            durable = any(flag for _, flag, _ in batch)
-            try:
-                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-                conn.execute("BEGIN IMMEDIATE")
+        """Run queued jobs in one transaction; every one of them is carried out.
+
+        Whatever goes wrong, every job's caller gets an answer: a bug here must
+        not leave a coroutine waiting forever.
+        """
+        try:
+            waiting = [
+                future if future is not None and future.set_running_or_notify_cancel() else None
+                for _, _, future in batch
+            ]
+            outcomes: list[tuple[bool, Any]] = []
+            if self._failure is None:
                 try:
-                    results = [op(conn) for op, _, _ in batch]
-                    conn.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                    raise
-            except JournalError as exc:
-                error = exc
-            except sqlite3.Error as exc:
-                reason = "the disk is full" if is_full(exc) else f"a write failed ({exc})"
-                error = self._failure = JournalError(
-                    f"{reason}; the journal was left as it was before this write", path=self.path
-                )
-        for i, (_, _, future) in enumerate(batch):
-            if future is None or future.cancelled():
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(results[i])
+                    outcomes = self._write(conn, batch)
+                except BaseException as exc:
+                    self._fail(exc)
+            failure = self._failure
+            for i, future in enumerate(waiting):
+                if future is None:
+                    continue
+                if failure is not None:
+                    future.set_exception(_copy(failure))
+                elif outcomes[i][0]:
+                    future.set_result(outcomes[i][1])
+                else:
+                    future.set_exception(outcomes[i][1])
+        except BaseException as exc:
+            self._fail(exc)
+            for _, _, future in batch:
+                self._answer_failed(future)
+
+    def _write(self, conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[bool, Any]]:
+        durable = any(flag for _, flag, _ in batch)
+        if durable and self._held is not None:
+            self._held.check()
+        conn.execute("BEGIN IMMEDIATE")
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            for op, _, _ in batch:
+                # A batch mismatch undoes its own job only; anything else undoes the group.
+                conn.execute("SAVEPOINT job")
+                try:
+                    outcomes.append((True, op(conn)))
+                except JournalMismatchError as exc:
+                    conn.execute("ROLLBACK TO job")
+                    outcomes.append((False, exc))
+                conn.execute("RELEASE job")
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        if durable:
+            checkpoint(conn, self.path)
+        return outcomes
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._gate:
+            if self._failure is None:
+                self._failure = _journal_error(exc, self.path)
+
+    def _fail_queued(self) -> None:
+        """Fail whatever is still queued (the thread is stopping): nobody waits forever."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                self._answer_failed(job[2])
+
+    def _answer_failed(self, future: concurrent.futures.Future[Any] | None) -> None:
+        """Fail ``future`` unless it is answered or cancelled already."""
+        if future is None or future.done():
+            return
+        if future.running() or future.set_running_or_notify_cancel():
+            failure = self._failure
+            future.set_exception(
+                _copy(failure)
+                if failure is not None
+                else JournalError("the journal is closed", path=self.path)
+            )
 
     # -- queuing -----------------------------------------------------------------------
 
     def _queue(
         self, op: _Op, *, durable: bool, wait: bool
     ) -> concurrent.futures.Future[Any] | None:
-        if self._closed or self._thread is None:
-            raise JournalError("the journal is closed", path=self.path)
-        if self._failure is not None:
-            raise JournalError(f"unusable after an earlier failure: {self._failure}")
         future: concurrent.futures.Future[Any] | None = (
             concurrent.futures.Future() if wait else None
         )
-        self._jobs.put((op, durable, future))
+        with self._gate:
+            if self._failure is not None:
+                raise JournalError(
+                    f"the journal stopped after an earlier failure: {self._failure.reason}",
+                    path=self.path,
+                ) from self._failure
+            if not self._accepting:
+                raise JournalError("the journal is closed", path=self.path)
+            self._jobs.put((op, durable, future))
         return future
 
     async def _call(self, op: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
@@ -333,29 +424,58 @@ class Journal:
         return await self._call(lambda conn: load_entries(conn, path))
 
     def _update(self, key: BatchKey, sql: str, *params: Any) -> _Op:
-        stored_key = key_text(key)
+        stored_key, path = key_text(key), self.path
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
+            changed = conn.execute(
                 f"UPDATE items SET {sql}, updated_at = ? WHERE key = ?",  # noqa: S608 - fixed SQL
                 (*params, time.time(), stored_key),
-            )
+            ).rowcount
+            if changed != 1:
+                raise JournalError(
+                    f"the journal is damaged: it has {changed} rows for key {stored_key}",
+                    path=path,
+                )
 
         return op
 
     async def intent(self, key: BatchKey) -> None:
-        """Durably record that ``key`` is about to be submitted. Call it before the POST."""
+        """Durably record that ``key`` is about to be submitted. Call it before the POST.
+
+        When this returns, the intent is in the journal file itself (not only
+        in its ``-wal``).
+        """
         op = self._update(key, "state = 'submitting', submits = submits + 1, error = NULL")
         await self._call(op, durable=True)
 
     def revert_intent(self, key: BatchKey) -> None:
-        """The submit recorded by :meth:`intent` never started after all (queued, not awaited)."""
-        self._queue(self._update(key, "state = 'new'"), durable=False, wait=False)
+        """The submit recorded by :meth:`intent` never started after all (queued, not awaited).
+
+        It never raises (it runs while a cancellation unwinds): if the journal
+        has stopped, the row stays ``submitting``, which is safe.
+        """
+        with contextlib.suppress(JournalError):
+            self._queue(self._update(key, "state = 'new'"), durable=False, wait=False)
 
     async def task_id(self, key: BatchKey, task_id: str) -> None:
-        """Durably record the task id the submit returned. Call it before anything else."""
-        op = self._update(key, "state = 'submitted', task_id = ?, status = NULL", task_id)
-        await self._call(op, durable=True)
+        """Durably record the task id the submit returned. Call it before anything else.
+
+        When this returns, the id is in the journal file itself. If it cannot
+        be recorded, the :class:`JournalError` carries ``task_id`` and says the
+        task exists: it is paid for, and only this error still knows its id.
+        """
+        op = self._update(
+            key, "state = 'submitted', task_id = ?, status = NULL", store_text(task_id)
+        )
+        try:
+            await self._call(op, durable=True)
+        except JournalError as exc:
+            raise JournalError(
+                f"task {task_id!r} exists on the service (item {key!r}) but its id could not "
+                f"be recorded: {exc.reason}",
+                path=self.path,
+                task_id=task_id,
+            ) from exc
 
     async def submit_failed(self, key: BatchKey, error: BaseException) -> None:
         """The submit failed without creating a task: the item may be submitted again."""
@@ -368,7 +488,10 @@ class Journal:
     def status(self, key: BatchKey, result: TaskResult) -> None:
         """Note a new status or round count (queued, not awaited: losing it costs one poll)."""
         op = self._update(
-            key, "status = ?, rounds = ?", result.raw_status, len(result.completed_rounds)
+            key,
+            "status = ?, rounds = ?",
+            store_text(result.raw_status),
+            len(result.completed_rounds),
         )
         self._queue(op, durable=False, wait=False)
 
@@ -377,14 +500,42 @@ class Journal:
         await self._call(self._update(key, "error = ?", error_text(error)))
 
     async def finished(self, key: BatchKey, result: TaskResult) -> None:
-        """Record the task's final snapshot."""
-        body = json.dumps(task_to_wire(result), ensure_ascii=False)
+        """Record the task's final snapshot (as ASCII JSON: any text the service sent fits)."""
+        try:
+            body = json.dumps(task_to_wire(result))
+        except (TypeError, ValueError) as exc:
+            raise JournalError(
+                f"cannot record the result of task {result.task_id!r}: {exc}", path=self.path
+            ) from None
         op = self._update(
             key,
             "state = 'finished', task_id = ?, status = ?, rounds = ?, result = ?, error = NULL",
-            result.task_id,
-            result.raw_status,
+            store_text(result.task_id),
+            store_text(result.raw_status),
             len(result.completed_rounds),
             body,
         )
         await self._call(op)
+
+
+def _journal_error(exc: BaseException, path: Path) -> JournalError:
+    """Any failure met in the journal's thread, as the JournalError its callers get."""
+    if isinstance(exc, JournalError):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        reason = "the disk is full" if is_full(exc) else f"a write failed ({exc})"
+        error = JournalError(
+            f"{reason}; the journal was left as it was before this write", path=path
+        )
+    else:
+        detail = error_text(exc)
+        error = JournalError(f"the journal's thread failed: {detail}", path=path)
+    error.__cause__ = exc
+    return error
+
+
+def _copy(error: JournalError) -> JournalError:
+    """A fresh error with ``error``'s message for each caller (callers add notes to theirs)."""
+    copy = JournalError(error.reason, path=error.path, task_id=error.task_id)
+    copy.__cause__ = error
+    return copy

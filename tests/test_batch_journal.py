@@ -19,7 +19,7 @@ from spo_async._batch import (
 from spo_async._events import Event, TaskOutcomeUnknown, TaskSubmitted, TaskSucceeded
 from spo_async._journal import ItemState, Journal, JournalError, JournalMismatchError
 from spo_async._journal_file import prepare_file
-from spo_async.testing import Emulator, EmulatorConfig
+from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind
 
 from .conftest import make_request
 
@@ -191,3 +191,51 @@ async def test_events_of_a_resumed_batch_end_every_story(
     await gather_outcomes(client, requests, journal=path, on_event=events.append)
     assert sum(isinstance(e, TaskSucceeded) for e in events) == 5
     assert not any(isinstance(e, TaskSubmitted) for e in events)
+
+
+@pytest.mark.parametrize("how", ["same path", "symlink"])
+async def test_a_journal_held_by_another_run_is_refused_before_any_request(
+    client: AsyncSPOClient, emu: Emulator, tmp_path: Path, how: str
+) -> None:
+    """A second batch on a journal in use (by any name) ends with JournalError, nothing sent."""
+    path = tmp_path / "held.journal"
+    other = path
+    if how == "symlink":
+        other = tmp_path / "alias.journal"
+        other.symlink_to(path)
+    async with Journal(path):
+        with pytest.raises(JournalError, match="another run") as caught:
+            await gather_outcomes(client, {"a": req("a")}, journal=other)
+    assert str(other) in str(caught.value)
+    assert emu.submits == []
+
+
+async def test_half_an_emoji_from_the_service_neither_hangs_nor_stops_a_journaled_batch(
+    client: AsyncSPOClient, emu: Emulator, tmp_path: Path
+) -> None:
+    """A lone surrogate in a key, a status and a result is journaled; the batch ends and resumes."""
+    path = tmp_path / "emoji.journal"
+    # The service's own bytes: JSON's escape for half an emoji (valid JSON, no valid UTF-8).
+    status = '{"status": "queue \\ud83d", "round_data_list": []}'
+    final = (
+        '{"status": "success", "best_prompt": "better \\ud83d", "best_round": 1, '
+        '"round_data_list": [{"round": 1, "prompt": "better \\ud83d", "success": true, '
+        '"sample": []}]}'
+    )
+    emu.inject(
+        Fault(FaultKind.STATUS, endpoint="task", status=200, body=status, times=2),
+        Fault(FaultKind.STATUS, endpoint="task", status=200, body=final, times=1),
+    )
+    requests = {"half \ud83d": req("one"), "plain": req("two")}
+    first = by_key(await gather_outcomes(client, requests, journal=path))
+    assert all(isinstance(o, Succeeded) for o in first.values())
+    prompts = [o.result.best_prompt for o in first.values() if isinstance(o, Succeeded)]
+    assert "better \ud83d" in prompts
+
+    emu.reset_records()
+    again = by_key(await gather_outcomes(client, requests, journal=path))
+    assert emu.submits == []
+    assert all(o.from_journal for o in again.values())
+    assert {k: o.result for k, o in again.items() if isinstance(o, Succeeded)} == {
+        k: o.result for k, o in first.items() if isinstance(o, Succeeded)
+    }

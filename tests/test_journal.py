@@ -245,3 +245,30 @@ async def test_a_closed_journal_refuses_writes(path: Path) -> None:
     await journal.close()
     with pytest.raises(JournalError, match="closed"):
         await journal.intent("a")
+
+
+async def test_a_new_journal_is_whole_in_its_file_before_any_wal(path: Path) -> None:
+    """Tables and identity reach the file itself first, so a file copied alone is a journal."""
+    async with Journal(path):
+        conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)  # the file's bytes only
+        try:
+            assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+            assert {"meta", "items"} <= {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master")
+            }
+        finally:
+            conn.close()
+
+
+async def test_after_close_the_file_alone_holds_everything(path: Path) -> None:
+    """A closed journal leaves no -wal: its file alone is the whole journal, results included."""
+    result = final_result()
+    async with Journal(path) as journal:
+        await journal.start_batch(ITEMS)
+        await journal.intent("a")
+        await journal.task_id("a", "t-1")
+        await journal.finished("a", result)
+    assert not path.with_name(path.name + "-wal").exists()
+    async with Journal(path) as journal:
+        entries = await journal.entries()
+    assert entries["a"].result == result
