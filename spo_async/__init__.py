@@ -31,6 +31,7 @@ from ._errors import (
     ConfigurationError,
     InsufficientBalanceError,
     InvalidRequestError,
+    JournalError,
     NotFoundError,
     ProtocolError,
     QuotaExceededError,
@@ -67,7 +68,6 @@ if _TYPE_CHECKING:
         TaskRetrying,
         TaskSubmitted,
     )
-    from ._journal import JournalError
     from ._stream import EventStream
     from ._sync import SPOClient
 
@@ -81,7 +81,6 @@ _LAZY = {
     "Event": "._events",
     "EventStream": "._stream",
     "Failed": "._events",
-    "JournalError": "._journal",
     "Outcome": "._events",
     "OutcomeUnknown": "._events",
     "RoundCompleted": "._events",

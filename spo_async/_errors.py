@@ -32,6 +32,7 @@ Errors never carry the API key: requests are described by method and path only.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -45,10 +46,12 @@ __all__ = [
     "ConfigurationError",
     "InsufficientBalanceError",
     "InvalidRequestError",
+    "JournalError",
     "NotFoundError",
     "ProtocolError",
     "QuotaExceededError",
     "RateLimitError",
+    "RecordedError",
     "RequestTimeoutError",
     "RequestValidationError",
     "SPOError",
@@ -278,6 +281,51 @@ class TransientError(APIError):
     """A passing failure on the service's side (-10003, -1024, HTTP 408, 5xx)."""
 
     retryable = True
+
+
+class JournalError(SPOError):
+    """The journal cannot be used: not a journal, too new, in use, damaged or unwritable.
+
+    ``path`` names the file and ``reason`` says what went wrong (the message
+    without the path). When a write fails the file is left as it was before
+    that write. ``task_id`` is set when the failed write was the id of a task
+    that exists on the service: that task is paid for and must not be lost.
+
+    ``different_batch`` is true when the journal was written for another batch;
+    then ``changed`` keys have a different request than the journal recorded,
+    ``missing`` keys are in the journal but not in this batch, and ``added`` are
+    in this batch but not in the journal. Use a new journal file for a new batch.
+    """
+
+    #: Whether the journal was written for a different batch.
+    different_batch: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        self.path = None if path is None else os.fspath(path)
+        self.reason = message
+        self.task_id = task_id
+        self.changed: list[str | int] = []
+        self.missing: list[str | int] = []
+        self.added: list[str | int] = []
+        super().__init__(f"{message} (journal: {self.path})" if self.path else message)
+
+
+class RecordedError(SPOError):
+    """An error an earlier run recorded in a batch journal: its type's name and message.
+
+    Not raised on its own: it is the cause of an outcome the journal restores.
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        self.type_name = type_name
+        self.message = message
+        super().__init__(f"{type_name}: {message} (recorded by an earlier run)")
 
 
 class SubmitOutcomeUnknownError(SPOError):

@@ -39,7 +39,7 @@ humans). A file that is not a journal, a journal from a newer spo-async, one
 that fails SQLite's integrity check or whose rows do not match its batch
 record, or one written for a different batch (a key whose request differs,
 keys added or missing) is refused with :class:`JournalError` or
-:class:`JournalMismatchError` before any network call.
+:class:`JournalError` (``different_batch``) before any network call.
 
 One run at a time: while a journal is open, a lock on a byte of the journal
 file itself (see :func:`~spo_async._journal_file.hold_file`) keeps a second run
@@ -76,9 +76,9 @@ from ._journal_file import (
     ItemState,
     JournalEntry,
     JournalError,
-    JournalMismatchError,
     RecordedError,
     batch_fingerprint,
+    batch_mismatch,
     checkpoint,
     error_text,
     hold_file,
@@ -98,7 +98,6 @@ __all__ = [
     "Journal",
     "JournalEntry",
     "JournalError",
-    "JournalMismatchError",
     "RecordedError",
     "batch_fingerprint",
     "request_fingerprint",
@@ -312,7 +311,9 @@ class Journal:
                 conn.execute("SAVEPOINT job")
                 try:
                     outcomes.append((True, op(conn)))
-                except JournalMismatchError as exc:
+                except JournalError as exc:
+                    if not exc.different_batch:
+                        raise
                     conn.execute("ROLLBACK TO job")
                     outcomes.append((False, exc))
                 conn.execute("RELEASE job")
@@ -385,7 +386,7 @@ class Journal:
         """Record a new batch, or check that this is the batch already recorded.
 
         ``items`` are ``(key, request fingerprint)`` in input order. Returns what
-        the journal knows of every key. Raises :class:`JournalMismatchError`
+        the journal knows of every key. Raises :class:`JournalError` (``different_batch``)
         when the journal holds a different batch.
         """
         fingerprint = batch_fingerprint(items)
@@ -408,7 +409,7 @@ class Journal:
             if row is not None and row[0] != fingerprint:
                 recorded = {e.key: e.fingerprint for e in entries.values()}
                 given = dict(items)
-                raise JournalMismatchError(
+                raise batch_mismatch(
                     path=path,
                     changed=[k for k, fp in items if k in recorded and recorded[k] != fp],
                     missing=[k for k in recorded if k not in given],

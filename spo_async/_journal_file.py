@@ -36,7 +36,7 @@ from typing import Any, Final
 import attrs
 
 from ._convert import request_to_wire, task_from_wire
-from ._errors import SPOError
+from ._errors import JournalError, RecordedError
 from ._events import BatchKey
 from ._models import OptimizationRequest, TaskResult
 from ._version import __version__
@@ -54,9 +54,9 @@ __all__ = [
     "ItemState",
     "JournalEntry",
     "JournalError",
-    "JournalMismatchError",
     "RecordedError",
     "batch_fingerprint",
+    "batch_mismatch",
     "checkpoint",
     "error_text",
     "hold_file",
@@ -103,68 +103,29 @@ CREATE TABLE items (
 """
 
 
-class JournalError(SPOError):
-    """The journal cannot be used: not a journal, too new, in use, damaged or unwritable.
-
-    ``path`` names the file and ``reason`` says what went wrong (the message
-    without the path). When a write fails the file is left as it was before
-    that write. ``task_id`` is set when the failed write was the id of a task
-    that exists on the service: that task is paid for and must not be lost.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        path: str | os.PathLike[str] | None = None,
-        task_id: str | None = None,
-    ) -> None:
-        self.path = None if path is None else os.fspath(path)
-        self.reason = message
-        self.task_id = task_id
-        super().__init__(f"{message} (journal: {self.path})" if self.path else message)
-
-
-class JournalMismatchError(JournalError):
-    """The journal was written for a different batch.
-
-    ``changed`` keys have a different request than the journal recorded;
-    ``missing`` keys are in the journal but not in this batch; ``added`` are in
-    this batch but not in the journal. Use a new journal file for a new batch.
-    """
-
-    def __init__(
-        self,
-        *,
-        path: str | os.PathLike[str],
-        changed: list[BatchKey],
-        missing: list[BatchKey],
-        added: list[BatchKey],
-    ) -> None:
-        self.changed = changed
-        self.missing = missing
-        self.added = added
-        parts = []
-        for label, keys in (("changed", changed), ("missing", missing), ("added", added)):
-            if keys:
-                shown = ", ".join(repr(k) for k in keys[:_SHOWN_KEYS])
-                more = f" and {len(keys) - _SHOWN_KEYS} more" if len(keys) > _SHOWN_KEYS else ""
-                parts.append(f"{len(keys)} {label} ({shown}{more})")
-        super().__init__(
-            "this journal belongs to a different batch: keys "
-            + "; ".join(parts or ["in a different order"])
-            + ". Use a new journal file for a new batch",
-            path=path,
-        )
-
-
-class RecordedError(SPOError):
-    """An error that an earlier run recorded in the journal: its type's name and message."""
-
-    def __init__(self, type_name: str, message: str) -> None:
-        self.type_name = type_name
-        self.message = message
-        super().__init__(f"{type_name}: {message} (recorded by an earlier run)")
+def batch_mismatch(
+    *,
+    path: str | os.PathLike[str],
+    changed: list[BatchKey],
+    missing: list[BatchKey],
+    added: list[BatchKey],
+) -> JournalError:
+    """The error for a journal written for a different batch, naming the keys that differ."""
+    parts = []
+    for label, keys in (("changed", changed), ("missing", missing), ("added", added)):
+        if keys:
+            shown = ", ".join(repr(k) for k in keys[:_SHOWN_KEYS])
+            more = f" and {len(keys) - _SHOWN_KEYS} more" if len(keys) > _SHOWN_KEYS else ""
+            parts.append(f"{len(keys)} {label} ({shown}{more})")
+    error = JournalError(
+        "this journal belongs to a different batch: keys "
+        + "; ".join(parts or ["in a different order"])
+        + ". Use a new journal file for a new batch",
+        path=path,
+    )
+    error.different_batch = True
+    error.changed, error.missing, error.added = changed, missing, added
+    return error
 
 
 class ItemState(enum.StrEnum):

@@ -8,16 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from spo_async import AsyncSPOClient, OptimizationRequest, SubmitOutcomeUnknownError
-from spo_async._batch import (
+from spo_async import (
+    AsyncSPOClient,
+    Event,
+    JournalError,
+    OptimizationRequest,
     Outcome,
     OutcomeUnknown,
+    SubmitOutcomeUnknownError,
     Succeeded,
-    gather_outcomes,
-    prepare_items,
+    TaskSubmitted,
 )
-from spo_async._events import Event, TaskOutcomeUnknown, TaskSubmitted, TaskSucceeded
-from spo_async._journal import ItemState, Journal, JournalError, JournalMismatchError
+from spo_async._batch import prepare_items
+from spo_async._journal import ItemState, Journal
 from spo_async._journal_file import prepare_file
 from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind
 
@@ -43,7 +46,7 @@ async def _journal_in_every_state(
     """Write a journal as a crashed run would have left it; return the task ids made."""
     items = prepare_items(requests)
     async with Journal(path) as journal:
-        await journal.start_batch([(item.key, fp) for item, fp in items])
+        await journal.start_batch([(item.key, item.fingerprint) for item in items])
         # finished: submitted, polled to the end, result recorded
         await journal.intent("finished")
         done_id = await client.submit(requests["finished"])
@@ -71,7 +74,7 @@ async def test_resume_treats_every_state_as_it_must(
     emu.reset_records()
     events: list[Event] = []
 
-    outcomes = by_key(await gather_outcomes(client, requests, journal=path, on_event=events.append))
+    outcomes = by_key(await client.optimize_all(requests, journal=path, on_event=events.append))
 
     finished, polling = outcomes["finished"], outcomes["polling"]
     assert isinstance(finished, Succeeded)
@@ -91,11 +94,11 @@ async def test_resume_treats_every_state_as_it_must(
     assert emu.tasks_created == 1
     submitted = {e.key for e in events if isinstance(e, TaskSubmitted)}
     assert submitted == {"untouched"}
-    assert {e.key for e in events if isinstance(e, TaskOutcomeUnknown)} == {"in-flight"}
+    assert {e.key for e in events if isinstance(e, OutcomeUnknown)} == {"in-flight"}
 
     # A third run sends nothing at all: everything is settled in the journal.
     emu.reset_records()
-    again = by_key(await gather_outcomes(client, requests, journal=path))
+    again = by_key(await client.optimize_all(requests, journal=path))
     assert emu.submits == []
     assert sum(emu.task_gets.values()) == 0
     assert all(o.from_journal for o in again.values())
@@ -111,7 +114,7 @@ async def test_unknown_items_are_resubmitted_only_when_asked(
     await _journal_in_every_state(client, path, requests)
     emu.reset_records()
 
-    outcomes = by_key(await gather_outcomes(client, requests, journal=path, resubmit_unknown=True))
+    outcomes = by_key(await client.optimize_all(requests, journal=path, resubmit_unknown=True))
 
     assert all(isinstance(o, Succeeded) for o in outcomes.values())
     assert sorted(s.body["prompt"] for s in emu.submits) == ["in-flight", "untouched"]
@@ -124,12 +127,12 @@ async def test_unknown_items_are_resubmitted_only_when_asked(
 async def test_a_journal_from_another_batch_is_refused_before_any_request(
     client: AsyncSPOClient, emu: Emulator, tmp_path: Path
 ) -> None:
-    """Changing a request under the same key is a JournalMismatchError, with nothing sent."""
+    """Changing a request under the same key is refused as a different batch, nothing sent."""
     path = tmp_path / "batch.journal"
-    await gather_outcomes(client, {"a": req("a"), "b": req("b")}, journal=path)
+    await client.optimize_all({"a": req("a"), "b": req("b")}, journal=path)
     emu.reset_records()
-    with pytest.raises(JournalMismatchError) as caught:
-        await gather_outcomes(client, {"a": req("a"), "b": req("changed")}, journal=path)
+    with pytest.raises(JournalError) as caught:
+        await client.optimize_all({"a": req("a"), "b": req("changed")}, journal=path)
     assert caught.value.changed == ["b"]
     assert emu.submits == []
     assert sum(emu.task_gets.values()) == 0
@@ -142,7 +145,7 @@ async def test_a_foreign_file_is_refused_before_any_request(
     path = tmp_path / "notes.txt"
     path.write_text("my notes, not a journal\n" * 50)
     with pytest.raises(JournalError):
-        await gather_outcomes(client, [req("a")], journal=path)
+        await client.optimize_all([req("a")], journal=path)
     assert emu.submits == []
     assert path.read_text().startswith("my notes")
 
@@ -154,7 +157,9 @@ async def test_a_full_disk_mid_run_ends_the_batch_and_a_rerun_pays_nothing_twice
     path = tmp_path / "full.journal"
     requests = {f"k{i}": req(f"p {i}") for i in range(30)}
     async with Journal(path) as journal:
-        await journal.start_batch([(item.key, fp) for item, fp in prepare_items(requests)])
+        await journal.start_batch(
+            [(item.key, item.fingerprint) for item in prepare_items(requests)]
+        )
 
     def tiny_disk(conn: sqlite3.Connection, where: Path) -> None:
         prepare_file(conn, where)
@@ -163,7 +168,7 @@ async def test_a_full_disk_mid_run_ends_the_batch_and_a_rerun_pays_nothing_twice
 
     monkeypatch.setattr("spo_async._journal.prepare_file", tiny_disk)
     with pytest.raises(JournalError, match="disk is full"):
-        await gather_outcomes(client, requests, journal=path, concurrency=5)
+        await client.optimize_all(requests, journal=path, concurrency=5)
     monkeypatch.undo()
     assert emu.tasks_created > 0  # the disk filled up mid-run, not before the first submit
 
@@ -172,7 +177,7 @@ async def test_a_full_disk_mid_run_ends_the_batch_and_a_rerun_pays_nothing_twice
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         conn.close()
-    outcomes = await gather_outcomes(client, requests, journal=path, concurrency=5)
+    outcomes = await client.optimize_all(requests, journal=path, concurrency=5)
     prompts = collections.Counter(t.request["prompt"] for t in emu.tasks.values())
     assert max(prompts.values()) == 1  # no request was paid for twice
     unknown = [o for o in outcomes if isinstance(o, OutcomeUnknown)]
@@ -186,10 +191,10 @@ async def test_events_of_a_resumed_batch_end_every_story(
     """Items read back from the journal still end with their final event."""
     path = tmp_path / "events.journal"
     requests = [req(f"p {i}") for i in range(5)]
-    await gather_outcomes(client, requests, journal=path)
+    await client.optimize_all(requests, journal=path)
     events: list[Event] = []
-    await gather_outcomes(client, requests, journal=path, on_event=events.append)
-    assert sum(isinstance(e, TaskSucceeded) for e in events) == 5
+    await client.optimize_all(requests, journal=path, on_event=events.append)
+    assert sum(isinstance(e, Succeeded) for e in events) == 5
     assert not any(isinstance(e, TaskSubmitted) for e in events)
 
 
@@ -205,7 +210,7 @@ async def test_a_journal_held_by_another_run_is_refused_before_any_request(
         other.symlink_to(path)
     async with Journal(path):
         with pytest.raises(JournalError, match="another run") as caught:
-            await gather_outcomes(client, {"a": req("a")}, journal=other)
+            await client.optimize_all({"a": req("a")}, journal=other)
     assert str(other) in str(caught.value)
     assert emu.submits == []
 
@@ -227,13 +232,13 @@ async def test_half_an_emoji_from_the_service_neither_hangs_nor_stops_a_journale
         Fault(FaultKind.STATUS, endpoint="task", status=200, body=final, times=1),
     )
     requests = {"half \ud83d": req("one"), "plain": req("two")}
-    first = by_key(await gather_outcomes(client, requests, journal=path))
+    first = by_key(await client.optimize_all(requests, journal=path))
     assert all(isinstance(o, Succeeded) for o in first.values())
     prompts = [o.result.best_prompt for o in first.values() if isinstance(o, Succeeded)]
-    assert "better \ud83d" in prompts
+    assert "better \ufffd" in prompts  # half an emoji from the service reads as U+FFFD
 
     emu.reset_records()
-    again = by_key(await gather_outcomes(client, requests, journal=path))
+    again = by_key(await client.optimize_all(requests, journal=path))
     assert emu.submits == []
     assert all(o.from_journal for o in again.values())
     assert {k: o.result for k, o in again.items() if isinstance(o, Succeeded)} == {

@@ -16,7 +16,6 @@ from spo_async._journal import (
     ItemState,
     Journal,
     JournalError,
-    JournalMismatchError,
     RecordedError,
     batch_fingerprint,
     request_fingerprint,
@@ -143,10 +142,11 @@ async def test_a_different_batch_is_refused_with_the_keys_that_differ(path: Path
         await journal.start_batch(ITEMS)
     other: list[tuple[BatchKey, str]] = [("a", "0" * 64), (3, "d" * 64), ("new", "1" * 64)]
     async with Journal(path) as journal:
-        with pytest.raises(JournalMismatchError) as caught:
+        with pytest.raises(JournalError) as caught:
             await journal.start_batch(other)
         entries = await journal.entries()
     error = caught.value
+    assert error.different_batch
     assert (error.changed, error.missing, error.added) == (["a"], ["b"], ["new"])
     assert "different batch" in str(error)
     assert isinstance(error, SPOError)
