@@ -9,10 +9,10 @@ what a person can act on, once.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from spo_async import AsyncSPOClient, OptimizationRequest, QAPair
+from spo_async._journal import Journal
 from spo_async.testing import EmulatorConfig, TaskOutcome, ThreadedEmulator
 
 from tests.cli_helpers import EXAMPLES, run_cli, start_cli
@@ -205,9 +206,14 @@ def test_a_locked_or_foreign_journal_is_a_usage_error_exit_2(
     flags, env = service(spo_emulator)
     batch = ("batch", str(EXAMPLES / "batch.jsonl"), "-o", str(tmp_path / "out.jsonl"))
     not_a_journal = run_cli(*batch, "--journal", str(foreign), *flags, env=env)
-    with (tmp_path / "j.db.lock").open("w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # another run holds the journal (its documented lock)
-        busy = run_cli(*batch, "--journal", str(locked), "--json", *flags, env=env)
+
+    async def while_another_run_holds_it() -> subprocess.CompletedProcess[str]:
+        async with Journal(locked):  # another run, holding the journal as a run does
+            return await asyncio.to_thread(
+                run_cli, *batch, "--journal", str(locked), "--json", *flags, env=env
+            )
+
+    busy = asyncio.run(while_another_run_holds_it())
 
     assert not_a_journal.returncode == 2, not_a_journal.stderr
     assert busy.returncode == 2, busy.stderr

@@ -92,7 +92,7 @@ async def test_one_debug_line_per_http_attempt(
     assert len(gets) == emu.task_gets[task_id] >= 3
     assert [re.search(r"-> (\S+)", r.getMessage())[1] for r in posts] == ["429", "200"]  # type: ignore[index]
     statuses = [re.search(r"-> (\S+)", r.getMessage())[1] for r in gets]  # type: ignore[index]
-    assert statuses[:2] == ["502", "ConnectionLostError"]
+    assert statuses[:2] == ["502", "TransportError"]
     assert set(statuses[2:]) == {"200"}
     for record in gets:
         message = record.getMessage()
