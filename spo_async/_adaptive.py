@@ -4,54 +4,57 @@ Why. An SPO task reports its rounds one by one, the request says how many there
 will be, and one task's rounds take about the same time (spec §6.3: three LLM
 calls in a row), while tasks differ from each other by tens of percent. A fixed
 interval (302.AI's web app: 5 s) spends most of its requests on snapshots that
-did not change; a blind backoff notices the end late. Knowing when the next
-round, or the end, is due, the client can look just then.
+did not change; a blind backoff notices the end late; and both count in
+seconds, so each suits one length of round only. Knowing when the next round,
+or the end, is due, the client can look just then, at any length of round.
 
-How. :class:`AdaptiveSchedule` is a :class:`~spo_async.PollSchedule`: pure, no
-clock of its own (it reads ``PollState.elapsed``), no I/O except an optional
-small cache file. It does four things, all in units of the durations it has
-seen, so that it behaves the same whether rounds last two seconds or two minutes.
+How. :class:`AdaptiveSchedule` is a :class:`~spo_async.polling.PollSchedule`:
+pure, no clock of its own (it reads ``PollState.elapsed``), no I/O except an
+optional small cache file. It does four things, all in units of the durations
+it has seen, so that it behaves the same whether rounds last two seconds or two
+minutes.
 
-1. **It brackets each task's stage boundaries.** A task passes *boundaries*:
-   ``0`` it started (left ``queue``), ``k`` round ``k`` ended; the last one is the
-   end. A boundary lies between the last look that did not show it and the first
-   that did. Round 1 only runs the prompt (spec §6.2), so it lasts a fraction
-   ``phi`` of a later round; later rounds of one task take about the same time
-   ``L``. Every pair of bracketed boundaries therefore bounds the task's ``L``
-   (the interval arithmetic of :meth:`AdaptiveSchedule._own_range`), and so does
-   a look that has not seen the next boundary yet.
+1. **It brackets each task's boundaries.** A task passes *boundaries*: ``0`` it
+   started (left ``queue``), ``k`` round ``k`` ended; the last one is the end. A
+   boundary lies between the last look that did not show it and the first that
+   did. Round 1 only runs the prompt (spec §6.2), so it lasts a *share* of a
+   round; a task's later rounds take about the same time, its *pace*. Every pair
+   of bracketed boundaries bounds the pace (:meth:`AdaptiveSchedule._own_range`),
+   and so does a look that has not seen the next boundary yet.
 
 2. **It learns across tasks, at once and across processes.** One instance serves
-   every wait of a client. Per model it keeps the round length of the last
-   ``window`` tasks and where round 1 fell; a running task shares its round
-   length as soon as its own looks pin it, so the other running tasks of the
-   model use it on their next look. The span of those lengths (widened as for a
-   uniform sample, more so when there are few) is the prior range of a new
-   task's ``L``, narrowed by the task's own brackets as they come. With
-   ``persist`` this knowledge is kept in a small file between processes.
+   every wait of a client. Per model it keeps the last ``window`` finished tasks
+   (rounds and time from start to end, so that a better estimate of round 1's
+   share reinterprets them all) and where their round 1 ended; a running task
+   shares its pace as soon as its own looks pin it, so the other running tasks
+   of the model use it on their next look. The span of those paces (widened as
+   for a uniform sample, more so when there are few) is the prior range of a new
+   task's pace, narrowed by the task's own brackets as they come. With
+   ``persist`` the finished tasks are kept in a small file between processes.
 
 3. **It picks each look from a window.** The target is the next round in
    *progress* mode (someone watches the rounds) and the end of the task in
-   *completion* mode. Its window is where the bounds on ``L`` put it. Inside a
+   *completion* mode. Its window is where the pace bounds put it. Inside a
    window the looks step by ``2 * lag`` of a round (the mean delay left is then
-   about ``lag``); a window wider than that is first *split*: a look in the
+   about ``lag``); a window wider than two steps is first *split*: a look in the
    middle of a middle round's window (completion) or of the target's own
-   (progress, when the round after it is still uncertain) halves the range of
-   ``L`` for the rest of the task. A task later than its window is looked at
-   less and less often, relative to how late it is.
+   (progress, while the round after it is uncertain) halves the pace range for
+   the rest of the task. A task past its window, or far slower than any seen,
+   is looked at less and less often, in proportion to how late it is.
 
-4. **It finds the round length from scratch in a few looks.** On a model it has
-   never seen, a task doubles the time it has spent in its current stage at each
-   look, starting from ``floor`` (the one absolute constant: the shortest first
-   gap, 0.25 s) and stopping as soon as two boundaries bound ``L``. In
-   completion mode only one task of a model searches that way (the *scout*); the
-   others look four times more rarely until it has found the round length, then
-   use it.
+4. **It finds the pace from scratch in a few looks.** On a model it has never
+   seen, a task doubles the time it has spent in its current stage at each look,
+   starting from ``floor`` (the one constant in seconds, 0.25 s) and stopping as
+   soon as two boundaries bound the pace. Only one task of the model searches
+   that way (the *scout*); the others look four times more rarely until a task
+   has pinned the pace, then use it.
 
 A quarter of the tasks (chosen at random) aim their first look in each window a
-little early: without that, tasks faster than anything seen so far would only
-ever be seen late, never teach the schedule that they exist, and the learnt
-range would drift towards slow tasks.
+little early: without that, tasks faster than any seen so far would only ever
+be seen late, never teach the schedule that they exist, and the learnt range
+would drift towards slow tasks. The first look at a task this client has just
+submitted (``PollState.submitted_at``) on a known model is planned like the
+others; any other first look is at once.
 
 The caller's deadline caps every delay in the polling layer. Everything random
 comes from ``rng``: pass a seeded :class:`random.Random` for reproducible delays.
@@ -95,7 +98,7 @@ _SHARE_RATIO, _LEARN_RATIO = 1.1, 1.25
 _EXPLORE, _EXPLORE_BY = 0.25, 0.2
 #: A task this much slower than the slowest seen counts as stalled: looks back off.
 _STALLED = 1.5
-#: In completion mode, how much more rarely the other tasks of a model never seen look.
+#: How much more rarely than the scout the other tasks of a model never seen look.
 _SPARSE = 4.0
 #: What the cache file holds at most, and its format name.
 _CACHE_MODELS, _CACHE_SAMPLES, _CACHE_BYTES = 64, 64, 256 * 1024
@@ -231,7 +234,7 @@ class AdaptiveSchedule:
 
     #: The mean delay aimed at between the end of the task and the look that sees it, as a
     #: fraction of a round (completion mode, and the last round in progress mode).
-    completion_lag: float = attrs.field(default=0.1, validator=_check_lag)
+    completion_lag: float = attrs.field(default=0.09, validator=_check_lag)
     #: The same for each middle round in progress mode.
     progress_lag: float = attrs.field(default=0.12, validator=_check_lag)
     #: Seconds: the first gap of the search on a model never seen. The one constant in
@@ -292,7 +295,7 @@ class AdaptiveSchedule:
         wait = now - began
         if wait < self.floor:
             wait = self.floor * (1.0 + track.phase)
-        if state.mode is PollMode.COMPLETION and (state.max_rounds or 0) >= 4:
+        if (state.max_rounds or 0) >= 4:  # shorter tasks may end before a rare look
             if model.scout is None or model.scout not in self._tasks:
                 model.scout = state.task_id
             if model.scout != state.task_id:
