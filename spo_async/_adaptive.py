@@ -233,9 +233,9 @@ class AdaptiveSchedule:
     """
 
     #: The mean delay aimed at between the end of the task and the look that sees it, as a
-    #: fraction of a round (completion mode, and the last round in progress mode).
+    #: fraction of a round, in completion mode (nobody watches the rounds).
     completion_lag: float = attrs.field(default=0.09, validator=_check_lag)
-    #: The same for each middle round in progress mode.
+    #: The same for every round, the last included, in progress mode.
     progress_lag: float = attrs.field(default=0.12, validator=_check_lag)
     #: Seconds: the first gap of the search on a model never seen. The one constant in
     #: seconds; the search doubles it, so it costs one look per doubling of the round.
@@ -605,7 +605,7 @@ class AdaptiveSchedule:
         last = rounds is None or target >= rounds
         lo_t, hi_t = self._window(track, target, now, pace, shape=shape, queue=queue)
         round_time = (pace[0] + pace[1]) / 2
-        step = 2.0 * (self.completion_lag if last else self.progress_lag) * round_time
+        step = 2.0 * (self.completion_lag if completion else self.progress_lag) * round_time
         start = max(now, lo_t)
         if prior is not None and own[0] > _STALLED * prior[1]:
             # Far slower than any task seen: stalled. How late it is, by the slowest pace.
