@@ -647,12 +647,14 @@ class AdaptiveSchedule:
         lo_0, hi_0 = self._bracket(track, 0, queue) if 0 in track.hi else (-_INF, _INF)
         lo_n, hi_n = self._bracket(track, stage, queue)
         total = None
-        if lo_0 > -_INF and hi_n - lo_0 <= _LEARN_RATIO * (lo_n - hi_0):
+        prior = model.prior(shape[0])
+        # A loose bracket is a poor sample, but better than none for a model never seen.
+        ratio = _LEARN_RATIO if prior is not None else _INF
+        if lo_0 > -_INF and hi_n - lo_0 <= ratio * (lo_n - hi_0):
             total = (lo_n + hi_n - lo_0 - hi_0) / 2
         else:
             lo, hi = self._own_range(track, track.last, shape, queue, done=True)
-            prior = model.prior(shape[0])
-            if lo > 0 and hi <= _LEARN_RATIO * lo:
+            if lo > 0 and hi <= ratio * lo:
                 total = (lo + hi) / 2 * rounds
             elif prior is not None and 0 < hi <= prior[0] * 1.05:
                 total = hi * rounds  # faster than anything seen: it was over at the first look
