@@ -85,9 +85,10 @@ log = logging.getLogger("spo_async")
 
 _QUEUED = -1  # the boundary "submitted": a task before it has started
 _INF = math.inf
-#: Round 1 runs one LLM stage of three (spec §6.2): its share of a later round, and how
-#: far off that may be, until the schedule has measured it.
-_FIRST_SHARE, _FIRST_SHARE_SPREAD, _SHARE_FLOOR = 1 / 3, 0.15, 0.01
+#: Round 1 runs one LLM stage of three (spec §6.2), but how long each stage takes is not
+#: known: until measured, its share of a later round is taken between 0.1 and 1 (the
+#: middle and the half-width); once measured, never surer than ±0.01.
+_FIRST_SHARE, _FIRST_SHARE_SPREAD, _SHARE_FLOOR = 0.55, 0.45, 0.01
 #: How far one later round of a task may run from the task's pace (a fraction of it).
 _ROUND_SLACK = 0.01
 #: The prior range's relative half-width around a single sample; divided by the count.
@@ -483,6 +484,7 @@ class AdaptiveSchedule:
         queue: tuple[float, float] | None,
         *,
         done: bool = False,
+        rounds_only: bool = False,
     ) -> tuple[float, float]:
         """Bounds of the task's round length from its own looks alone.
 
@@ -494,6 +496,7 @@ class AdaptiveSchedule:
         other (rounds that vary more than assumed) give the range between the
         bounds that clash. The next boundary, not seen yet, is after ``now``,
         which raises the lower bound while the rounds seen allow it.
+        ``rounds_only`` leaves out the pairs with the start (and round 1's share).
         """
         points = [(j, *self._bracket(track, j, queue)) for j in sorted(track.hi) if j >= 0]
         # Pairs of rounds come first; pairs with the start go through round 1's share,
@@ -518,6 +521,8 @@ class AdaptiveSchedule:
                         lo = max(lo, slowest)
             ranges.append((hi, lo) if lo > hi else (lo, hi))
         (lo, hi), (start_lo, start_hi) = ranges
+        if rounds_only:
+            return lo, hi
         if max(lo, start_lo) <= min(hi, start_hi):
             return max(lo, start_lo), min(hi, start_hi)
         return (lo, hi) if hi < _INF else (start_lo, start_hi)
@@ -688,15 +693,21 @@ class AdaptiveSchedule:
     ) -> bool:
         """Round 1's share of a round, from where the middle boundaries fell; True if kept.
 
-        Boundary ``k`` lies ``r = (share + k - 1) / (share + n - 1)`` of the way
-        from the start to the end, so its bracket bounds ``share`` whatever the
-        task's pace.
+        Round 1 against the pace of the later rounds bounds it; so does each
+        middle boundary ``k``, which lies ``r = (share + k - 1) / (share + n - 1)``
+        of the way from the start to the end whatever the task's pace.
         """
         lo_0, hi_0 = self._bracket(track, 0, queue) if 0 in track.hi else (-_INF, _INF)
         lo_n, hi_n = self._bracket(track, stage, queue)
         if lo_0 == -_INF or stage < 2 or lo_n <= hi_0:
             return False
         low, high = 0.0, _INF
+        # Round 1 against the pace its later rounds showed, whatever share was assumed.
+        shape = self._shape(model)
+        pace = self._own_range(track, track.last, shape, queue, done=True, rounds_only=True)
+        lo_1, hi_1 = self._bracket(track, 1, queue)
+        if pace[0] > 0 and pace[1] < _INF and lo_1 > -_INF:
+            low, high = max(lo_1 - hi_0, 0.0) / pace[1], (hi_1 - lo_0) / pace[0]
         for k in range(1, stage):
             lo_k, hi_k = self._bracket(track, k, queue)
             if lo_k == -_INF:
