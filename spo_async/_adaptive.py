@@ -229,8 +229,11 @@ class AdaptiveSchedule:
     Every setting is relative to the rounds the schedule sees, except ``floor``.
     ``persist`` keeps what was learnt in a small file between processes:
     ``True`` for :func:`default_cache_path` (the user's cache folder), a path for
-    another file, ``False`` (the default) for none. The file holds model names and
-    durations only, is rewritten atomically, and is ignored when unreadable.
+    another file, ``None`` or ``False`` (the default) for none. It is read once,
+    here, and rewritten after each task that taught something (or on
+    :meth:`save`). The file holds model names and durations only, is replaced
+    atomically (processes sharing it never see it half written; the last writer
+    wins), and is ignored when unreadable, foreign or too large.
     """
 
     #: The mean delay aimed at between the end of the task and the look that sees it, as a
