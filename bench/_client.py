@@ -5,11 +5,13 @@ once), either with the SDK or with the raw-aiohttp floor: one session, the same
 pool size, the same fixed poll interval, minimal code. Prints one JSON line with
 the client's CPU seconds, wall seconds, peak RSS and the most file descriptors open.
 
-``polling``: run tasks under several poll schedules side by side in one process
-(each schedule its own client, so the adaptive one learns only from its own
-tasks) and print, per task, when the caller's ``await`` returned.
+``schedules``: run ``--waves`` waves of ``--tasks`` tasks at once on one client with
+one schedule (the default, the round-aware baseline or a fixed 5 s), the client's
+clock and sleep running ``--scale`` times faster than real time, so that the
+emulator's rounds look ``--scale`` times longer to the client; print, per task,
+when the caller's ``await`` returned and when each round's event came.
 
-``trace``: warm one schedule up on a few tasks, then record the times of every
+``trace``: warm one schedule up on a few waves, then record the times of every
 look at one more task, for the plot.
 """
 
@@ -19,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import resource
 import sys
 import time
@@ -27,17 +28,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import attrs
 import psutil  # type: ignore[import-untyped]
-from spo_async import (
-    AdaptiveSchedule,
-    AsyncSPOClient,
-    ExponentialSchedule,
-    FixedSchedule,
-    OptimizationRequest,
-    PollState,
-    QAPair,
-    TaskResult,
-)
+from _baseline import RoundAware
+from spo_async import AsyncSPOClient, OptimizationRequest, QAPair, RoundCompleted, TaskResult
+from spo_async.polling import AdaptiveSchedule, FixedSchedule, PollState
 
 KEY = "sk-spo-emulator"
 MODEL = "claude-3-5-sonnet-20240620"
@@ -163,104 +158,147 @@ def save(path: str, text: str) -> None:
         out.write(text)
 
 
-# -- polling --------------------------------------------------------------------------------
+# -- schedules ------------------------------------------------------------------------------
 
 
-def schedules(scale: float, seed: int) -> dict[str, tuple[Any, bool]]:
-    """Name -> (schedule, progress mode?); every time constant scaled by ``scale``."""
-
-    def google(state: PollState) -> float:
-        # google-api-core's polling default: 1 s, x1.5 per poll, at most 20 s; the first
-        # look at once.
-        if state.polls == 0:
-            return 0.0
-        return min(1.0 * scale * 1.5 ** max(state.polls - 1, 0), 20.0 * scale)
-
-    def adaptive(offset: int, **settings: Any) -> AdaptiveSchedule:
-        rng = random.Random(seed + offset)
-        fallback = ExponentialSchedule(initial=1.0 * scale, maximum=15.0 * scale, rng=rng)
-        return AdaptiveSchedule(
-            rng=rng,
-            fallback=fallback,
-            min_delay=0.05 * scale,
-            max_delay=60.0 * scale,
-            **settings,
-        )
-
-    # The fixed and exponential schedules ignore the mode, so they run with a progress
-    # hook too: that records when each middle round was seen, at no change to their looks.
-    return {
-        "fixed 5 s (302.AI web app)": (FixedSchedule(interval=5.0 * scale), True),
-        "exponential 1 s x1.5 to 20 s (google-api-core)": (google, True),
-        "adaptive, progress mode": (adaptive(1), True),
-        "adaptive, progress mode, rounds + 2 settings": (
-            adaptive(3, progress_lag=0.7, completion_lag=0.03),
-            True,
-        ),
-        "adaptive, completion mode": (adaptive(2), False),
-    }
+#: The baseline's settings per mode, picked on simulated tasks for a mean lag near the
+#: default's (about 0.1 round): steps of a tenth of a round from half way to the due
+#: time in completion mode, a fifth from 30 % before it in progress mode.
+BASELINE = {"completion": {"step": 0.1, "early": 0.5}, "progress": {"step": 0.2, "early": 0.3}}
 
 
-async def polling(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, list[dict[str, Any]]] = {}
+def schedule_named(name: str, cache: str | None, mode: str = "completion") -> Any:
+    """The schedule a row of the table runs; ``None`` leaves the client's own default."""
+    if name == "default":
+        return AdaptiveSchedule(persist=cache) if cache else None
+    if name == "baseline":
+        return RoundAware(**BASELINE[mode])
+    if name == "fixed":
+        return FixedSchedule(interval=5.0)  # 302.AI's web app, on the client's clock
+    raise ValueError(name)
 
-    async def run(name: str, schedule: Any, progress: bool) -> None:
-        records = out.setdefault(name, [])
-        async with AsyncSPOClient(api_key=KEY, base_url=args.base_url, schedule=schedule) as c:
 
-            async def one(i: int) -> None:
-                await asyncio.sleep(i * args.stagger)
-                task_id = await c.submit(request(f"{name} {i}", args.rounds))
-                # When each round was first seen (progress mode only).
-                seen: list[float] = []
+async def wait(client: AsyncSPOClient, task_id: str, schedule: Any, on_event: Any) -> TaskResult:
+    """The one place the bench waits for a task: the SDK's wait API, with ``schedule``."""
+    view = client if schedule is None else client.with_options(schedule=schedule)
+    return await view.wait_for_result(task_id, on_event=on_event)
 
-                def hook(snapshot: TaskResult) -> None:
-                    now = time.monotonic()
-                    while len(seen) < len(snapshot.completed_rounds):
-                        seen.append(now)
 
-                await c.wait_for_result(task_id, on_progress=hook if progress else None)
-                records.append(
-                    {"task_id": task_id, "i": i, "returned_at": time.monotonic(), "seen": seen}
-                )
+class SubmitTimes:
+    """Fills ``PollState.submitted_at`` when the client leaves it empty.
 
-            await asyncio.gather(*(one(i) for i in range(args.tasks)))
+    The bench submits each task right before it waits, so the schedule may plan
+    its first look; a client that fills the field itself makes this a no-op.
+    """
 
-    await asyncio.gather(*(run(n, s, p) for n, (s, p) in schedules(args.scale, args.seed).items()))
+    def __init__(self, inner: Any, clock: Callable[[], float]) -> None:
+        self.inner = inner
+        self.clock = clock
+        self.submitted: dict[str, float] = {}
+
+    def next_delay(self, state: PollState) -> float:
+        if state.submitted_at is None and state.task_id in self.submitted:
+            began = self.clock() - state.elapsed
+            state = attrs.evolve(state, submitted_at=self.submitted[state.task_id] - began)
+        delay: float = self.inner.next_delay(state)
+        return delay
+
+    def task_finished(self, state: PollState) -> None:
+        self.submitted.pop(state.task_id, None)
+        finished = getattr(self.inner, "task_finished", None)
+        if finished is not None:
+            finished(state)
+
+
+async def schedules(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Waves of tasks on one client, its clock running ``--scale`` times faster than real."""
+    scale = args.scale
+
+    def clock() -> float:
+        return time.monotonic() * scale
+
+    async def sleep(seconds: float) -> None:
+        await asyncio.sleep(seconds / scale)
+
+    chosen = schedule_named(args.schedule, args.cache or None, args.mode)
+    marker: SubmitTimes | None = None
+    if args.submit_times:
+        marker = chosen = SubmitTimes(chosen or AdaptiveSchedule(), clock)
+    progress = args.mode == "progress"
+    out: list[dict[str, Any]] = []
+    client = AsyncSPOClient(
+        api_key=KEY, base_url=args.base_url, clock=clock, sleep=sleep, timeout=None
+    )
+    async with client:
+
+        async def one(wave: int, i: int) -> None:
+            task_id = await client.submit(request(f"{args.schedule} {wave}.{i}", args.rounds))
+            if marker is not None:
+                marker.submitted[task_id] = clock()
+            seen: dict[int, float] = {}
+
+            def on_event(event: Any) -> None:
+                if isinstance(event, RoundCompleted):
+                    seen.setdefault(event.number, time.monotonic())
+
+            await wait(client, task_id, chosen, on_event if progress else None)
+            out.append(
+                {"task_id": task_id, "wave": wave, "returned_at": time.monotonic(), "seen": seen}
+            )
+
+        for wave in range(args.waves):
+            await asyncio.gather(*(one(wave, i) for i in range(args.tasks)))
     return out
 
 
 async def trace(args: argparse.Namespace) -> dict[str, Any]:
-    schedule, progress = schedules(args.scale, args.seed)[args.schedule]
+    """Warm a schedule up on a few tasks, then record every look at one more task."""
+    scale = args.scale
+
+    def clock() -> float:
+        return time.monotonic() * scale
+
+    async def sleep(seconds: float) -> None:
+        await asyncio.sleep(seconds / scale)
+
+    inner = schedule_named(args.schedule, None, args.mode) or AdaptiveSchedule()
+    marked = SubmitTimes(inner, clock)
     looks: list[float] = []
-    wrapped = schedule.next_delay if hasattr(schedule, "next_delay") else schedule
-
-    def recording(state: PollState) -> float:
-        if state.task_id == plotted and state.polls > 0:  # polls == 0: before any look
-            looks.append(time.monotonic())
-        delay: float = wrapped(state)
-        return delay
-
     plotted = ""
-    hook = (lambda _r: None) if progress else None
-    async with AsyncSPOClient(api_key=KEY, base_url=args.base_url, schedule=recording) as c:
 
-        async def warm(i: int) -> None:
-            await asyncio.sleep(i * args.stagger)
-            await c.wait_for_result(
-                await c.submit(request("warm-up", args.rounds)), on_progress=hook
-            )
+    class Recording:
+        def next_delay(self, state: PollState) -> float:
+            if state.task_id == plotted and state.polls > 0:  # polls == 0: before any look
+                looks.append(time.monotonic())
+            return marked.next_delay(state)
 
-        await asyncio.gather(*(warm(i) for i in range(args.warmup)))
-        plotted = await c.submit(request("plotted task", args.rounds))
-        await c.wait_for_result(plotted, on_progress=hook)
+        def task_finished(self, state: PollState) -> None:
+            marked.task_finished(state)
+
+    recording = Recording()
+    progress = args.mode == "progress"
+    async with AsyncSPOClient(
+        api_key=KEY, base_url=args.base_url, clock=clock, sleep=sleep, timeout=None
+    ) as client:
+
+        async def run(name: str) -> str:
+            task_id = await client.submit(request(name, args.rounds))
+            marked.submitted[task_id] = clock()
+            await wait(client, task_id, recording, (lambda _e: None) if progress else None)
+            return task_id
+
+        for _ in range(args.warmup):
+            await asyncio.gather(*(run("warm-up") for _ in range(args.tasks)))
+        plotted = await client.submit(request("plotted task", args.rounds))
+        marked.submitted[plotted] = clock()
+        await wait(client, plotted, recording, (lambda _e: None) if progress else None)
         looks.append(time.monotonic())
     return {"task_id": plotted, "looks": looks}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["overhead", "polling", "trace"])
+    parser.add_argument("command", choices=["overhead", "schedules", "trace"])
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--kind", choices=["sdk", "floor"], default="sdk")
     parser.add_argument("--tasks", type=int, default=100)
@@ -268,13 +306,15 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", default="")
-    parser.add_argument("--scale", type=float, default=1 / 30)
-    parser.add_argument("--stagger", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--schedule", default="")
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--schedule", default="default")
+    parser.add_argument("--mode", choices=["completion", "progress"], default="completion")
+    parser.add_argument("--waves", type=int, default=3)
+    parser.add_argument("--cache", default="")
+    parser.add_argument("--submit-times", action="store_true")
+    parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
-    command = {"overhead": overhead, "polling": polling, "trace": trace}[args.command]
+    command = {"overhead": overhead, "schedules": schedules, "trace": trace}[args.command]
     result = asyncio.run(command(args))
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()

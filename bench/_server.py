@@ -1,9 +1,12 @@
 """The emulator for the benchmarks, in its own process, with a side door for the truth.
 
-``python bench/_server.py --round-seconds S --queue-seconds Q --jitter J --seed N``
+``python bench/_server.py --round-seconds S --queue-seconds Q --jitter J --task-jitter T --seed N``
 serves :class:`spo_async.testing.Emulator` on a free loopback port, plus a second
 port that answers ``GET /truth`` with every task's true timeline (when it left
 the queue, when each round finished, when it ended, how many GETs it got).
+``--jitter`` draws every duration on its own (±J); ``--task-jitter`` draws one pace
+per task (±T) that all its rounds keep, as a task on a busy or a quiet backend
+would (round 1 still takes the emulator's third of a round).
 Times are the emulator's ``time.monotonic()``, which on Linux is one clock for
 every process of the machine, so the client can compare them with its own.
 It prints ``READY <emulator url> <truth url>`` and serves until SIGTERM.
@@ -13,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import signal
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
-from spo_async.testing import Emulator, EmulatorConfig
+from spo_async.testing import Emulator, EmulatorConfig, TaskOutcome
 
 
 async def main() -> None:
@@ -25,14 +30,24 @@ async def main() -> None:
     parser.add_argument("--round-seconds", type=float, default=0.3)
     parser.add_argument("--queue-seconds", type=float, default=0.0)
     parser.add_argument("--jitter", type=float, default=0.0)
+    parser.add_argument("--task-jitter", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    paces = random.Random(args.seed)
+
+    def pace(_body: Mapping[str, Any]) -> TaskOutcome | None:
+        if not args.task_jitter:
+            return None
+        scale = paces.uniform(1 - args.task_jitter, 1 + args.task_jitter)
+        return TaskOutcome(round_seconds=args.round_seconds * scale)
+
     config = EmulatorConfig(
         round_seconds=args.round_seconds,
         queue_seconds=args.queue_seconds,
         jitter=args.jitter,
         seed=args.seed,
         record_requests=False,
+        outcome_for=pace,
     )
     emulator = Emulator(config)
     await emulator.start()

@@ -2,7 +2,7 @@
 
     python bench/run.py            # everything, a few minutes on 2 CPUs
     python bench/run.py --quick    # smaller and one repeat: a smoke test
-    python bench/run.py --only polling,plot
+    python bench/run.py --only schedules,second,plot
 
 The emulator runs in its own process (``bench/_server.py``) and the client in
 another (``bench/_client.py``); with two CPUs or more they are pinned apart with
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import itertools
 import json
 import os
 import platform
@@ -24,6 +23,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -43,6 +43,7 @@ def pinned(cpu: int, argv: Sequence[str]) -> list[str]:
 
 @contextmanager
 def emulator(**settings: float) -> Iterator[tuple[str, str]]:
+    """A fresh emulator process (``bench/_server.py``) for one measurement."""
     argv = [PY, str(HERE / "_server.py")]
     for name, value in settings.items():
         argv += [f"--{name.replace('_', '-')}", str(value)]
@@ -184,97 +185,193 @@ def tables_of(results: dict[str, Any]) -> list[str]:
     tables = []
     if "import" in results:
         tables.append("### Import time\n\n" + import_table(results["import"]))
-    if "polling" in results:
-        tables.append("### Polling\n\n" + polling_table(results["polling"]))
+    if "schedules" in results:
+        tables.append("### Poll schedules\n\n" + schedules_table(results["schedules"]))
+    if "second" in results:
+        tables.append("### A second process\n\n" + second_process_table(results["second"]))
     if "overhead" in results:
         tables.append("### Client overhead\n\n" + overhead_table(results["overhead"]))
         tables.append("Per task:\n\n" + per_task_table(results["overhead"]))
     return tables
 
 
-# -- polling ------------------------------------------------------------------------------
+# -- schedules ------------------------------------------------------------------------------
 
-#: A round of 30 s and a queue of 15 s, both ±30 %, run 30 times faster (a round: 1 s).
-POLL_SCALE = 1 / 30
-POLL_TASK = {"round_seconds": 30 * POLL_SCALE, "queue_seconds": 15 * POLL_SCALE, "jitter": 0.3}
-POLL_ROUNDS = 5
-#: Seconds between two submits of one schedule: the second half of the tasks starts
-#: after the first ones ended (a task takes about 5 s), so the learning shows.
-POLL_STAGGER = 0.25
-
-
-def bench_polling(repeats: int, tasks: int) -> dict[str, Any]:
-    runs = []
-    for r in range(repeats):
-        with emulator(seed=100 + r, **POLL_TASK) as (base, truth_url):
-            result = client(
-                "polling",
-                f"--base-url={base}",
-                f"--tasks={tasks}",
-                f"--rounds={POLL_ROUNDS}",
-                f"--scale={POLL_SCALE}",
-                f"--stagger={POLL_STAGGER}",
-                f"--seed={r}",
-            )
-            known = truth(truth_url)
-        round_time = POLL_TASK["round_seconds"]
-        summary = {}
-        for name, records in result.items():
-            gets = [known[rec["task_id"]]["gets"] for rec in records]
-            lags = sorted(
-                (rec["returned_at"] - known[rec["task_id"]]["ends_at"]) / round_time
-                for rec in records
-            )
-            # Middle rounds (not the last, which is the end): seen how long after they
-            # finished, and how many were first seen together with the next one.
-            middle: list[float] = []
-            together = 0
-            for rec in records:
-                if not rec["seen"]:  # completion mode: middle rounds are not looked for
-                    continue
-                finishes = known[rec["task_id"]]["rounds"][:-1]
-                seen = rec["seen"][: len(finishes)]
-                middle += [(s - f) / round_time for s, f in zip(seen, finishes, strict=True)]
-                together += sum(a == b for a, b in itertools.pairwise(rec["seen"]))
-            # Warm: the second half, started once the first tasks had ended.
-            warm = [g for g, rec in zip(gets, records, strict=True) if rec["i"] >= tasks // 2]
-            summary[name] = {
-                "gets": statistics.fmean(gets),
-                "gets_warm": statistics.fmean(warm) if warm else float("nan"),
-                "lag_mean": statistics.fmean(lags),
-                "lag_p95": lags[min(len(lags) - 1, round(0.95 * (len(lags) - 1)))],
-                "tasks": len(records),
-                "round_lag_mean": statistics.fmean(middle) if middle else None,
-                "rounds_together": together / len(middle) if middle else None,
-            }
-        runs.append(summary)
-        print(f"  polling repeat {r + 1}: {json.dumps(summary)}", file=sys.stderr)
-    return {"runs": runs, "rounds": POLL_ROUNDS, "task": POLL_TASK, "tasks": tasks}
+#: The emulator: rounds of 1 s real time, each task's pace drawn within ±30 % (all its
+#: rounds keep it; round 1 takes a third of a round), no queue, 4 rounds per task.
+SCHED_TASK = {"round_seconds": 1.0, "queue_seconds": 0.0, "jitter": 0.0, "task_jitter": 0.3}
+SCHED_ROUNDS, SCHED_TASKS, SCHED_WAVES = 4, 20, 3
+#: The client's clock runs this many times faster than real time, so the same 1 s rounds
+#: look like rounds of 2 s or 30 s to the schedule (every constant of the SDK included).
+SCHED_SCALES = {"2 s": 2.0, "30 s": 30.0}
+#: The rows: the client's default schedule, the same with ``PollState.submitted_at``
+#: filled (the bench knows each task was just submitted), the round-aware baseline, and
+#: the web app's fixed 5 s.
+SCHED_ROWS = {
+    "default": ["--schedule=default"],
+    "default, submitted_at known": ["--schedule=default", "--submit-times"],
+    "baseline: last round + median, then steps": ["--schedule=baseline"],
+    "fixed 5 s (302.AI web app)": ["--schedule=fixed"],
+}
 
 
-def polling_table(data: dict[str, Any]) -> str:
-    runs = data["runs"]
-    fixed = next(name for name in runs[0] if name.startswith("fixed"))
-    rows = [
-        "| schedule | GETs/task | GETs/task, warm | vs fixed | lag mean (rounds) | lag p95"
-        " | lag mean vs fixed | middle-round lag | middle rounds seen with the next |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name in runs[0]:
+def lags(records: list[dict[str, Any]], known: dict[str, Any], mode: str) -> list[float]:
+    """In rounds: the end to the return of ``await``, or each round to its event."""
+    round_time = SCHED_TASK["round_seconds"]
+    if mode == "completion":
+        return [(r["returned_at"] - known[r["task_id"]]["ends_at"]) / round_time for r in records]
+    out = []
+    for r in records:
+        finishes = known[r["task_id"]]["rounds"]
+        out += [(r["seen"][str(k + 1)] - f) / round_time for k, f in enumerate(finishes)]
+    return out
 
-        def med(key: str, name: str = name) -> float:
-            return median([run[name][key] for run in runs])
 
-        def rel(key: str, name: str = name) -> float:
-            return median([run[name][key] / run[fixed][key] for run in runs])
+def summarize(records: list[dict[str, Any]], known: dict[str, Any], mode: str) -> dict[str, Any]:
+    by_wave: dict[str, Any] = {}
+    for wave in sorted({r["wave"] for r in records}):
+        chosen = [r for r in records if r["wave"] == wave]
+        by_wave[str(wave)] = {
+            "gets": statistics.fmean(known[r["task_id"]]["gets"] for r in chosen),
+            "lag": statistics.fmean(lags(chosen, known, mode)),
+            "tasks": len(chosen),
+        }
+    return by_wave
 
-        middle = "| n/a | n/a |"
-        if all(run[name].get("round_lag_mean") is not None for run in runs):
-            middle = f"| {med('round_lag_mean'):.3f} | {med('rounds_together'):.0%} |"
-        rows.append(
-            f"| {name} | {med('gets'):.2f} | {med('gets_warm'):.2f} | {rel('gets'):.2f} "
-            f"| {med('lag_mean'):.3f} | {med('lag_p95'):.3f} | {rel('lag_mean'):.2f} {middle}"
+
+def clients_at_once(argvs: list[list[str]]) -> list[Any]:
+    """Run several client processes side by side (all on CPU 0) and read their results."""
+    procs = [
+        subprocess.Popen(  # noqa: S603 - our own interpreter and script
+            pinned(0, [PY, str(HERE / "_client.py"), *argv]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
+        for argv in argvs
+    ]
+    out = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=900)
+        if proc.returncode != 0:
+            raise RuntimeError(f"client failed: {stderr[-3000:]}")
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
+    return out
+
+
+def bench_schedules(repeats: int, tasks: int) -> dict[str, Any]:
+    """Every row, side by side on one emulator, per time scale and mode, ``repeats`` times."""
+    runs: dict[str, Any] = {}
+    for scale_name, scale in SCHED_SCALES.items():
+        for mode in ("completion", "progress"):
+            key = f"{scale_name} {mode}"
+            runs[key] = []
+            for r in range(repeats):
+                with emulator(seed=200 + r, **SCHED_TASK) as (base, truth_url):
+                    common = [
+                        "schedules",
+                        f"--base-url={base}",
+                        f"--scale={scale}",
+                        f"--mode={mode}",
+                        f"--tasks={tasks}",
+                        f"--waves={SCHED_WAVES}",
+                        f"--rounds={SCHED_ROUNDS}",
+                    ]
+                    results = clients_at_once([common + extra for extra in SCHED_ROWS.values()])
+                    known = truth(truth_url)
+                summary = {
+                    row: summarize(records, known, mode)
+                    for row, records in zip(SCHED_ROWS, results, strict=True)
+                }
+                runs[key].append(summary)
+                print(f"  schedules {key} repeat {r + 1}: {json.dumps(summary)}", file=sys.stderr)
+    return {"runs": runs, "task": SCHED_TASK, "rounds": SCHED_ROUNDS, "tasks": tasks}
+
+
+def schedules_table(data: dict[str, Any]) -> str:
+    """One table per time scale: cold (first wave) and warm (last wave), both modes."""
+    tables = []
+    last = str(SCHED_WAVES - 1)
+    for scale_name in SCHED_SCALES:
+        rows = [
+            f"**Rounds of {scale_name}** (GETs per task / mean lag in rounds)\n",
+            "| schedule | completion, cold | completion, warm | progress, cold | progress, warm |",
+            "|---|---|---|---|---|",
+        ]
+        for row in SCHED_ROWS:
+            cells = []
+            for mode in ("completion", "progress"):
+                runs = data["runs"][f"{scale_name} {mode}"]
+                for wave in ("0", last):
+                    gets = median([run[row][wave]["gets"] for run in runs])
+                    lag = median([run[row][wave]["lag"] for run in runs])
+                    cells.append(f"{gets:.2f} / {lag:.3f}")
+            rows.append(f"| {row} | " + " | ".join(cells) + " |")
+        tables.append("\n".join(rows))
+    return "\n\n".join(tables)
+
+
+# -- a second process with the same cache ---------------------------------------------------
+
+
+def bench_second_process(repeats: int, tasks: int) -> dict[str, Any]:
+    """One process learns a wave; then single tasks, each in a new process, reuse its file.
+
+    Each single task is what one ``spo-async optimize`` is: a new process, one task.
+    ``first alone`` is the same single task without a cache file, for comparison.
+    """
+    out: dict[str, Any] = {}
+    for scale_name, scale in SCHED_SCALES.items():
+        for mode in ("completion", "progress"):
+            key = f"{scale_name} {mode}"
+            out[key] = {"cached": [], "alone": []}
+            for r in range(repeats):
+                with (
+                    tempfile.TemporaryDirectory() as folder,
+                    emulator(seed=300 + r, **SCHED_TASK) as (base, truth_url),
+                ):
+                    cache = str(Path(folder) / "schedule.json")
+                    common = [
+                        "schedules",
+                        f"--base-url={base}",
+                        f"--scale={scale}",
+                        f"--mode={mode}",
+                        f"--rounds={SCHED_ROUNDS}",
+                        "--submit-times",
+                    ]
+                    client(*common, f"--cache={cache}", f"--tasks={tasks}", "--waves=1")
+                    cached = [
+                        client(*common, f"--cache={cache}", "--tasks=1", "--waves=1")[0]
+                        for _ in range(3)
+                    ]
+                    alone = [client(*common, "--tasks=1", "--waves=1")[0] for _ in range(2)]
+                    known = truth(truth_url)
+                for kind, records in (("cached", cached), ("alone", alone)):
+                    for record in records:
+                        out[key][kind].append(
+                            {
+                                "gets": known[record["task_id"]]["gets"],
+                                "lag": statistics.fmean(lags([record], known, mode)),
+                            }
+                        )
+            print(f"  second process {key}: {json.dumps(out[key])}", file=sys.stderr)
+    return out
+
+
+def second_process_table(data: dict[str, Any]) -> str:
+    rows = [
+        "| rounds, mode | first task of a new process, cache from an earlier one"
+        " | first task of a new process, no cache |",
+        "|---|---|---|",
+    ]
+    for key, entry in data.items():
+        cells = []
+        for kind in ("cached", "alone"):
+            records = entry[kind]
+            gets = statistics.fmean(x["gets"] for x in records)
+            lag = statistics.fmean(x["lag"] for x in records)
+            cells.append(f"{gets:.2f} GETs / {lag:.3f} rounds (n = {len(records)})")
+        rows.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -315,21 +412,27 @@ def import_table(data: dict[str, Any]) -> str:
 # -- plot and profile ----------------------------------------------------------------------
 
 
-def bench_plot(warmup: int) -> dict[str, Any]:
-    sys.path.insert(0, str(HERE))
-    from _client import schedules
+PLOT_ROWS = {
+    "default, completion": ["--schedule=default", "--mode=completion"],
+    "default, progress": ["--schedule=default", "--mode=progress"],
+    "baseline, completion": ["--schedule=baseline", "--mode=completion"],
+    "fixed 5 s": ["--schedule=fixed", "--mode=completion"],
+}
 
+
+def bench_plot() -> dict[str, Any]:
+    """The looks at one task (30 s rounds) after two warm-up waves, per schedule."""
     traces = {}
-    for name in schedules(POLL_SCALE, 0):
-        with emulator(seed=7, **POLL_TASK) as (base, truth_url):
+    for name, extra in PLOT_ROWS.items():
+        with emulator(seed=7, **SCHED_TASK) as (base, truth_url):
             result = client(
                 "trace",
                 f"--base-url={base}",
-                f"--schedule={name}",
-                f"--warmup={warmup}",
-                f"--rounds={POLL_ROUNDS}",
-                f"--scale={POLL_SCALE}",
-                "--stagger=0.05",
+                f"--rounds={SCHED_ROUNDS}",
+                f"--scale={SCHED_SCALES['30 s']}",
+                "--tasks=10",
+                "--warmup=2",
+                *extra,
             )
             task = truth(truth_url)[result["task_id"]]
         traces[name] = {"looks": result["looks"], "task": task}
@@ -343,23 +446,22 @@ def draw(traces: dict[str, Any], path: Path) -> None:
     mpl.use("Agg")
     import matplotlib.pyplot as plt
 
-    round_time = POLL_TASK["round_seconds"]
+    round_time = SCHED_TASK["round_seconds"]
     names = list(traces)
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.4 * len(names)), dpi=100)
-    any_task = traces[names[0]]["task"]
-    t0 = any_task["submitted_at"]
-    ax.axvspan(0, (any_task["queue_ends_at"] - t0) / round_time, color="0.9", label="queue")
-    for k, finish in enumerate(any_task["rounds"]):
-        ax.axvline((finish - t0) / round_time, color="0.6", lw=0.8, ls="--" if k else ":")
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(names)), dpi=100)
     for row, name in enumerate(names):
         task = traces[name]["task"]
-        looks = [(t - task["submitted_at"]) / round_time for t in traces[name]["looks"]]
+        t0 = task["submitted_at"]
+        for k, finish in enumerate(task["rounds"]):
+            x = (finish - t0) / round_time
+            ax.plot([x, x], [row - 0.35, row + 0.35], color="0.6", lw=0.8, ls="--" if k else ":")
+        looks = [(t - t0) / round_time for t in traces[name]["looks"]]
         ax.plot(looks, [row] * len(looks), "|", ms=12, mew=2)
-        ax.text(looks[-1] + 0.1, row, f"{len(looks)} GETs", va="center", fontsize=8)
-    ax.set_yticks(range(len(names)), [n.split(" (")[0] for n in names], fontsize=8)
-    ax.set_xlabel("time since submit (rounds of 30 s); dashed: a round ends")
+        ax.text(looks[-1] + 0.08, row, f"{len(looks)} GETs", va="center", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("time since submit (rounds); grey: a round ends (dotted: round 1)")
     ax.set_ylim(-0.6, len(names) - 0.4)
-    ax.set_title("When each schedule looks at one 5-round task", fontsize=9)
+    ax.set_title("When each schedule looks at one 4-round task (warm, rounds of 30 s)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -411,7 +513,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--only", default="overhead,polling,import,plot,profile")
+    parser.add_argument("--only", default="overhead,schedules,second,import,plot,profile")
     parser.add_argument(
         "--tables", action="store_true", help="print the tables of results/latest.json, run nothing"
     )
@@ -440,14 +542,17 @@ def main() -> None:
     if "import" in only:
         results["import"] = bench_import(max(repeats * 4, 5))
         save(results)
-    if "polling" in only:
-        results["polling"] = bench_polling(repeats, 16 if args.quick else 60)
+    if "schedules" in only:
+        results["schedules"] = bench_schedules(repeats, 8 if args.quick else SCHED_TASKS)
+        save(results)
+    if "second" in only:
+        results["second"] = bench_second_process(1 if args.quick else 2, SCHED_TASKS)
         save(results)
     if "overhead" in only:
         results["overhead"] = bench_overhead(repeats, shrink)
         save(results)
     if "plot" in only:
-        results["plot"] = bench_plot(3 if args.quick else 10)
+        results["plot"] = bench_plot()
         save(results)
     if "profile" in only:
         results["profile"] = bench_profile(shrink)

@@ -1,182 +1,220 @@
-"""Adaptive polling: look when the task has probably moved, using what earlier tasks taught.
+"""Adaptive polling: look when a task has probably moved, judging by its rounds and others'.
 
 Why. An SPO task reports its rounds one by one, the request says how many there
-will be, and rounds on one model take similar times (spec §6.3: three LLM calls
-in a row, tens of seconds). A fixed interval (302.AI's web app: 5 s) spends most
-of its requests on snapshots that did not change; a blind exponential backoff
-either looks too often early on or notices the end late. Knowing when the next
-round is due, the client can look just after it instead.
+will be, and one task's rounds take about the same time (spec §6.3: three LLM
+calls in a row), while tasks differ from each other by tens of percent. A fixed
+interval (302.AI's web app: 5 s) spends most of its requests on snapshots that
+did not change; a blind backoff notices the end late; and both count in
+seconds, so each suits one length of round only. Knowing when the next round,
+or the end, is due, the client can look just then, at any length of round.
 
-How. :class:`AdaptiveSchedule` is a :class:`~spo_async.PollSchedule`: pure, no
-I/O, no clock of its own (it reads ``PollState.elapsed``), no tenacity. It does
-three things.
+How. :class:`AdaptiveSchedule` is a :class:`~spo_async.polling.PollSchedule`:
+pure, no clock of its own (it reads ``PollState.elapsed``), no I/O except an
+optional small cache file. It does four things, all in units of the durations
+it has seen, so that it behaves the same whether rounds last two seconds or two
+minutes.
 
-1. **It tracks each task's timeline.** A task moves through *stages*: ``-1``
-   queued, ``0`` started, ``k`` = ``k`` rounds done. A round is *seen* at the
-   first poll that lists it, which is after it finished: the poll before, which
-   did not list it, bounds the true finish time from below. So each stage's
-   finish time is kept as a belief (mean and spread, a normal distribution):
-   the prediction from the previous stage, cut to the bracket ``(previous
-   poll, this poll]`` where it was observed (a truncated normal). Every look
-   that does not show the next stage also says something: the next finish
-   time is later than now, which (the two being jointly normal) moves the
-   current one later too. The observation lag is thus accounted for, and a
-   task seen late (or at a poll long after the previous one) is not mistaken
-   for a slow one.
+1. **It brackets each task's boundaries.** A task passes *boundaries*: ``0`` it
+   started (left ``queue``), ``k`` round ``k`` ended; the last one is the end. A
+   boundary lies between the last look that did not show it and the first that
+   did. Round 1 only runs the prompt (spec §6.2), so it lasts a *share* of a
+   round; a task's later rounds take about the same time, its *pace*. Every pair
+   of bracketed boundaries bounds the pace (:meth:`AdaptiveSchedule._own_range`),
+   and so does a look that has not seen the next boundary yet.
 
-2. **It learns across tasks.** One instance serves every wait of a client, so
-   it keeps, per model, the durations of round 1 (which only runs the prompt,
-   one stage of three, spec §6.2) and of later rounds, and one estimate of the
-   time spent in ``queue`` (the service's, not a model's). Each is the median
-   of the last ``window`` samples, with a robust spread (MAD): a stalled round
-   or a glitch moves neither. A sample is the time between two stages'
-   beliefs, taken only when the earlier one was sharp. That choice depends on
-   the earlier stage's looks, never on how long the new rounds took, so slow
-   and fast rounds are sampled alike (gating on the later stage's bracket
-   would keep mostly slow ones: a bracket is tight after a look that came too
-   early). A loose later bracket leaves a sample close to its prediction:
-   the expectation step of EM, which converges instead of drifting. Each task
-   counts each interval once (the track remembers its last stage) and is
-   forgotten when its wait ends (a terminal ``state.last``, or
-   :meth:`AdaptiveSchedule.task_finished`) or when ``max_tasks`` newer ones
-   push it out. Within a task its own rounds refine the model's figure.
+2. **It learns across tasks, at once and across processes.** One instance serves
+   every wait of a client. Per model it keeps the last ``window`` finished tasks
+   (rounds and time from start to end, so that a better estimate of round 1's
+   share reinterprets them all) and where their round 1 ended; a running task
+   shares its pace as soon as its own looks pin it, so the other running tasks
+   of the model use it on their next look. The span of those paces (widened as
+   for a uniform sample, more so when there are few) is the prior range of a new
+   task's pace, narrowed by the task's own brackets as they come. With
+   ``persist`` the finished tasks are kept in a small file between processes.
 
-3. **It picks the next look from the predicted time of a target stage**, with
-   one rule: look when the expected lag, had the stage been reached by then,
-   equals a budget (``E[(t - T)+ | T > now] = budget``). A sharp prediction
-   gets one look just after it; a loose one a first look early enough to keep
-   the budget, then (after a look that came too early) looks closer and
-   closer as the stage grows likely. No look is spent where the stage is
-   unlikely, and none closer than ``step`` of a round to the previous one.
+3. **It picks each look from a window.** The target is the next round in
+   *progress* mode (someone watches the rounds) and the end of the task in
+   *completion* mode. Its window is where the pace bounds put it. Inside a
+   window the looks step by ``2 * lag`` of a round (the mean delay left is then
+   about ``lag``); a window wider than two steps is first *split*: a look in the
+   middle of a middle round's window (completion) or of the target's own
+   (progress, while the round after it is uncertain) halves the pace range for
+   the rest of the task. A task past its window, or far slower than any seen,
+   is looked at less and less often, in proportion to how late it is.
 
-   - *progress* mode (an ``on_progress`` callback or events): the target is
-     the next round, with a budget of ``progress_lag`` of a round.
-   - *completion* mode (only the result matters): the target is the last
-     round, the end of the task, with ``completion_lag``. Middle rounds are
-     not looked for; the looks that happen on the way narrow the prediction.
-     Progress mode treats the last round the same way, since that is when the
-     caller's ``await`` returns.
+4. **It finds the pace from scratch in a few looks.** On a model it has never
+   seen, a task doubles the time it has spent in its current stage at each look,
+   starting from ``floor`` (the one constant in seconds, 0.25 s) and stopping as
+   soon as two boundaries bound the pace. Only one task of the model searches
+   that way (the *scout*); the others look four times more rarely until a task
+   has pinned the pace, then use it.
 
-   With nothing known about a stage it must predict (a model never seen, the
-   first task of a client), it hands over to ``fallback``, a capped, jittered
-   exponential schedule, until the task's own rounds teach it enough. A task
-   that runs far later than predicted is looked at less and less often (the
-   gap grows with the delay, up to ``max_delay``), never in a burst.
+A quarter of the tasks (chosen at random) aim their first look in each window a
+little early: without that, tasks faster than any seen so far would only ever
+be seen late, never teach the schedule that they exist, and the learnt range
+would drift towards slow tasks. The first look at a task this client has just
+submitted (``PollState.submitted_at``) on a known model is planned like the
+others; any other first look is at once.
 
-Asked for the delay before the first look at a task (``polls == 0``), the
-schedule answers ``first`` (default 0: look at once). The service may well
-answer ``queue`` then, but a cheap early look anchors the timeline. The
-caller's deadline caps every delay in the polling layer, so no look is planned
-past it.
-
-Everything random (a small jitter that keeps many tasks from polling in step)
+The caller's deadline caps every delay in the polling layer. Everything random
 comes from ``rng``: pass a seeded :class:`random.Random` for reproducible delays.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import json
+import logging
 import math
+import os
 import random
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 import attrs
 
-from ._schedules import ExponentialSchedule, PollMode, PollSchedule, PollState
-from ._stats import MEDIAN_SE, Estimate, look_after, truncate_normal
+from ._schedules import PollMode, PollState
+from ._state import TaskStatus
 
-__all__ = ["AdaptiveSchedule"]
+__all__ = ["AdaptiveSchedule", "default_cache_path"]
 
-_QUEUED = -1  # the stage of a task not started yet
+log = logging.getLogger("spo_async")
+
+_QUEUED = -1  # the boundary "submitted": a task before it has started
 _INF = math.inf
-#: Round 1 is measured only when a look falls between the start and its end, which is
-#: rare once later rounds are known; until this many such samples exist it is taken
-#: as SPO's share of a later round instead.
-_TRUSTED = 3
+#: Round 1 runs one LLM stage of three (spec §6.2), but how long each stage takes is not
+#: known: until measured, its share of a later round is taken between 0.1 and 1 (the
+#: middle and the half-width); once measured, never surer than ±0.01.
+_FIRST_SHARE, _FIRST_SHARE_SPREAD, _SHARE_FLOOR = 0.55, 0.45, 0.01
+#: How far one later round of a task may run from the task's pace (a fraction of it).
+_ROUND_SLACK = 0.01
+#: The prior range's relative half-width around a single sample; divided by the count.
+_SPREAD = 0.5
+#: A task's own bounds on its round length, tight enough to share (max / min).
+_SHARE_RATIO, _LEARN_RATIO = 1.1, 1.25
+#: Tasks that aim early, and by how much of the learnt range's low edge.
+_EXPLORE, _EXPLORE_BY = 0.25, 0.2
+#: A task this much slower than the slowest seen counts as stalled: looks back off.
+_STALLED = 1.5
+#: How much more rarely than the scout the other tasks of a model never seen look.
+_SPARSE = 4.0
+#: What the cache file holds at most, and its format name.
+_CACHE_MODELS, _CACHE_SAMPLES, _CACHE_BYTES = 64, 64, 256 * 1024
+_CACHE_FORMAT = "spo-async schedule"
+
+
+def default_cache_path() -> Path:
+    """Where ``persist=True`` keeps what was learnt: the user's cache folder.
+
+    ``$XDG_CACHE_HOME/spo-async/schedule.json``, else ``~/.cache/spo-async/schedule.json``.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or ""
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    return root / "spo-async" / "schedule.json"
+
+
+def _span(samples: Iterable[float]) -> tuple[float, float] | None:
+    """A range that should hold the next sample: the samples' span, widened.
+
+    A uniform sample of ``n`` falls short of its range by about ``span / (n - 1)``
+    at each end; with few samples the spread is unknown, so at least
+    ``_SPREAD / n`` of the median is added.
+    """
+    xs = sorted(samples)
+    n = len(xs)
+    if n == 0:
+        return None
+    widen = _SPREAD * xs[n // 2] / n
+    if n > 1:
+        widen = max(widen, (xs[-1] - xs[0]) / (n - 1))
+    return max(xs[0] - widen, 0.0), xs[-1] + widen
+
+
+def _overlap(intervals: Iterable[tuple[float, float]]) -> tuple[float, float]:
+    """The range covered by the most intervals: robust to a few that miss the truth."""
+    ends = sorted([(a, 0) for a, _ in intervals] + [(b, 1) for _, b in intervals])
+    best = depth = 0
+    lo = hi = 0.0
+    for x, closing in ends:
+        if not closing:
+            depth += 1
+            if depth > best:
+                best, lo, hi = depth, x, _INF
+        else:
+            if depth == best and hi == _INF:
+                hi = x
+            depth -= 1
+    return lo, hi
+
+
+#: Round 1's share of a round, how sure that is, and a later round's slack around the pace.
+_Shape = tuple[float, float, float]
 
 
 class _Model:
-    """What was learnt about one model: the durations of round 1 and of later rounds."""
+    """What was learnt about one model."""
 
-    __slots__ = ("first", "later")
+    __slots__ = ("firsts", "live", "scout", "slack", "tasks")
 
-    def __init__(self, size: int, floor: float) -> None:
-        self.first = Estimate(size, floor)
-        self.later = Estimate(size, floor)
+    def __init__(self, window: int) -> None:
+        #: The last finished tasks: their rounds and their time from start to end. Kept
+        #: whole, so that a better estimate of round 1's share reinterprets them all.
+        self.tasks: collections.deque[tuple[int, float]] = collections.deque(maxlen=window)
+        #: Bounds of round 1's share of a round, one pair per task that showed it.
+        self.firsts: collections.deque[tuple[float, float]] = collections.deque(maxlen=window)
+        #: How far single rounds ran from their task's pace, at the least (fractions).
+        self.slack: collections.deque[float] = collections.deque(maxlen=2 * window)
+        #: Running tasks whose own looks pinned their round length.
+        self.live: dict[str, float] = {}
+        #: The task searching for the round length while nothing is known.
+        self.scout: str | None = None
+
+    def paces(self, first: float) -> list[float]:
+        """The finished tasks' round lengths, given round 1's share of a round."""
+        return [total / (n - 1 + first) for n, total in self.tasks]
+
+    def prior(self, first: float) -> tuple[float, float] | None:
+        """The range that should hold a new task's round length."""
+        return _span([*self.paces(first), *self.live.values()])
 
 
 class _Track:
-    """What one wait has shown of its task: the belief about the latest stage's finish time."""
+    """What one wait has shown of its task: a bracket ``(lo, hi]`` per boundary seen."""
 
-    __slots__ = ("last", "mean", "misses", "own_n", "own_sum", "polls", "sd", "seen", "stage")
+    __slots__ = ("explore", "hi", "last", "lo", "phase", "polls", "stage")
 
-    def __init__(self, polls: int, last: float, stage: int) -> None:
+    def __init__(self, now: float, polls: int, phase: float, explore: bool) -> None:
+        self.lo: dict[int, float] = {}
+        self.hi: dict[int, float] = {}
+        self.stage = _QUEUED
+        self.last = now
         self.polls = polls
-        #: Time of the latest look: the lower bound of the next stage's finish time.
-        self.last = last
-        #: The latest stage seen, when it was first seen, and the belief about when it
-        #: was reached (mean and spread).
-        self.stage = stage
-        self.seen = last
-        self.mean = last
-        self.sd = 0.0
-        #: Looks in a row that saw nothing new.
-        self.misses = 0
-        #: The task's own later rounds: their number and total duration.
-        self.own_n = 0
-        self.own_sum = 0.0
+        self.phase = phase  # in [0, 1): spreads the search's looks apart across tasks
+        self.explore = explore
 
 
-#: A stage's expected duration: (mean, spread of one draw, standard error of the mean).
-_Duration = tuple[float, float, float]
+def _stage_of(state: PollState) -> int:
+    if state.last is not None and state.last.status is TaskStatus.QUEUE:
+        return _QUEUED
+    if state.started_at is None and not state.round_seen_at:
+        return _QUEUED
+    return len(state.round_seen_at)
 
 
-class _Rates:
-    """The expected durations of a task's stages, worked out once per look.
-
-    Each is ``(mean, spread of one draw, standard error of the mean)`` or ``None``
-    when unknown: ``queue`` (to the start), ``first`` (round 1), ``later`` (each
-    round after it).
-    """
-
-    __slots__ = ("first", "later", "queue")
-
-    def __init__(self, queue: _Duration | None, first: _Duration | None, later: _Duration | None):
-        self.queue = queue
-        self.first = first
-        self.later = later
-
-    def of(self, stage: int) -> _Duration | None:
-        """The duration that ends at ``stage``."""
-        if stage <= 0:
-            return self.queue
-        return self.first if stage == 1 else self.later
-
-    def span(self, start: int, stop: int) -> tuple[float, float] | None:
-        """Mean and spread of the time from reaching stage ``start - 1`` to reaching ``stop``."""
-        mean = var = error = 0.0
-        for part, count in (
-            (self.queue, start <= 0 <= stop),
-            (self.first, start <= 1 <= stop),
-            (self.later, max(0, stop - max(start, 2) + 1)),
-        ):
-            if count:
-                if part is None:
-                    return None
-                mean += count * part[0]
-                var += count * part[1] * part[1]
-                error += count * part[2]
-        # The error of a learnt mean repeats in every stage it predicts: errors add up.
-        return mean, math.sqrt(var + error * error)
+def _check_lag(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{attribute.name} must be in (0, 1], got {value!r}")
 
 
-def _check_fraction(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{attribute.name} must be in (0, 1), got {value!r}")
-
-
-def _check_jitter(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{attribute.name} must be in [0, 1), got {value!r}")
+def _persist_converter(value: bool | str | os.PathLike[str] | None) -> Path | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return default_cache_path()
+    return Path(value)
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -184,49 +222,38 @@ class AdaptiveSchedule:
     """Look at a task when its next round (or its end) is due, learning round times as it goes.
 
     Share one instance among all the waits of a client (the client does, when it
-    is its ``schedule``): that is how a new task profits from the rounds of
-    earlier ones on the same model. See the module docstring for the reasoning.
+    is its ``schedule``): that is how a task profits from the rounds of the
+    others on the same model, even while they run. See the module docstring of
+    ``spo_async._adaptive`` for the reasoning.
 
-    Times are in seconds, learnt from the tasks themselves; the fractions below
-    are of a round. ``fallback`` (by default ``ExponentialSchedule()``: 1 s times
-    1.5 up to 15 s, ±10 % jitter) is used while nothing is known.
+    Every setting is relative to the rounds the schedule sees, except ``floor``.
+    ``persist`` keeps what was learnt in a small file between processes:
+    ``True`` for :func:`default_cache_path` (the user's cache folder), a path for
+    another file, ``None`` or ``False`` (the default) for none. It is read once,
+    here, and rewritten after each task that taught something (or on
+    :meth:`save`). The file holds model names and durations only, is replaced
+    atomically (processes sharing it never see it half written; the last writer
+    wins), and is ignored when unreadable, foreign or too large.
     """
 
-    #: The lag allowed at a middle round in progress mode, as a fraction of a round: a
-    #: look goes where a round that is in by then waited that long on average.
-    progress_lag: float = attrs.field(default=0.3, validator=attrs.validators.gt(0))
-    #: The same for the end of the task (completion mode, and the last round of any
-    #: mode): what the caller's ``await`` waits after the task ends, on average.
-    completion_lag: float = attrs.field(default=0.015, validator=attrs.validators.gt(0))
-    #: The smallest gap between two looks, as a fraction of a round: how gently the
-    #: schedule backs off after looking too early.
-    step: float = attrs.field(default=0.1, validator=attrs.validators.gt(0))
-    #: Round 1 runs one LLM stage of three (spec §6.2): its share of a later round,
-    #: assumed until round 1 itself has been measured.
-    first_round_fraction: float = attrs.field(default=1 / 3, validator=_check_fraction)
-    #: Relative spread of a duration assumed while fewer than three samples exist.
-    default_spread: float = attrs.field(default=0.3, validator=attrs.validators.gt(0))
-    #: The smallest relative spread ever assumed for a duration.
-    min_spread: float = attrs.field(default=0.1, validator=attrs.validators.ge(0))
-    #: How many tasks' worth of evidence the model's estimate counts as against a
-    #: task's own rounds (a task's own rounds weigh more as they accumulate).
-    prior_weight: float = attrs.field(default=4.0, validator=attrs.validators.gt(0))
-    #: A span is learnt only when the spread of its start is at most this fraction
-    #: of its length.
-    learn_gate: float = attrs.field(default=0.25, validator=attrs.validators.gt(0))
-    #: Delay before a look at a task not looked at yet.
-    first: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
-    #: Bounds of every delay, in seconds.
-    min_delay: float = attrs.field(default=0.05, validator=attrs.validators.ge(0))
-    max_delay: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
-    #: Relative jitter of each delay, so that many tasks do not poll in step.
-    jitter: float = attrs.field(default=0.05, validator=_check_jitter)
-    #: Samples kept per estimate; models and tasks remembered at most.
-    window: int = attrs.field(default=32, validator=attrs.validators.ge(1))
+    #: The mean delay aimed at between the end of the task and the look that sees it, as a
+    #: fraction of a round, in completion mode (nobody watches the rounds).
+    completion_lag: float = attrs.field(default=0.09, validator=_check_lag)
+    #: The same for every round, the last included, in progress mode.
+    progress_lag: float = attrs.field(default=0.12, validator=_check_lag)
+    #: Seconds: the first gap of the search on a model never seen. The one constant in
+    #: seconds; the search doubles it, so it costs one look per doubling of the round.
+    floor: float = attrs.field(default=0.25, validator=attrs.validators.gt(0))
+    #: Delay before the first look. ``None``: at once, unless the task was just submitted
+    #: (``PollState.submitted_at``) on a model already known: then when it may first move.
+    first: float | None = attrs.field(default=None)
+    #: Where to keep what was learnt between processes (see the class docstring).
+    persist: Path | None = attrs.field(default=None, converter=_persist_converter)
+    #: Tasks remembered per model; models and running tasks tracked at most.
+    window: int = attrs.field(default=32, validator=attrs.validators.ge(2))
     max_models: int = attrs.field(default=256, validator=attrs.validators.ge(1))
     max_tasks: int = attrs.field(default=100_000, validator=attrs.validators.ge(1))
     rng: random.Random = attrs.field(factory=random.Random, repr=False)
-    fallback: PollSchedule = attrs.field()
 
     _models: collections.OrderedDict[str | None, _Model] = attrs.field(
         init=False, factory=collections.OrderedDict, repr=False
@@ -234,295 +261,516 @@ class AdaptiveSchedule:
     _tasks: collections.OrderedDict[str, _Track] = attrs.field(
         init=False, factory=collections.OrderedDict, repr=False
     )
-    _queue: Estimate = attrs.field(init=False, repr=False)
+    #: Bounds of the time the last tasks spent in ``queue`` (the service's, not a model's).
+    _queue: collections.deque[tuple[float, float]] = attrs.field(init=False, repr=False)
 
-    @fallback.default
-    def _default_fallback(self) -> PollSchedule:
-        return ExponentialSchedule(rng=self.rng)
+    @first.validator
+    def _check_first(self, _attribute: attrs.Attribute[float | None], value: float | None) -> None:
+        if value is not None and not value >= 0:
+            raise ValueError(f"first must be None or >= 0, got {value!r}")
 
     @_queue.default
-    def _default_queue(self) -> Estimate:
-        return Estimate(self.window, self.min_spread)
+    def _default_queue(self) -> collections.deque[tuple[float, float]]:
+        return collections.deque(maxlen=self.window)
 
-    # -- public --------------------------------------------------------------------------
+    def __attrs_post_init__(self) -> None:
+        if self.persist is not None:
+            self._load(self.persist)
+
+    # -- public ----------------------------------------------------------------------------
 
     def next_delay(self, state: PollState) -> float:
         """Seconds until the next look at ``state.task_id``; learns from ``state`` first."""
+        model = self._model(state.model)
         if state.polls <= 0:
-            return self.first
-        track = self._observe(state)
-        if track is None:  # the task has ended: nothing more to look at
+            return self._first_delay(state, model)
+        if state.last is not None and state.last.is_terminal:
+            self.task_finished(state)
             return 0.0
-        delay = self._plan(state, track, self._models.get(state.model))
-        if delay is None:
-            return max(0.0, self.fallback.next_delay(state))
-        if self.jitter:
-            delay *= 1.0 + self.rng.uniform(-self.jitter, self.jitter)
-        return min(max(delay, self.min_delay), self.max_delay)
+        track = self._observe(state)
+        now = state.elapsed
+        at = self._plan(state, track, model)
+        if at is not None:
+            return max(at - now, 1e-3 * self.floor)
+        # Nothing bounds the round length yet: double the time spent in this stage.
+        began = track.lo.get(track.stage, -_INF)
+        if began == -_INF:
+            began = track.hi.get(track.stage, now)
+        wait = now - began
+        if wait < self.floor:
+            wait = self.floor * (1.0 + track.phase)
+        if (state.max_rounds or 0) >= 4:  # shorter tasks may end before a rare look
+            if model.scout is None or model.scout not in self._tasks:
+                model.scout = state.task_id
+            if model.scout != state.task_id:
+                wait *= _SPARSE - 1.0  # look four times later than now, not twice
+        return wait
 
     def task_finished(self, state: PollState) -> None:
         """Learn from a wait's last snapshot and forget the task.
 
         The polling layer calls this when a wait ends; a terminal ``state.last``
-        passed to :meth:`next_delay` has the same effect. Without it, a task is
-        forgotten only when ``max_tasks`` newer ones push it out.
+        passed to :meth:`next_delay` has the same effect.
         """
-        if state.polls > 0 and state.last is not None and state.last.is_terminal:
-            self._observe(state)
-        else:
-            self.forget(state.task_id)
+        track = self._tasks.pop(state.task_id, None)
+        model = self._models.get(state.model)
+        if model is not None:
+            model.live.pop(state.task_id, None)
+        last = state.last
+        if track is None or model is None or last is None or not last.is_terminal or last.failed:
+            return
+        stage = _stage_of(state)
+        for j in range(track.stage + 1, stage + 1):
+            track.lo[j], track.hi[j] = track.last, state.elapsed
+        track.stage = stage
+        if self._learn(track, model, stage) and self.persist is not None:
+            self.save()
 
     def forget(self, task_id: str) -> None:
         """Drop what is tracked about one task (what it taught about its model stays)."""
         self._tasks.pop(task_id, None)
+        for model in self._models.values():
+            model.live.pop(task_id, None)
 
     def round_seconds(self, model: str | None) -> float | None:
-        """The learnt duration of a round after the first on ``model``, if any."""
+        """The median learnt duration of a round after the first on ``model``, if any."""
         entry = self._models.get(model)
-        summary = entry.later.summary() if entry is not None else None
-        return summary[0] if summary is not None else None
+        if entry is None or not entry.tasks:
+            return None
+        ordered = sorted(entry.paces(self._shape(entry)[0]))
+        return ordered[len(ordered) // 2]
 
     def queue_seconds(self) -> float | None:
-        """The learnt time a task spends in ``queue``, if any."""
-        summary = self._queue.summary()
-        return summary[0] if summary is not None else None
+        """The median learnt time a task spends in ``queue``, if any."""
+        if not self._queue:
+            return None
+        ordered = sorted((lo + hi) / 2 for lo, hi in self._queue)
+        return ordered[len(ordered) // 2]
 
-    # -- the timeline ----------------------------------------------------------------------
+    def save(self) -> None:
+        """Write what was learnt to ``persist`` now (done after each finished task anyway)."""
+        if self.persist is None:
+            return
+        models = {
+            name: {"tasks": [list(t) for t in m.tasks], "firsts": [list(f) for f in m.firsts]}
+            for name, m in list(self._models.items())[-_CACHE_MODELS:]
+            if name is not None and (m.tasks or m.firsts)
+        }
+        body = {
+            "format": _CACHE_FORMAT,
+            "version": 1,
+            "queue": [list(q) for q in self._queue],
+            "models": models,
+        }
+        try:
+            self.persist.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=self.persist.parent, prefix=".schedule-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as out:
+                    json.dump(body, out, separators=(",", ":"))
+                os.replace(temp, self.persist)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                raise
+        except OSError as exc:  # a cache that cannot be written costs looks, not the wait
+            log.debug("poll schedule cache %s not written: %s", self.persist, exc)
+
+    # -- the cache file ----------------------------------------------------------------------
+
+    def _load(self, path: Path) -> None:
+        """Take in what another process learnt; ignore a file that is not ours or not sane."""
+        try:
+            with path.open("rb") as file:
+                raw = file.read(_CACHE_BYTES + 1)
+            queue, learnt = _parse_cache(raw)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError) as exc:
+            log.debug("poll schedule cache %s ignored: %s", path, exc)
+            return
+        self._queue.extend(queue)
+        for name, (tasks, firsts) in learnt.items():
+            model = self._model(name)
+            model.tasks.extend(tasks)
+            model.firsts.extend(firsts)
+
+    # -- one task's timeline -----------------------------------------------------------------
 
     def _model(self, key: str | None) -> _Model:
         entry = self._models.get(key)
         if entry is None:
-            entry = self._models[key] = _Model(self.window, self.min_spread)
+            entry = self._models[key] = _Model(self.window)
             if len(self._models) > self.max_models:
                 self._models.popitem(last=False)
+        else:
+            self._models.move_to_end(key)
         return entry
 
-    def _observe(self, state: PollState) -> _Track | None:
-        """Fold one poll into its task's track; ``None`` once the task has ended."""
+    def _observe(self, state: PollState) -> _Track:
+        """Fold one look into its task's brackets."""
         now = state.elapsed
-        last = state.last
-        done = last is not None and last.is_terminal
-        if state.started_at is None and not state.round_seen_at:
-            stage = _QUEUED
-        else:
-            stage = len(state.round_seen_at)
-        tasks = self._tasks
-        track = tasks.get(state.task_id)
-        model = self._models.get(state.model)
+        stage = _stage_of(state)
+        track = self._tasks.get(state.task_id)
         if track is None or state.polls <= track.polls or now < track.last:
-            # A new wait (or one not seen from its start): open a track at this look.
-            track = self._open(state, stage, self._rates(None, model))
-            tasks[state.task_id] = track
-            if len(tasks) > self.max_tasks:
-                tasks.popitem(last=False)
-        elif stage > track.stage and not (done and last is not None and last.failed):
-            # A failed task ends at no particular round boundary: nothing to learn there.
-            model = self._model(state.model)
-            self._advance(track, stage, now, model)
+            # A new wait (or one not seen from its start): every boundary seen is in
+            # (submit, now]; before the submit when this client did not submit it.
+            track = _Track(now, state.polls, self.rng.random(), self.rng.random() < _EXPLORE)
+            base = state.submitted_at
+            if base is None:
+                # Not submitted by this client, as far as it says: a task that has not
+                # started a round at the first look is taken as just submitted.
+                base = 0.0 if state.polls == 1 and stage <= 0 else -_INF
+            track.lo[_QUEUED] = track.hi[_QUEUED] = base
+            for j in range(stage + 1):
+                track.lo[j], track.hi[j] = base, now
+            self._tasks[state.task_id] = track
+            if len(self._tasks) > self.max_tasks:
+                old, _ = self._tasks.popitem(last=False)
+                self.forget(old)
         else:
-            track.misses += 1
-        track.polls = state.polls
-        track.last = now
-        if done:
-            del tasks[state.task_id]
-            return None
-        if state.max_rounds is None or stage < state.max_rounds:
-            self._not_yet(track, now, self._rates(track, model))
+            for j in range(track.stage + 1, stage + 1):
+                track.lo[j], track.hi[j] = track.last, now
+        track.stage = max(track.stage, stage)
+        track.last, track.polls = now, state.polls
         return track
 
-    def _open(self, state: PollState, stage: int, rates: _Rates) -> _Track:
-        now = state.elapsed
-        track = _Track(state.polls, now, stage)
-        if stage == _QUEUED:
-            # Queued at the first look: assume the wait began with the submit.
-            track.mean = track.seen = 0.0
-        else:
-            # Seen already in this stage: it began at most one duration ago, uniformly.
-            seen_at = state.round_seen_at[-1] if state.round_seen_at else state.started_at
-            track.seen = now if seen_at is None else seen_at
-            duration = rates.of(stage + 1)
-            age = duration[0] if duration is not None else 0.0
-            track.mean, track.sd = track.seen - age / 2.0, age / math.sqrt(12.0)
-        return track
+    def _shape(self, model: _Model) -> _Shape:
+        """How a task of ``model`` is shaped, as learnt so far.
 
-    def _advance(self, track: _Track, stage: int, now: float, model: _Model) -> None:
-        """The task reached ``stage`` between the last look and this one: update and learn.
-
-        The new stage's finish time is its prediction cut to the bracket
-        ``(last look, now]``. What it says about the rounds in between is learnt
-        only when the belief about the old stage was sharp: that depends on the
-        old stage's own looks, never on how long the new rounds took, so the
-        samples are not biased towards slow or fast rounds. A wide bracket
-        leaves the new stage's estimate close to its prediction, which is the
-        right sample to give (the expectation step of EM); a sharp one moves it.
+        Round 1's share of a round (the middle of the range most tasks agree on,
+        and its half-width), and how far one later round may run from its task's
+        pace (the 80th percentile of what finished tasks showed, at least 1 %).
         """
-        rates = self._rates(track, model)
-        rest = rates.span(track.stage + 1, stage)
-        lo = track.last
-        if rest is None:
-            mean, sd = (lo + now) / 2.0, (now - lo) / math.sqrt(12.0)
-        else:
-            mean, sd = truncate_normal(track.mean + rest[0], math.hypot(track.sd, rest[1]), lo, now)
-        span = mean - track.mean
-        # With nothing known yet the new end is the bracket's middle: only a tight one will do.
-        usable = rest is not None or now - lo <= self.learn_gate * 2.0 * span
-        if usable and span > 0.0 and track.sd <= self.learn_gate * span:
-            var = max(sd * sd - track.sd * track.sd, 0.0)
-            self._learn(track, stage, span, var=var, m=model, rates=rates)
-        track.stage, track.mean, track.sd, track.seen = stage, mean, sd, now
-        track.misses = 0
+        share, spread = _FIRST_SHARE, _FIRST_SHARE_SPREAD
+        if len(model.firsts) >= 2:
+            lo, hi = _overlap(model.firsts)
+            if hi < _INF:
+                share, spread = (lo + hi) / 2, max((hi - lo) / 2, _SHARE_FLOOR)
+        slack = _ROUND_SLACK
+        if len(model.slack) >= 4:
+            ordered = sorted(model.slack)
+            slack = max(slack, ordered[int(0.8 * (len(ordered) - 1))])
+        return share, spread, slack
 
-    def _not_yet(self, track: _Track, now: float, rates: _Rates) -> None:
-        """The next stage was not reached by ``now``: that moves the current stage's belief.
+    def _queue_range(self) -> tuple[float, float] | None:
+        """Where the time in ``queue`` of a task should lie: the times seen, widened."""
+        return _span((lo + hi) / 2 for lo, hi in self._queue)
 
-        The two finish times are jointly normal (the next is this one plus a
-        duration), so cutting the next one at ``now`` shifts this one by the
-        regression of one on the other. A task whose next round is overdue was
-        probably at its current stage later than thought, not only slower.
-        """
-        following = rates.of(track.stage + 1)
-        if following is None or track.sd <= 0.0:
-            return
-        var = track.sd * track.sd
-        total = var + following[1] ** 2 + following[2] ** 2
-        mean = track.mean + following[0]
-        cut_mean, cut_sd = truncate_normal(mean, math.sqrt(total), now, _INF)
-        gain = var / total
-        track.mean = min(track.mean + gain * (cut_mean - mean), track.seen)
-        track.sd = math.sqrt(max(var - gain * gain * (total - cut_sd * cut_sd), 0.0))
+    def _bracket(
+        self, track: _Track, j: int, queue: tuple[float, float] | None
+    ) -> tuple[float, float]:
+        """Boundary ``j``'s bracket; the start's narrowed by the learnt queue time."""
+        lo, hi = track.lo[j], track.hi[j]
+        submitted = track.hi[_QUEUED]
+        if j == 0 and queue is not None and submitted > -_INF:
+            a, z = max(lo, submitted + queue[0]), min(hi, submitted + queue[1])
+            if a <= z:
+                return a, z
+        return lo, hi
 
-    def _learn(
-        self, track: _Track, stage: int, span: float, *, var: float, m: _Model, rates: _Rates
-    ) -> None:
-        """Learn from ``span``, the time from the track's stage to ``stage``.
+    @staticmethod
+    def _rounds_between(i: int, j: int, shape: _Shape) -> tuple[float, float]:
+        """Bounds of ``(b_j - b_i) / L``: how many rounds lie between boundaries i < j."""
+        share, share_spread, slack = shape
+        later = j - max(i, 1)
+        low, high = later * (1 - slack), later * (1 + slack)
+        if i <= 0 < j:
+            low, high = low + share - share_spread, high + share + share_spread
+        return low, high
 
-        A span may cover several kinds of stage at once (a look that skipped the
-        start, or middle rounds). The queue is the service's, not the model's,
-        and the most variable part: a span from the queue credits the queue
-        with whatever the rounds in it are not expected to take. Round 1 is
-        learnt only when seen on its own; within a span from the start it is
-        taken as known (or, before anything is known, as SPO's share of a
-        round) and the rest goes to the later rounds. ``var`` is the uncertainty
-        (variance) of ``span`` left by the looks.
-        """
-        start = track.stage
-        if start == _QUEUED:
-            if stage == 0:
-                self._queue.add(span, 1, var)
-                return
-            rounds = rates.span(1, stage)
-            if rounds is not None:
-                self._queue.add(span - rounds[0], 1, var)
-                return
-            queue = self._queue.summary()
-            if queue is None:
-                return
-            span -= queue[0]
-            start = 0
-        count = stage - max(start, 1)  # later rounds inside the span
-        if start == 0:
-            if stage == 1:
-                m.first.add(span, 1, var)
-                return
-            first = m.first.summary()
-            if first is not None and first[2] >= _TRUSTED:
-                per_round = (span - first[0]) / count
-            else:
-                per_round = span / (count + self.first_round_fraction)
-        else:
-            per_round = span / count
-        if per_round > 0.0:
-            m.later.add(per_round, count, var / (count * count))
-            track.own_n += count
-            track.own_sum += per_round * count
-
-    # -- predictions -----------------------------------------------------------------------
-
-    def _rates(self, track: _Track | None, model: _Model | None) -> _Rates:
-        """The stage durations for a task: the model's, refined by the task's own rounds."""
-        queue = _duration_of(self._queue.summary(), self.default_spread)
-        first = model.first.summary() if model is not None else None
-        later = self._later(track, model, first)
-        if first is not None and (first[2] >= _TRUSTED or later is None):
-            first_duration = _duration_of(first, self.default_spread)
-        elif later is not None:
-            f = self.first_round_fraction
-            first_duration = (later[0] * f, later[1] * f, later[2] * f)
-        else:
-            first_duration = None
-        return _Rates(queue, first_duration, later)
-
-    def _later(
+    def _own_range(
         self,
-        track: _Track | None,
-        model: _Model | None,
-        first: tuple[float, float | None, int] | None,
-    ) -> _Duration | None:
-        """A later round's duration: the model's estimate refined by the task's own rounds."""
-        own_n = track.own_n if track is not None else 0
-        own_sum = track.own_sum if track is not None else 0.0
-        summary = model.later.summary() if model is not None else None
-        if summary is None:
-            if own_n == 0:
-                if first is None:
-                    return None
-                mean = first[0] / self.first_round_fraction
-                spread = mean * self.default_spread
-                return (mean, spread, spread)
-            mean = own_sum / own_n
-            spread = mean * self.default_spread
-            return (mean, spread, MEDIAN_SE * spread / math.sqrt(own_n))
-        median, learnt_spread, n = summary
-        weight = min(float(n), self.prior_weight)
-        mean = (weight * median + own_sum) / (weight + own_n)
-        spread = mean * self.default_spread if learnt_spread is None else learnt_spread
-        return (mean, spread, MEDIAN_SE * spread / math.sqrt(weight + own_n))
+        track: _Track,
+        now: float,
+        shape: _Shape,
+        queue: tuple[float, float] | None,
+        *,
+        done: bool = False,
+        rounds_only: bool = False,
+    ) -> tuple[float, float]:
+        """Bounds of the task's round length from its own looks alone.
 
-    def _plan(self, state: PollState, track: _Track, model: _Model | None) -> float | None:
-        """The next delay, or ``None`` when too little is known (the fallback decides)."""
-        rates = self._rates(track, model)
-        if rates.later is None:
-            return None
+        Boundaries ``i < j`` bracketed in ``(lo_i, hi_i]`` and ``(lo_j, hi_j]`` lie
+        ``(lo_j - hi_i, hi_j - lo_i)`` apart, which is between ``low * L`` and
+        ``high * L``. With one pace per task and round 1's share known, these
+        pairs give exactly the range of ``L`` that fits every look (eliminating
+        the start time leaves only pairwise bounds). Looks that contradict each
+        other (rounds that vary more than assumed) give the range between the
+        bounds that clash. The next boundary, not seen yet, is after ``now``,
+        which raises the lower bound while the rounds seen allow it.
+        ``rounds_only`` leaves out the pairs with the start (and round 1's share).
+        """
+        points = [(j, *self._bracket(track, j, queue)) for j in sorted(track.hi) if j >= 0]
+        # Pairs of rounds come first; pairs with the start go through round 1's share,
+        # which may be wrong for a model seen little: they narrow, never contradict.
+        ranges = []
+        for from_start in (False, True):
+            lo, hi = 0.0, _INF
+            for i, lo_i, hi_i in points:
+                for j, lo_j, hi_j in points:
+                    if j <= i or j < 1 or (i <= 0) is not from_start:
+                        continue
+                    low, high = self._rounds_between(i, j, shape)
+                    if lo_j > -_INF and hi_i < _INF:
+                        lo = max(lo, (lo_j - hi_i) / high)
+                    if lo_i > -_INF and low > 0:
+                        hi = min(hi, (hi_j - lo_i) / low)
+                if not done and (i >= 1) is not from_start:
+                    # The next boundary is not there yet: the pace is at least this slow,
+                    # unless that contradicts the rounds seen (the task is late, not slow).
+                    slowest = (now - hi_i) / self._rounds_between(i, track.stage + 1, shape)[1]
+                    if slowest <= hi or from_start:
+                        lo = max(lo, slowest)
+            ranges.append((hi, lo) if lo > hi else (lo, hi))
+        (lo, hi), (start_lo, start_hi) = ranges
+        if rounds_only:
+            return lo, hi
+        if max(lo, start_lo) <= min(hi, start_hi):
+            return max(lo, start_lo), min(hi, start_hi)
+        return (lo, hi) if hi < _INF else (start_lo, start_hi)
+
+    def _window(
+        self,
+        track: _Track,
+        target: int,
+        now: float,
+        pace: tuple[float, float],
+        *,
+        shape: _Shape,
+        queue: tuple[float, float] | None,
+    ) -> tuple[float, float]:
+        """Where boundary ``target`` can be, from every boundary seen and the pace bounds."""
+        lo_t, hi_t = now, _INF
+        for i in track.hi:
+            if i >= target:
+                continue
+            lo_i, hi_i = self._bracket(track, i, queue)
+            if i == _QUEUED:
+                q_lo, q_hi = queue if queue is not None else (0.0, _INF)
+                low, high = self._rounds_between(0, target, shape)
+                d_lo, d_hi = q_lo + low * pace[0], q_hi + high * pace[1]
+            else:
+                low, high = self._rounds_between(i, target, shape)
+                d_lo, d_hi = low * pace[0], high * pace[1]
+            if lo_i > -_INF:
+                lo_t = max(lo_t, lo_i + d_lo)
+            hi_t = min(hi_t, hi_i + d_hi)
+        return lo_t, hi_t
+
+    def _pace(
+        self, own: tuple[float, float], prior: tuple[float, float] | None
+    ) -> tuple[float, float]:
+        """The task's round length: its own bounds within the model's prior range."""
+        if prior is None:
+            return own
+        lo, hi = max(own[0], prior[0]), min(own[1], prior[1])
+        if lo <= hi:
+            return lo, hi
+        # Outside everything seen: keep the prior's relative width beside the task's bounds.
+        ratio = prior[1] / prior[0] if prior[0] > 0 else 2.0
+        if own[0] > prior[1]:
+            return own[0], min(own[1], own[0] * ratio)
+        return max(own[0], own[1] / ratio), own[1]
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def _first_delay(self, state: PollState, model: _Model) -> float:
+        if self.first is not None:
+            return self.first
+        if state.submitted_at is None or model.prior(self._shape(model)[0]) is None:
+            return 0.0
+        track = _Track(state.elapsed, 0, 0.0, False)
+        track.lo[_QUEUED] = track.hi[_QUEUED] = state.submitted_at
+        at = self._plan(state, track, model, share=False)
+        return 0.0 if at is None else max(at - state.elapsed, 0.0)
+
+    def _plan(
+        self, state: PollState, track: _Track, model: _Model, *, share: bool = True
+    ) -> float | None:
+        """When to look next, or ``None`` while nothing bounds the round length."""
         now = state.elapsed
-        stage = track.stage
-        total = state.max_rounds
-        round_time = rates.later[0]
-        if total is not None and stage >= total:
-            # Every round is in but the task has not ended yet: it should, any moment.
-            return self.step * round_time * (1.0 + track.misses)
-        completion = state.mode is PollMode.COMPLETION and total is not None
-        target = total if completion else max(stage + 1, 1)
-        assert target is not None  # noqa: S101 - total is set in completion mode
-        at_end = target == total
-        budget = (self.completion_lag if at_end else self.progress_lag) * round_time
-        floor = self.step * round_time
-        following = rates.of(stage + 1)
-        if following is None:
+        shape = self._shape(model)
+        queue = self._queue_range()
+        own = self._own_range(track, now, shape, queue)
+        if share:  # what the rounds seen say (not a late round), once it pins the pace
+            seen = self._own_range(track, now, shape, queue, done=True)
+            if seen[0] > 0 and seen[1] <= _SHARE_RATIO * seen[0]:
+                model.live[state.task_id] = (seen[0] + seen[1]) / 2
+        prior = model.prior(shape[0])
+        if prior is not None and track.explore:
+            prior = (prior[0] * (1 - _EXPLORE_BY), prior[1])
+        pace = self._pace(own, prior)
+        if pace[1] == _INF or pace[1] <= 0:
             return None
-        mean = track.mean + following[0]
-        sd = math.sqrt(track.sd**2 + following[1] ** 2 + following[2] ** 2)
-        if target > stage + 1:
-            rest = rates.span(stage + 2, target)
-            if rest is None:
-                return None
-            late = now - (mean + rest[0] + 2.0 * math.hypot(sd, rest[1]))
-            # The next stage has not been reached by now: that cuts its prediction first.
-            mean, sd = truncate_normal(mean, sd, now, _INF)
-            mean, sd = mean + rest[0], math.hypot(sd, rest[1])
+        if track.stage == _QUEUED and queue is None and state.polls > 0:
+            return None  # how long tasks queue is not known yet: search
+        rounds = state.max_rounds
+        completion = state.mode is PollMode.COMPLETION and rounds is not None
+        if completion and track.stage < 1 and len(model.firsts) < 3:
+            completion = False  # round 1's share is not known yet: look for round 1 too
+        target = rounds if completion and rounds is not None else max(track.stage + 1, 1)
+        last = rounds is None or target >= rounds
+        lo_t, hi_t = self._window(track, target, now, pace, shape=shape, queue=queue)
+        round_time = (pace[0] + pace[1]) / 2
+        step = 2.0 * (self.completion_lag if completion else self.progress_lag) * round_time
+        start = max(now, lo_t)
+        if prior is not None and own[0] > _STALLED * prior[1]:
+            # Far slower than any task seen: stalled. How late it is, by the slowest pace.
+            hi_t = min(hi_t, self._window(track, target, now, prior, shape=shape, queue=queue)[1])
+        if hi_t <= start:  # later than its window: back off, relative to how late
+            return now + max(step / 2, 0.5 * (now - hi_t))
+        width = hi_t - start
+        if prior is None:  # a range from this task's looks alone: never past doubling
+            began = track.lo.get(track.stage, -_INF)
+            if began > -_INF:
+                hi_t = min(hi_t, now + max(now - began, step))
+                width = max(hi_t - start, 0.0)
+        if completion and rounds is not None and width > 2 * step:
+            # Split the pace range through a middle round, never past the end's window.
+            split = None
+            for j in range(max(track.stage + 1, 1), rounds):
+                a, z = self._window(track, j, now, pace, shape=shape, queue=queue)
+                a = max(a, now)
+                middle = (a + z) / 2
+                if z - a > step and now < middle <= lo_t + step / 2:
+                    split = middle
+            if split is not None:
+                return split
+        elif not completion and width > 2 * step:
+            return start + min(width / 2, step)
+        elif not completion and not last:
+            a, z = self._window(track, target + 1, now, pace, shape=shape, queue=queue)
+            if z - max(a, now) > 2 * step:  # the next round is still uncertain: split here
+                return start + min(width / 2, step)
+        return start + min(width, step)
+
+    # -- learning ----------------------------------------------------------------------------
+
+    def _learn(self, track: _Track, model: _Model, stage: int) -> bool:
+        """Take a finished task's processing time, round-1 share and queue time; True if any."""
+        shape = self._shape(model)
+        queue = self._queue_range()
+        rounds = stage - 1 + shape[0]  # the task's length in rounds, from its start
+        lo_0, hi_0 = self._bracket(track, 0, queue) if 0 in track.hi else (-_INF, _INF)
+        lo_n, hi_n = self._bracket(track, stage, queue)
+        total = None
+        prior = model.prior(shape[0])
+        # A loose bracket is a poor sample, but better than none for a model never seen.
+        ratio = _LEARN_RATIO if prior is not None else _INF
+        if lo_0 > -_INF and hi_n - lo_0 <= ratio * (lo_n - hi_0):
+            total = (lo_n + hi_n - lo_0 - hi_0) / 2
         else:
-            late = now - (mean + 2.0 * sd)
-        delay = look_after(mean, sd, now, budget) - now
-        if late > 0.0:  # later than the spread explains: back off with the delay
-            floor *= 1.0 + late / round_time
-        return max(delay, floor)
+            lo, hi = self._own_range(track, track.last, shape, queue, done=True)
+            if lo > 0 and hi <= ratio * lo:
+                total = (lo + hi) / 2 * rounds
+            elif prior is not None and 0 < hi <= prior[0] * 1.05:
+                total = hi * rounds  # faster than anything seen: it was over at the first look
+        learnt = total is not None and stage >= 1 and total > 0
+        if total is not None and learnt:
+            model.tasks.append((stage, total))
+            self._learn_slack(track, model, stage, total / rounds)
+        learnt = self._learn_share(track, model, stage, queue) or learnt
+        submitted = track.hi[_QUEUED]
+        if submitted > -_INF and 0 in track.hi and track.lo[0] > -_INF:
+            # Only a bracket that pins the queue: a loose one would widen every window.
+            q_lo, q_hi = max(track.lo[0] - submitted, 0.0), track.hi[0] - submitted
+            pinned = total is not None and q_hi - q_lo <= 0.1 * total / rounds
+            if q_hi <= 2.05 * q_lo or pinned:
+                self._queue.append((q_lo, q_hi))
+                learnt = True
+        return learnt
+
+    @staticmethod
+    def _learn_slack(track: _Track, model: _Model, stage: int, pace: float) -> None:
+        """How far each later round ran from the pace, at the least its brackets allow."""
+        for k in range(1, stage):
+            lo_a, hi_a = track.lo.get(k, -_INF), track.hi.get(k, _INF)
+            lo_b, hi_b = track.lo.get(k + 1, -_INF), track.hi.get(k + 1, _INF)
+            if lo_a > -_INF and hi_a - lo_a + hi_b - lo_b <= 0.2 * pace:
+                shortest, longest = (lo_b - hi_a) / pace, (hi_b - lo_a) / pace
+                model.slack.append(max(shortest - 1.0, 1.0 - longest, 0.0))
+
+    def _learn_share(
+        self, track: _Track, model: _Model, stage: int, queue: tuple[float, float] | None
+    ) -> bool:
+        """Round 1's share of a round, from where the middle boundaries fell; True if kept.
+
+        Round 1 against the pace of the later rounds bounds it; so does each
+        middle boundary ``k``, which lies ``r = (share + k - 1) / (share + n - 1)``
+        of the way from the start to the end whatever the task's pace.
+        """
+        lo_0, hi_0 = self._bracket(track, 0, queue) if 0 in track.hi else (-_INF, _INF)
+        lo_n, hi_n = self._bracket(track, stage, queue)
+        if lo_0 == -_INF or stage < 2 or lo_n <= hi_0:
+            return False
+        low, high = 0.0, _INF
+        # Round 1 against the pace its later rounds showed, whatever share was assumed.
+        shape = self._shape(model)
+        pace = self._own_range(track, track.last, shape, queue, done=True, rounds_only=True)
+        lo_1, hi_1 = self._bracket(track, 1, queue)
+        if pace[0] > 0 and pace[1] < _INF and lo_1 > -_INF:
+            low, high = max(lo_1 - hi_0, 0.0) / pace[1], (hi_1 - lo_0) / pace[0]
+        for k in range(1, stage):
+            lo_k, hi_k = self._bracket(track, k, queue)
+            if lo_k == -_INF:
+                continue
+            r_lo = max(lo_k - hi_0, 0.0) / (hi_n - lo_0)
+            r_hi = min((hi_k - lo_0) / (lo_n - hi_0), 0.999)
+            low = max(low, (r_lo * (stage - 1) - (k - 1)) / (1 - r_lo))
+            high = min(high, (r_hi * (stage - 1) - (k - 1)) / (1 - r_hi))
+        if low <= high and high - low < 0.6:
+            model.firsts.append((low, high))
+            return True
+        return False
 
 
-def _duration_of(
-    summary: tuple[float, float | None, int] | None, default: float
-) -> _Duration | None:
-    if summary is None:
-        return None
-    median, spread, n = summary
-    if spread is None:
-        spread = median * default
-    return (median, spread, MEDIAN_SE * spread / math.sqrt(n))
+#: What the cache file holds for one model: finished tasks and round-1 share bounds.
+_Learnt = tuple[list[tuple[int, float]], list[tuple[float, float]]]
+
+
+def _parse_cache(raw: bytes) -> tuple[list[tuple[float, float]], dict[str, _Learnt]]:
+    """The queue bounds and per-model knowledge of a cache file; raises if it is not one.
+
+    Every value is checked: a file written by another program, an older format or
+    a half-written one is refused whole, and out-of-range numbers are dropped.
+    """
+    if len(raw) > _CACHE_BYTES:
+        raise ValueError(f"larger than {_CACHE_BYTES} bytes")
+    body = json.loads(raw)
+    if not isinstance(body, dict) or body.get("format") != _CACHE_FORMAT:
+        raise TypeError("not a spo-async schedule cache")
+    if body.get("version") != 1:
+        raise ValueError(f"unknown version {body.get('version')!r}")
+    models = body.get("models", {})
+    if not isinstance(models, dict):
+        raise TypeError("models is not an object")
+    learnt: dict[str, _Learnt] = {}
+    for name, entry in list(models.items())[-_CACHE_MODELS:]:
+        if not isinstance(entry, dict) or len(name) > 200:
+            raise TypeError(f"bad entry for model {name[:50]!r}")
+        tasks = [(int(n), t) for n, t in _pairs(entry.get("tasks", []), 1e7) if 1 <= n <= 1000]
+        learnt[name] = (
+            [(n, t) for n, t in tasks if t > 0 and n == round(n)],
+            [(a, b) for a, b in _pairs(entry.get("firsts", []), 10, ordered=True)],
+        )
+    return _pairs(body.get("queue", []), 1e7, ordered=True), learnt
+
+
+def _pairs(values: Any, bound: float, *, ordered: bool = False) -> list[tuple[float, float]]:
+    """The sane ``[a, b]`` pairs of numbers in ``[0, bound)`` (``a <= b`` if ``ordered``)."""
+    if not isinstance(values, list):
+        raise TypeError("expected a list of pairs")
+    pairs = [
+        (float(v[0]), float(v[1]))
+        for v in values
+        if isinstance(v, list)
+        and len(v) == 2
+        and all(_number(x) and 0 <= x < bound for x in v)
+        and (not ordered or v[0] <= v[1])
+    ]
+    return pairs[-_CACHE_SAMPLES:]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

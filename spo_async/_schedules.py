@@ -58,6 +58,10 @@ class PollState:
     #: When the task was first seen out of ``queue`` (``None`` while queued or unknown).
     started_at: float | None = None
     mode: PollMode = PollMode.COMPLETION
+    #: When this client submitted the task, on the same timeline (0 or less: the wait
+    #: began after the submit); ``None`` for a task it did not submit. A learning
+    #: schedule may then plan the first look instead of looking at once.
+    submitted_at: float | None = None
 
 
 @runtime_checkable

@@ -6,8 +6,8 @@ import random
 from typing import Any
 
 import pytest
-from spo_async import ExponentialSchedule, FixedSchedule, PollSchedule, PollState
 from spo_async._schedules import as_schedule
+from spo_async.polling import ExponentialSchedule, FixedSchedule, PollSchedule, PollState
 
 
 def state(
@@ -194,3 +194,10 @@ def test_as_schedule_refuses_other_objects(bad: Any) -> None:
     """Anything neither a schedule nor callable is a TypeError naming its type."""
     with pytest.raises(TypeError, match=type(bad).__name__):
         as_schedule(bad)
+
+
+def test_poll_state_says_nothing_of_the_submit_unless_told() -> None:
+    """``submitted_at`` is ``None`` unless the polling layer knows when the task was submitted."""
+    assert state().submitted_at is None
+    told = PollState(task_id="t", polls=0, elapsed=0.0, last=None, submitted_at=-0.2)
+    assert told.submitted_at == -0.2
