@@ -155,11 +155,13 @@ class _Attempt:
 class _TaskFacts:
     """What the client knows of a task it submitted itself."""
 
-    __slots__ = ("max_rounds", "model")
+    __slots__ = ("max_rounds", "model", "submitted_at")
 
-    def __init__(self, max_rounds: int, model: str) -> None:
+    def __init__(self, max_rounds: int, model: str, submitted_at: float) -> None:
         self.max_rounds = max_rounds
         self.model = model
+        #: When the submit returned, on the client's clock.
+        self.submitted_at = submitted_at
 
 
 class _Core:
@@ -216,7 +218,7 @@ class _Core:
             )
 
     def remember(self, task_id: str, request: OptimizationRequest) -> None:
-        self.known[task_id] = _TaskFacts(request.max_rounds, request.model)
+        self.known[task_id] = _TaskFacts(request.max_rounds, request.model, self.clock())
         if len(self.known) > _REMEMBERED_TASKS:
             self.known.popitem(last=False)
 
@@ -623,11 +625,11 @@ class AsyncSPOClient:
 
     # -- read --------------------------------------------------------------------------------
 
-    def _facts(self, task_id: str, max_rounds: int | None) -> tuple[int | None, str | None]:
+    def _facts(self, task_id: str, max_rounds: int | None) -> tuple[int | None, _TaskFacts | None]:
         facts = self._core.known.get(task_id)
         if max_rounds is None and facts is not None:
             max_rounds = facts.max_rounds
-        return max_rounds, (facts.model if facts is not None else None)
+        return max_rounds, facts
 
     async def _fetch(
         self, task_id: str, max_rounds: int | None, http: HTTPRequest | None = None
@@ -742,7 +744,7 @@ class AsyncSPOClient:
     ) -> TaskResult:
         """The shared poll loop behind every wait, with this view's policy."""
         core, options = self._core, self._options
-        rounds, model = self._facts(task_id, max_rounds)
+        rounds, facts = self._facts(task_id, max_rounds)
         http = build_task_request(core.base_url, core.api_key, task_id, lang=core.lang)
 
         def run(
@@ -762,7 +764,8 @@ class AsyncSPOClient:
                 clock=core.clock,
                 mode=mode,
                 max_rounds=rounds,
-                model=model,
+                model=facts.model if facts is not None else None,
+                submitted_at=facts.submitted_at if facts is not None else None,
                 observer=fan_out,
                 look_at_once=takeover,
             )

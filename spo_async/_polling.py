@@ -262,10 +262,12 @@ class _TaskWatch:
         mode: Callable[[], PollMode],
         max_rounds: int | None,
         model: str | None,
+        submitted_at: float | None = None,
     ) -> None:
         self.task_id = task_id
         self.clock = clock
         self.started = clock()
+        self.submitted_at = submitted_at
         self.mode = mode
         self.max_rounds = max_rounds
         self.model = model
@@ -288,6 +290,9 @@ class _TaskWatch:
             round_seen_at=tuple(self.round_seen_at),
             started_at=self.started_at,
             mode=self.mode(),
+            submitted_at=(
+                None if self.submitted_at is None else min(0.0, self.submitted_at - self.started)
+            ),
         )
 
     def believe(self, result: TaskResult) -> bool:
@@ -461,6 +466,7 @@ async def poll_until_done(
     mode: Callable[[], PollMode],
     max_rounds: int | None = None,
     model: str | None = None,
+    submitted_at: float | None = None,
     observer: LoopObserver | None = None,
     look_at_once: bool = False,
 ) -> TaskResult:
@@ -478,7 +484,14 @@ async def poll_until_done(
     """
     import tenacity  # noqa: PLC0415 - on first use; see the module docstring
 
-    watch = _TaskWatch(task_id, clock=clock, mode=mode, max_rounds=max_rounds, model=model)
+    watch = _TaskWatch(
+        task_id,
+        clock=clock,
+        mode=mode,
+        max_rounds=max_rounds,
+        model=model,
+        submitted_at=submitted_at,
+    )
     loop = _PollStrategies(
         watch,
         schedule=schedule,

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,6 +20,10 @@ COMMAND: Sequence[str] = (str(_SCRIPT),)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
+#: A cache folder of the test session's own, for the schedule's learnt round times.
+_CACHE_HOME = tempfile.mkdtemp(prefix="spo-async-test-cache-")
+
+
 def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a run: no key, no colour hints from the outside, 100 columns."""
     env = {
@@ -28,6 +33,8 @@ def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         and name not in {"NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "COLUMNS", "LINES"}
     }
     env["COLUMNS"] = "100"
+    # The CLI keeps what it learns of round times in the user's cache: never the real one.
+    env["XDG_CACHE_HOME"] = _CACHE_HOME
     # The console script's directory comes first, as in an activated virtualenv, so that
     # the resume commands the CLI prints run as printed.
     env["PATH"] = os.pathsep.join([str(_SCRIPT.parent), env.get("PATH", "")])

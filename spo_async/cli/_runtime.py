@@ -18,7 +18,7 @@ import attrs
 from rich.console import Console
 
 from spo_async import AsyncSPOClient, OptimizationRequest, QAPair, RequestLimiter
-from spo_async.polling import FixedSchedule
+from spo_async.polling import AdaptiveSchedule, FixedSchedule
 
 from ._exit import InputError
 from ._report import API_KEY_VARIABLES, RunState, say
@@ -152,7 +152,10 @@ async def open_client(args: argparse.Namespace, state: RunState) -> AsyncIterato
     rate = getattr(args, "rate", None)
     limiter = RequestLimiter(rate=rate) if rate else None
     if not args.emulator:
-        schedule = FixedSchedule(interval=interval) if interval else None
+        # What the schedule learns of each model's round times is kept between runs, so
+        # a second ``spo-async optimize`` of a model starts warm (not for --emulator,
+        # whose made-up timings would mislead the next real run).
+        schedule = FixedSchedule(interval=interval) if interval else AdaptiveSchedule(persist=True)
         key = read_api_key(args, state)
         state.wait_options = _wait_options(args)
         async with AsyncSPOClient(
