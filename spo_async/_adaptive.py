@@ -228,7 +228,8 @@ class AdaptiveSchedule:
 
     Every setting is relative to the rounds the schedule sees, except ``floor``.
     ``persist`` keeps what was learnt in a small file between processes:
-    ``True`` for :func:`default_cache_path` (the user's cache folder), a path for
+    ``True`` for ``schedule.json`` in the user's cache folder
+    (``$XDG_CACHE_HOME/spo-async``, else ``~/.cache/spo-async``), a path for
     another file, ``None`` or ``False`` (the default) for none. It is read once,
     here, and rewritten after each task that taught something (or on
     :meth:`save`). The file holds model names and durations only, is replaced

@@ -71,7 +71,7 @@ class PollSchedule(Protocol):
     A schedule may also define ``task_finished(state: PollState) -> None``: the
     polling layer then calls it once when a wait ends (``state.last`` is the
     final snapshot when the task finished), so that a learning schedule such as
-    :class:`~spo_async.AdaptiveSchedule` can learn from the last round and forget
+    :class:`~spo_async.polling.AdaptiveSchedule` can learn from the last round and forget
     the task.
     """
 
