@@ -58,6 +58,7 @@ from ._events import (
 )
 from ._journal import ItemState, Journal, JournalEntry, JournalError, request_fingerprint
 from ._models import OptimizationRequest, TaskResult
+from ._polling import Retry
 from ._stream import EventStream, as_stream
 
 if TYPE_CHECKING:
@@ -272,19 +273,9 @@ class _ItemObserver:
         if self._reporter is not None:
             self._reporter.snapshot(result)
 
-    def retrying(
-        self,
-        *,
-        operation: str,
-        attempt: int,
-        wait: float,
-        cause: BaseException,
-        task_id: str | None,
-    ) -> None:
+    def retrying(self, retry: Retry) -> None:
         if self._reporter is not None:
-            self._reporter.retrying(
-                operation=operation, attempt=attempt, wait=wait, cause=cause, task_id=task_id
-            )
+            self._reporter.retrying(retry)
 
 
 class Batch:

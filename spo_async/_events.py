@@ -31,6 +31,7 @@ import attrs
 
 from ._errors import SubmitOutcomeUnknownError, TaskFailedError
 from ._models import OptimizationRequest, Round, TaskResult
+from ._polling import Retry
 from ._state import TaskStatus
 
 __all__ = [
@@ -312,23 +313,6 @@ class Reporter:
                 )
             )
 
-    def retrying(
-        self,
-        *,
-        operation: str,
-        attempt: int,
-        wait: float,
-        cause: BaseException,
-        task_id: str | None,
-    ) -> None:
+    def retrying(self, retry: Retry) -> None:
         """Emit a :class:`TaskRetrying`."""
-        self._emit(
-            TaskRetrying(
-                key=self._key,
-                task_id=task_id,
-                operation=operation,
-                attempt=attempt,
-                wait=wait,
-                cause=cause,
-            )
-        )
+        self._emit(TaskRetrying(key=self._key, **retry._asdict()))

@@ -28,7 +28,7 @@ import contextvars
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 from ._errors import SPOError, WaitTimeoutError, contradicting_task
 from ._models import TaskResult
@@ -52,6 +52,7 @@ __all__ = [
     "Clock",
     "LoopObserver",
     "Observer",
+    "Retry",
     "Sleep",
     "by_deadline",
     "current_attempt",
@@ -98,16 +99,8 @@ class Observer(Protocol):
     def snapshot(self, result: TaskResult) -> None:
         """A snapshot that changed something worth reporting."""
 
-    def retrying(
-        self,
-        *,
-        operation: str,
-        attempt: int,
-        wait: float,
-        cause: BaseException,
-        task_id: str | None,
-    ) -> None:
-        """A passing failure, retried after ``wait`` seconds."""
+    def retrying(self, retry: Retry) -> None:
+        """A passing failure, tried again after ``retry.wait`` seconds."""
 
 
 class LoopObserver(Observer, Protocol):
@@ -124,30 +117,31 @@ def _remaining(deadline: float | None, clock: Clock) -> float:
     return float("inf") if deadline is None else deadline - clock()
 
 
-def _retry_noticed(
-    observer: Observer | None,
-    *,
-    operation: str,
-    attempt: int,
-    wait: float,
-    cause: BaseException,
-    task_id: str | None,
-) -> None:
+class Retry(NamedTuple):
+    """A passing failure about to be tried again: what failed, how often, and the wait."""
+
+    operation: str
+    #: The number of the attempt that failed.
+    attempt: int
+    wait: float
+    cause: BaseException
+    task_id: str | None
+
+
+def _retry_noticed(observer: Observer | None, retry: Retry) -> None:
     """Log a retry at INFO and tell the observer, which must never break the loop."""
     log.info(
         "retrying %s in %.2f s after attempt %d failed: %s: %s",
-        operation,
-        wait,
-        attempt,
-        type(cause).__name__,
-        cause,
-        extra={"task_id": task_id},
+        retry.operation,
+        retry.wait,
+        retry.attempt,
+        type(retry.cause).__name__,
+        retry.cause,
+        extra={"task_id": retry.task_id},
     )
     if observer is not None:
         try:
-            observer.retrying(
-                operation=operation, attempt=attempt, wait=wait, cause=cause, task_id=task_id
-            )
+            observer.retrying(retry)
         except Exception:
             log.exception("an observer raised on a retry notice; the loop goes on")
 
@@ -189,12 +183,7 @@ async def retry_call(
         exc = state.outcome.exception()
         assert exc is not None  # noqa: S101 - only failures are retried here
         _retry_noticed(
-            observer,
-            operation=operation,
-            attempt=state.attempt_number,
-            wait=state.upcoming_sleep,
-            cause=exc,
-            task_id=task_id,
+            observer, Retry(operation, state.attempt_number, state.upcoming_sleep, exc, task_id)
         )
 
     tries = 0
@@ -443,14 +432,10 @@ class _PollStrategies:
         assert state.outcome is not None  # noqa: S101
         exc, watch = state.outcome.exception(), self.watch
         if exc is not None:
-            _retry_noticed(
-                self.observer,
-                operation=f"GET task {watch.task_id}",
-                attempt=watch.failures or watch.contradictions,
-                wait=state.upcoming_sleep,
-                cause=exc,
-                task_id=watch.task_id,
-            )
+            attempt = watch.failures or watch.contradictions
+            operation = f"GET task {watch.task_id}"
+            retry = Retry(operation, attempt, state.upcoming_sleep, exc, watch.task_id)
+            _retry_noticed(self.observer, retry)
 
 
 async def poll_until_done(

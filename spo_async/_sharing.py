@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Hashable
 
 from ._errors import SPOError, WaitTimeoutError
 from ._models import TaskResult
-from ._polling import Clock, LoopObserver, Observer
+from ._polling import Clock, LoopObserver, Observer, Retry
 from ._schedules import PollMode
 
 __all__ = ["PollRunner", "SharedPolls", "Waiter"]
@@ -88,32 +88,9 @@ class _SharedPoll:
         for waiter in list(self.waiters):
             _tell(waiter.observer, "snapshot", result)
 
-    def retrying(
-        self,
-        *,
-        operation: str,
-        attempt: int,
-        wait: float,
-        cause: BaseException,
-        task_id: str | None,
-    ) -> None:
+    def retrying(self, retry: Retry) -> None:
         for waiter in list(self.waiters):
-            _tell(
-                waiter.observer,
-                "retrying",
-                operation=operation,
-                attempt=attempt,
-                wait=wait,
-                cause=cause,
-                task_id=task_id,
-            )
-
-    # -- waiting -------------------------------------------------------------------------
-
-    def _wake(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
+            _tell(waiter.observer, "retrying", retry)
 
     def earliest_deadline(self) -> float | None:
         """The soonest deadline among the waiters: the loop wakes for it, so each holds."""
@@ -123,6 +100,13 @@ class _SharedPoll:
     def tick(self) -> None:
         """The leader's loop finished a look: followers re-check their own deadlines."""
         self._wake()
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     async def _wait_for_change(self, remaining: float | None) -> None:
         """Wait until the leader looks again, finishes or leaves, or ``remaining`` passes.
@@ -173,12 +157,12 @@ class _SharedPoll:
             self._wake()
 
 
-def _tell(observer: Observer | None, method: str, *args: object, **kwargs: object) -> None:
+def _tell(observer: Observer | None, method: str, value: object) -> None:
     """Call one waiter's observer; whatever it does, the loop and the other waiters go on."""
     if observer is None:
         return
     try:
-        getattr(observer, method)(*args, **kwargs)
+        getattr(observer, method)(value)
     except Exception:
         log.exception("a waiter's observer raised; the shared poll goes on")
 

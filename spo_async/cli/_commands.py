@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -202,16 +201,6 @@ async def wait(args: argparse.Namespace, output: Output, state: RunState) -> int
         return await _follow(client, args, output, state, task_id=task_id)
 
 
-def _is_loopback(host: str) -> bool:
-    """Whether ``host`` names only this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def run_emulator(args: argparse.Namespace) -> int:
     """``spo-async emulator``: serve the emulator until Ctrl-C or SIGTERM.
 
@@ -220,8 +209,6 @@ def run_emulator(args: argparse.Namespace) -> int:
     """
     from spo_async.testing.__main__ import config_from_args, serve  # noqa: PLC0415
 
-    if not args.allow_remote and not _is_loopback(args.host):
-        raise InputError(f"refusing to serve on {args.host!r}: pass --allow-remote to expose it")
     try:
         config = config_from_args(args)
     except ValueError as exc:

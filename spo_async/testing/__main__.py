@@ -228,7 +228,14 @@ def build_parser(
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
-    """Turn parsed command-line arguments into an :class:`EmulatorConfig`."""
+    """Turn parsed command-line arguments into an :class:`EmulatorConfig`.
+
+    Raises ``ValueError`` for settings that cannot work, and for a host other
+    than this machine without ``--allow-remote`` (the emulator accepts a fixed,
+    published key).
+    """
+    if not args.allow_remote and not is_loopback(args.host):
+        raise ValueError(f"refusing to serve on {args.host!r}: pass --allow-remote to expose it")
     faults: list[Fault] = []
     if args.fault_rate_429:
         faults.append(
@@ -322,8 +329,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.allow_remote and not is_loopback(args.host):
-        parser.error(f"refusing to serve on {args.host!r}: pass --allow-remote to expose it")
     try:
         config = config_from_args(args)
     except ValueError as exc:
