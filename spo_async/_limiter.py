@@ -172,9 +172,10 @@ class BudgetState:
     admitted_before: int = 0
     #: A smoothed HTTP request latency, in seconds.
     latency: float = 0.0
-    #: Requests sent, and answers other than 429, over the last window.
+    #: Requests sent, answers other than 429, and 429s (weighed), of the last windows.
     sent: _Recent = attrs.field(factory=_Recent)
     accepted: _Recent = attrs.field(factory=_Recent)
+    refused: _Recent = attrs.field(factory=_Recent)
 
     def background(self) -> float:
         """The share of 429s to expect in the ordinary run of things, for the test.
@@ -220,7 +221,11 @@ class BudgetPolicy:
 
     def take(self, state: BudgetState, now: float, *, waited: bool) -> None:
         """A request goes at ``now``; ``waited`` says it had to wait for the budget."""
-        state.next_at = max(state.next_at, now) + 1.0 / state.rate
+        # A sleeper wakes a little late: within half an interval, keep to the schedule
+        # rather than lose the lateness at every request.
+        interval = 1.0 / state.rate
+        late = now - state.next_at
+        state.next_at = (state.next_at if late <= interval / 2 else now) + interval
         state.sent.add(now)
         if waited:
             state.binding, state.pressed_at = True, now
@@ -234,8 +239,7 @@ class BudgetPolicy:
         self, state: BudgetState, now: float, *, limited: bool, retry_after: float | None = None
     ) -> bool:
         """Weigh one answer (``limited``: a 429); return whether it was a load signal."""
-        if not limited:
-            state.accepted.add(now)
+        (state.refused if limited else state.accepted).add(now)
         if now < state.quiet_until:
             return False
         background = state.background()
@@ -243,8 +247,11 @@ class BudgetPolicy:
         if limited:
             if state.evidence == 0.0:
                 # A quota says no once it has admitted its fill: what was sent over the
-                # window before this request left (all admitted, some refused at random).
-                state.admitted_before = state.sent.count(now - state.latency) - 1
+                # window before this request left, but for the window's 429s (less the
+                # background's share: a random 429 was admitted, then refused).
+                sent = state.sent.count(now - state.latency) - 1
+                refused = (state.refused.count(now) - 1) * (1.0 - state.measured())
+                state.admitted_before = max(0, round(sent - refused))
             state.evidence += math.log(raised / background)
             state.excursion += 1.0
         else:
