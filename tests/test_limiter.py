@@ -220,6 +220,7 @@ async def test_a_burst_of_429s_is_one_signal_that_pauses_everyone() -> None:
     assert limiter.load_signals == 1
     assert limiter.rate_limited == 20
     learned = limiter.learned_rate
+    assert learned is not None
     assert learned == pytest.approx(40, abs=1)
     assert limiter.current_rate == pytest.approx(learned / 2)
     assert limiter.paused_for == pytest.approx(2.0)
