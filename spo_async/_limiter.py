@@ -96,6 +96,8 @@ _RISE = 0.2
 _FIRE = 9.0
 #: Where the budget stands: no quota learnt yet, below the rate it holds at, at it, above.
 _SLOW_START, _RECOVERING, _HOLDING, _PROBING = range(4)
+#: How many requests may leave back to back before a quota is learnt (without a ``burst``).
+_INITIAL_BURST = 10.0
 #: Below this many accepted requests in the window, the window says little about a rate.
 _FEW = 4
 #: Below the learned rate, growth closes this share of the gap each time.
@@ -202,7 +204,7 @@ class BudgetPolicy:
     cap: float | None
     start_rate: float
     min_rate: float
-    burst: float
+    burst: float | None
     decrease_factor: float
     decrease_cooldown: float
     growth_interval: float
@@ -216,7 +218,13 @@ class BudgetPolicy:
 
     def delay(self, state: BudgetState, now: float) -> float:
         """Seconds until the next request may go (0: now)."""
-        earliest = max(state.paused_until, state.next_at - (self.burst - 1.0) / state.rate)
+        burst = self.burst
+        if burst is None:
+            # Ten requests back to back (TCP's initial window) while the quota is unknown,
+            # so that a script's first few requests never wait; one at a time once it is
+            # known, since any burst on top of a rate near a quota's would pass it.
+            burst = _INITIAL_BURST if state.learned is None else 1.0
+        earliest = max(state.paused_until, state.next_at - (burst - 1.0) / state.rate)
         return max(0.0, earliest - now)
 
     def take(self, state: BudgetState, now: float, *, waited: bool) -> None:
@@ -380,8 +388,9 @@ class RequestLimiter:
             limiter.on_success()
 
     ``rate`` caps the requests per second (``None``: no cap, the quota is found);
-    ``start_rate`` is where the budget starts (the cap when there is one, else 5 per
-    second), ``min_rate`` its floor, ``burst`` how many requests may leave back to back.
+    ``start_rate`` is where the budget starts (the cap when there is one, else 10 per
+    second), ``min_rate`` its floor, ``burst`` how many requests may leave back to back
+    (by default 10 until the quota is learnt and 1 after, or 1 under a cap).
     On load, the budget drops to ``decrease_factor`` of the learned quota and everyone
     waits out ``Retry-After`` (up to ``max_pause``); answers until ``decrease_cooldown``
     after that are one signal. ``growth_interval`` paces growth, ``headroom`` is the
@@ -401,7 +410,7 @@ class RequestLimiter:
         *,
         start_rate: float | None = None,
         min_rate: float = 0.2,
-        burst: float = 1.0,
+        burst: float | None = None,
         decrease_factor: float = 0.5,
         decrease_cooldown: float = 1.0,
         growth_interval: float = 0.25,
@@ -418,7 +427,11 @@ class RequestLimiter:
             cap=cap,
             start_rate=start,
             min_rate=floor if cap is None else min(floor, cap),
-            burst=_number("burst", burst, low=1.0, closed=True),
+            burst=(
+                (None if cap is None else 1.0)
+                if burst is None
+                else _number("burst", burst, low=1.0, closed=True)
+            ),
             decrease_factor=_number("decrease_factor", decrease_factor, high=1.0),
             decrease_cooldown=_number("decrease_cooldown", decrease_cooldown, closed=True),
             growth_interval=_number("growth_interval", growth_interval),
