@@ -284,6 +284,18 @@ class BudgetPolicy:
             rate = min(rate, self.cap)
         return max(rate, self.min_rate)
 
+    def _set_rate(self, state: BudgetState, now: float, rate: float) -> None:
+        """Change the rate, and re-space the requests already scheduled ahead at the new one.
+
+        ``next_at`` ahead of ``now`` is a debt of requests let out early (a burst); at
+        a new rate that debt is worth another time, else a doubling would halve the
+        burst's allowance at once and stall the queue.
+        """
+        rate = self._clamp(rate)
+        if state.next_at > now:
+            state.next_at = now + (state.next_at - now) * state.rate / rate
+        state.rate = rate
+
     def _phase(self, state: BudgetState) -> int:
         """Where the budget stands against what it learnt: see the ``_SLOW_START``... codes."""
         if state.learned is None:
@@ -305,7 +317,7 @@ class BudgetPolicy:
         if phase != _SLOW_START and now - state.pressed_at > _WINDOW:
             # Nobody waited for the budget lately: what went through shows the demand,
             # not the quota. Slow down, and learn when the budget is what holds us back.
-            state.rate = self._clamp(state.rate * self.decrease_factor)
+            self._set_rate(state, now, state.rate * self.decrease_factor)
         else:
             # What the service admitted over the last window, as a quota counts it: the
             # answers other than 429, and the background's share of all that was sent
@@ -322,7 +334,7 @@ class BudgetPolicy:
                 min(2 * state.hold, _MAX_HOLD * self.probe_after) if same else self.probe_after
             )
             state.learned = learned
-            state.rate = self._clamp(learned * self.decrease_factor)
+            self._set_rate(state, now, learned * self.decrease_factor)
         if retry_after is not None and retry_after > 0:
             pause = min(retry_after, self.max_pause)
             state.paused_until = max(state.paused_until, now + pause)
@@ -354,7 +366,7 @@ class BudgetPolicy:
                 )
             elif now >= state.probe_at:
                 rate += _PROBE_STEP * learned
-        state.rate = self._clamp(rate)
+        self._set_rate(state, now, rate)
 
 
 def _number(
