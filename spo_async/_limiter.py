@@ -3,65 +3,78 @@
 Submits and polls of every task share one :class:`RequestLimiter`, so a batch of ten
 thousand tasks and a single ``optimize`` call in the same process draw from the same
 budget. The service documents no rate limit (spec §9), so by default the budget is
-*found*: the limiter starts at a modest rate and doubles it while the answers stay clean
-(a slow start, as TCP does), and the first sign of overload tells it where the quota is.
+*found*: it starts at 10 requests per second and doubles while the answers stay clean (a
+slow start, as TCP does), and the first sign of overload tells it where the quota is.
+How many requests are in flight at once is not its business: that is the connection
+pool's (``max_connections``), the one concurrency cap of a client.
 
 **What a 429 means.** A gateway's quota answers 429 once a key sends faster than it
 allows; a gateway also answers 429 now and then for its own reasons (a busy upstream),
-whatever the key's rate. Only the first kind says anything about our rate, and the
-fraction of 429s alone cannot tell them apart: 5 % random refusals look like sending 5 %
-over the quota. What differs is that the random ones were also there *before*, at rates
-the quota allowed. So the limiter keeps the background fraction of 429s (a slowly
-decaying average over the last few hundred answers, starting from a prior of 5 % over
-ten answers) and treats a 429 as load only when the recent ones are clearly in excess of
-it: a CUSUM test of "the 429 rate rose by 20 points" against "it is the background",
-which fires when the evidence reaches 100 to 1. After many clean answers one 429 is
-enough; with 5 % background refusals it takes three or so in close succession, which
-random ones rarely are and an overloaded quota always is.
+whatever the key's rate. Only the first kind says anything about our rate, and the share
+of 429s alone cannot tell them apart: 5 % random refusals look like sending 5 % over the
+quota. What differs is that random ones were also there *before*, at rates the quota
+allowed, and come one at a time, where an overloaded quota refuses everything until its
+window moves on. So the limiter keeps the *background* share of 429s, measured only
+where the quota should not be the cause (before it is known, and at or below the rate
+the budget holds at after, never while probing above it), decaying over about a
+thousand answers and pulled toward a prior of 5 % until there are a few hundred. A 429
+is load only when the recent ones are clearly in excess of that background: a CUSUM
+test of "the 429 rate rose by 20 points" against "it is the background", which fires
+at odds of e^9 (about 8,000) to 1. After a long clean run three 429s close together are
+enough; with 5 % random ones it takes six or so in a row, which random ones almost
+never are (no signal from them in the benchmark's runs) and an overloaded quota always
+is.
 
 **What load does.** When the test fires:
 
 - everyone waits out ``Retry-After`` (capped at ``max_pause``): the quota is the
-  account's, not one request's;
-- the rate the service accepted during the last second becomes :attr:`learned_rate`
-  (divided by the share that background 429s take away), the best figure there is for
-  the quota; the budget drops to ``decrease_factor`` of it;
-- the answers that arrive until ``decrease_cooldown`` after the pause are not evidence
-  again: a burst of 429s is one signal, not fifty.
+  account's, not one request's. A 429 that is not judged load delays only the request
+  that got it (its retry waits, the retry policy's business), so random 429s do not
+  stop the whole client;
+- the budget learns the quota: what the service had admitted over the last second when
+  it first said no (what was sent, less the 429s, plus the background's share of them,
+  since a random 429 was admitted first) becomes :attr:`learned_rate`, and the budget
+  drops to ``decrease_factor`` of it. It learns only when the budget was what held the
+  client back; otherwise it only slows down;
+- the answers until ``decrease_cooldown`` after the pause are not evidence again: a
+  burst of 429s is one signal, not fifty.
 
 **Between signals.** Growth is decided every ``growth_interval`` (or twice the
-requests' latency, when that is longer), and only while the budget is what holds the
-client back (requests had to wait for it) and the evidence is quiet. A budget that is
-not used does not grow, so a quiet client never builds up the right to a burst.
+requests' latency, when that is longer), and only while the budget holds requests back
+(they had to wait for it) and the evidence is quiet. A budget that is not used does
+not grow, so a quiet client never builds up the right to a burst.
 
 - Before any signal: slow start, the budget doubles.
-- Below the learned rate: it closes half the gap each time, up to ``1 - headroom`` of
-  the learned rate, where it holds.
+- Below the learned quota: it closes half the gap each time, up to ``1 - headroom`` of
+  the learned quota, where it holds.
 - After holding ``probe_after`` seconds (twice as long after each probe that found the
-  same quota, up to eight times) it probes: it adds one hundredth of the learned rate
-  each time, until a signal says where the quota is now. So a quota that was raised is
-  found again, and a quota that did not move costs a pause only now and then.
+  same quota, up to eight times as long) it probes: it adds one hundredth of the learned
+  quota each time, until a signal says where the quota is now. So a raised quota is
+  found again, and one that did not move costs a pause only now and then.
 
-A configured ``rate`` is a cap the budget never exceeds (and the rate it starts at).
-``min_rate`` is a floor.
+A configured ``rate`` is a cap the budget never exceeds (and where it starts).
+``min_rate`` is a floor. Until a quota is learnt, ten requests may leave back to back
+(TCP's initial window), so a script's first few requests never wait; after, one at a
+time, since any burst on top of a rate just under a quota would pass it.
 
 **Where the state lives.** :class:`BudgetPolicy` makes every decision (when may the
 next request go; what an answer does to the budget) as plain functions of a
 :class:`BudgetState` and the time. :class:`RequestLimiter` keeps one state in memory and
-queues its callers in order. A budget shared by several processes (a later
-``RequestLimiter.shared("postgresql://...")``) keeps the same state in one row or key
-and runs the same decisions on it under a lock, on the shared store's clock.
+queues its callers in order of arrival; only the first in line sleeps. A budget shared
+by several processes (a later ``RequestLimiter.shared("postgresql://...")``) would keep
+the same state in one row or key and run the same decisions on it under a lock, on the
+shared store's clock.
 
 **Why no library.** aiolimiter's bucket cannot change its rate or take an injected
 clock; pyrate-limiter counts whole requests per whole milliseconds and sleeps with
 :func:`asyncio.sleep` itself; limits only answers "allowed or not" on
 :func:`time.time`. What they share, a GCRA (the next request may go at a *theoretical
-arrival time*, which each request pushes ``1 / rate`` later), is three lines here; the
+arrival time*, which each request pushes ``1 / rate`` later), is a few lines here; the
 adaptive part is in none of them.
 
 **Time** is the clock and sleep the client binds (:meth:`RequestLimiter._bind`), or
-:func:`time.monotonic` and :func:`asyncio.sleep` until one does, so tests that give the
-client a manual clock drive the limiter with it too.
+:func:`time.monotonic` and :func:`asyncio.sleep` until one does, so a client given a
+manual clock drives its limiter with it too.
 """
 
 from __future__ import annotations
@@ -87,11 +100,11 @@ _WINDOW = 1.0
 #: The background 429 fraction starts as this many 429s in ``_PRIOR_ANSWERS`` answers.
 _PRIOR_LIMITED = 5.0
 _PRIOR_ANSWERS = 100.0
-#: Each answer keeps this share of the background's memory (about 500 answers deep).
+#: Each answer keeps this share of the background's memory (about 1,000 answers deep).
 _MEMORY = 1.0 - 1.0 / 1000
 #: A background above this is not background: past it, 429s are load however common.
 _MAX_BACKGROUND = 0.25
-#: The rise in the 429 rate the evidence looks for, and the odds at which it fires.
+#: The rise in the 429 rate the evidence looks for, and the log-odds at which it fires.
 _RISE = 0.2
 _FIRE = 9.0
 #: Where the budget stands: no quota learnt yet, below the rate it holds at, at it, above.
@@ -407,7 +420,7 @@ class RequestLimiter:
     waits out ``Retry-After`` (up to ``max_pause``); answers until ``decrease_cooldown``
     after that are one signal. ``growth_interval`` paces growth, ``headroom`` is the
     share of the learned quota left unused, ``probe_after`` how long the budget holds
-    there before looking for more. The module docstring says why each is so.
+    there before looking for more (why each is so: the docstring of ``spo_async._limiter``).
 
     How many requests are in flight at once is the transport's connection pool's
     business (``max_connections``), not the limiter's.
