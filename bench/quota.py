@@ -10,8 +10,10 @@ refuses now and then for reasons of its own.
 
 It prints one Markdown table row: the share of the quota used (requests the quota
 admitted, over quota x the time from the first request to the last), the share of
-requests answered 429 (by the quota, and at random), what the limiter learnt, and
-with ``--timeline`` the requests admitted in each second.
+requests answered 429 (by the quota, and at random), what the limiter learnt, how
+many load signals it saw, the lowest budget it had after the first five seconds
+(``inf``: no budget, the limiter of before), and with ``--timeline`` the requests
+admitted in each second.
 """
 
 from __future__ import annotations
@@ -59,10 +61,20 @@ async def main() -> None:
                 except SPOError:
                     failed += 1
 
+            limiter = client.limiter
+            budgets: list[float] = []
+
+            async def watch() -> None:  # the budget, every half second after the first five
+                await asyncio.sleep(5)
+                while True:
+                    budgets.append(getattr(limiter, "current_rate", None) or float("inf"))
+                    await asyncio.sleep(0.5)
+
+            watcher = asyncio.create_task(watch())
             started = time.monotonic()
             await asyncio.gather(*(one(i) for i in range(args.tasks)))
             wall = time.monotonic() - started
-            limiter = client.limiter
+            watcher.cancel()
 
     quota = emu.quota
     assert quota is not None
@@ -71,15 +83,17 @@ async def main() -> None:
     requests = quota.admitted + quota.refused
     used = quota.admitted / (args.quota * (last - first))
     learned = getattr(limiter, "learned_rate", None)
+    signals = getattr(limiter, "load_signals", "-")
     print(
         "| quota/s | tasks | noise | wall s | requests | quota used | 429 share "
-        "| quota 429s | random 429s | learned/s | failed |"
+        "| quota 429s | random 429s | learned/s | load signals | lowest budget/s | failed |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(
         f"| {args.quota:g} | {args.tasks} | {args.noise:.0%} | {wall:.1f} | {requests} "
         f"| {used:.3f} | {(quota.refused + noise) / requests:.2%} | {quota.refused} | {noise} "
-        f"| {'-' if learned is None else f'{learned:.1f}'} | {failed} |"
+        f"| {'-' if learned is None else f'{learned:.1f}'} | {signals} "
+        f"| {min(budgets, default=float('inf')):.1f} | {failed} |"
     )
     if args.timeline:
         per_second: collections.Counter[int] = collections.Counter()
