@@ -187,7 +187,7 @@ class BudgetState:
     admitted_before: int = 0
     #: A smoothed HTTP request latency, in seconds.
     latency: float = 0.0
-    #: Requests sent, answers other than 429, and 429s (weighed), of the last windows.
+    #: The times of requests sent, of answers other than 429, and of 429s (two windows).
     sent: _Recent = attrs.field(factory=_Recent)
     accepted: _Recent = attrs.field(factory=_Recent)
     refused: _Recent = attrs.field(factory=_Recent)
