@@ -98,7 +98,7 @@ nitpick_ignore_regex = [
         r"py:.*",
         r"(aiohttp|tenacity|attrs|attr|cattrs|asyncio|collections|typing|typing_extensions|os"
         r"|random|ssl|argparse|pathlib|enum|datetime|types|logging|sqlite3|contextlib|io"
-        r"|pytest|_pytest|threading|concurrent|http|json|aiolimiter|rich|time)(\..*)?",
+        r"|pytest|_pytest|threading|concurrent|http|json|rich|time)(\..*)?",
     ),
     # Names the standard library documents but Python's domain does not know offline.
     (r"py:.*", r"(Self|TracebackType|Final|Any|TypeAlias|ExceptionGroup|BaseException)"),

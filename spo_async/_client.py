@@ -281,7 +281,7 @@ class AsyncSPOClient:
     failures are retried, ``schedule`` when a running task is looked at again
     (by default an :class:`~spo_async.polling.AdaptiveSchedule` that learns
     round times per model), ``limiter`` how fast the whole client may send (by
-    default no fixed rate, but every HTTP 429 slows all of its requests down).
+    default a rate found from the service's 429s, starting slowly as TCP does).
     ``lang`` asks the service for messages in ``"en"``, ``"cn"`` or ``"jp"``;
     ``strict_status`` makes an unknown task status a
     :class:`~spo_async.ProtocolError` instead of ``TaskStatus.UNKNOWN``.
@@ -364,12 +364,14 @@ class AsyncSPOClient:
             raise ConfigurationError(
                 f"transport must implement send() and aclose(), got {type(transport).__name__}"
             )
+        limiter = limiter if limiter is not None else RequestLimiter()
+        limiter._bind(clock, sleep)  # every wait on the client's own clock, the limiter's too
         self._core = _Core(
             api_key=key,
             base_url=base,
             lang=lang,
             transport=transport,
-            limiter=limiter if limiter is not None else RequestLimiter(),
+            limiter=limiter,
             clock=clock,
             sleep=sleep,
             max_connections=_pool_size(max_connections, session),

@@ -1,30 +1,80 @@
-"""One request budget for a whole client: a rate, a concurrency cap, and backing off on 429.
+"""One request budget for a whole client: how fast it may send, learnt from the service's 429s.
 
-Submits and polls of every task share one :class:`RequestLimiter`, so a batch of
-ten thousand tasks and a single ``optimize`` call in the same process draw from
-the same budget. Three controls, applied in this order around each HTTP request:
+Submits and polls of every task share one :class:`RequestLimiter`, so a batch of ten
+thousand tasks and a single ``optimize`` call in the same process draw from the same
+budget. The service documents no rate limit (spec §9), so by default the budget is
+*found*: it starts at 10 requests per second and doubles while the answers stay clean (a
+slow start, as TCP does), and the first sign of overload tells it where the quota is.
+How many requests are in flight at once is not its business: that is the connection
+pool's (``max_connections``), the one concurrency cap of a client.
 
-1. **Concurrency**: at most ``max_concurrent`` requests in flight (a semaphore).
-2. **Pause**: after a 429 with ``Retry-After``, nobody sends until that time has
-   passed; the service asked the account, not one request, to wait.
-3. **Rate**: a token bucket lets requests out at ``current_rate`` per second,
-   at most ``burst`` back to back.
+**What a 429 means.** A gateway's quota answers 429 once a key sends faster than it
+allows; a gateway also answers 429 now and then for its own reasons (a busy upstream),
+whatever the key's rate. Only the first kind says anything about our rate, and the share
+of 429s alone cannot tell them apart: 5 % random refusals look like sending 5 % over the
+quota. What differs is that random ones were also there *before*, at rates the quota
+allowed, and come one at a time, where an overloaded quota refuses everything until its
+window moves on. So the limiter keeps the *background* share of 429s, measured only
+where the quota should not be the cause (before it is known, and at or below the rate
+the budget holds at after, never while probing above it), decaying over about a
+thousand answers and pulled toward a prior of 5 % until there are a few hundred. A 429
+is load only when the recent ones are clearly in excess of that background: a CUSUM
+test of "the 429 rate rose by 20 points" against "it is the background", which fires
+at odds of e^9 (about 8,000) to 1. After a long clean run three 429s close together are
+enough; with 5 % random ones it takes six or so in a row, which random ones almost
+never are (no signal from them in the benchmark's runs) and an overloaded quota always
+is.
 
-The rate adapts (AIMD, as TCP does): each 429 multiplies it by
-``decrease_factor`` (at most once per ``decrease_cooldown``, since a burst of
-429s is one signal, not fifty), and each ``recovery_interval`` of successes adds
-``recovery_step`` back, up to the configured rate. Without a configured rate the
-limiter sends freely until the first 429, then starts from half the rate it had
-observed, and lets go again once it has recovered to that rate.
+**What load does.** When the test fires:
 
-The bucket is :class:`aiolimiter.AsyncLimiter` (small, well kept, exact). It has
-no way to change its rate in place, so a change of rate swaps in a new bucket;
-waiters that were queued on the old one queue again on the new one, so the old
-and new buckets never leak side by side. The pause, the AIMD control and the
-concurrency cap are the parts aiolimiter does not do, and are written here.
+- everyone waits out ``Retry-After`` (capped at ``max_pause``): the quota is the
+  account's, not one request's. A 429 that is not judged load delays only the request
+  that got it (its retry waits, the retry policy's business), so random 429s do not
+  stop the whole client;
+- the budget learns the quota: what the service had admitted over the last second when
+  it first said no (what was sent, less the 429s, plus the background's share of them,
+  since a random 429 was admitted first) becomes :attr:`learned_rate`, and the budget
+  drops to ``decrease_factor`` of it. It learns only when the budget was what held the
+  client back; otherwise it only slows down;
+- the answers until ``decrease_cooldown`` after the pause are not evidence again: a
+  burst of 429s is one signal, not fifty.
 
-Time is the running event loop's (``loop.time()``), as aiolimiter's is, so a test
-loop with virtual time drives all of it.
+**Between signals.** Growth is decided every ``growth_interval`` (or twice the
+requests' latency, when that is longer), and only while the budget holds requests back
+(they had to wait for it) and the evidence is quiet. A budget that is not used does
+not grow, so a quiet client never builds up the right to a burst.
+
+- Before any signal: slow start, the budget doubles.
+- Below the learned quota: it closes half the gap each time, up to ``1 - headroom`` of
+  the learned quota, where it holds.
+- After holding ``probe_after`` seconds (twice as long after each probe that found the
+  same quota, up to eight times as long) it probes: it adds one hundredth of the learned
+  quota each time, until a signal says where the quota is now. So a raised quota is
+  found again, and one that did not move costs a pause only now and then.
+
+A configured ``rate`` is a cap the budget never exceeds (and where it starts).
+``min_rate`` is a floor. Until a quota is learnt, ten requests may leave back to back
+(TCP's initial window), so a script's first few requests never wait; after, one at a
+time, since any burst on top of a rate just under a quota would pass it.
+
+**Where the state lives.** :class:`BudgetPolicy` makes every decision (when may the
+next request go; what an answer does to the budget) as plain functions of a
+:class:`BudgetState` and the time. :class:`RequestLimiter` keeps one state in memory and
+queues its callers in order of arrival; only the first in line sleeps. A budget shared
+by several processes (a later ``RequestLimiter.shared("postgresql://...")``) would keep
+the same state in one row or key and run the same decisions on it under a lock, on the
+shared store's clock.
+
+**Why no library.** aiolimiter's bucket cannot change its rate or take an injected
+clock; pyrate-limiter counts whole requests per whole milliseconds and sleeps with
+:func:`asyncio.sleep` itself; limits only answers "allowed or not" on
+:func:`time.time`. What they share, a GCRA (the next request may go at a *theoretical
+arrival time*, which each request pushes ``1 / rate`` later), is a few lines here; the
+adaptive part is in none of them.
+
+**Time** is the clock and sleep the client binds (:meth:`RequestLimiter._bind`), or
+:func:`time.monotonic` and :func:`asyncio.sleep` until one does, so a client given a
+manual clock drives its limiter with it too.
 """
 
 from __future__ import annotations
@@ -34,38 +84,324 @@ import collections
 import contextlib
 import math
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+
+import attrs
 
 from ._errors import ConfigurationError
 
-if TYPE_CHECKING:
-    from aiolimiter import AsyncLimiter
+__all__ = ["BudgetPolicy", "BudgetState", "RequestLimiter"]
 
-__all__ = ["RequestLimiter"]
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
 
-#: The window, in seconds, over which the observed request rate is measured.
-_RATE_WINDOW = 1.0
+#: The span, in seconds, over which sent and accepted requests are counted.
+_WINDOW = 1.0
+#: The background 429 fraction starts as this many 429s in ``_PRIOR_ANSWERS`` answers.
+_PRIOR_LIMITED = 5.0
+_PRIOR_ANSWERS = 100.0
+#: Each answer keeps this share of the background's memory (about 1,000 answers deep).
+_MEMORY = 1.0 - 1.0 / 1000
+#: A background above this is not background: past it, 429s are load however common.
+_MAX_BACKGROUND = 0.25
+#: The rise in the 429 rate the evidence looks for, and the log-odds at which it fires.
+_RISE = 0.2
+_FIRE = 9.0
+#: Where the budget stands: no quota learnt yet, below the rate it holds at, at it, above.
+_SLOW_START, _RECOVERING, _HOLDING, _PROBING = range(4)
+#: How many requests may leave back to back before a quota is learnt (without a ``burst``).
+_INITIAL_BURST = 10.0
+#: Below this many accepted requests in the window, the window says little about a rate.
+_FEW = 4
+#: Below the learned rate, growth closes this share of the gap each time.
+_CLOSE = 0.5
+#: A probe adds this share of the learned rate each time.
+_PROBE_STEP = 0.01
+#: A probe that finds the quota within this share of the learned rate found the same one.
+_SAME = 0.1
+#: The longest hold before a probe, in multiples of ``probe_after``.
+_MAX_HOLD = 8.0
 
 
-def _check_number(
-    name: str, value: object, *, at_least: float = 0.0, allow_none: bool = True
-) -> None:
-    """Refuse anything but a finite number above ``at_least`` (or equal, when it is not 0)."""
-    if value is None and allow_none:
-        return
+class _Recent:
+    """The times of recent events (two windows' worth), to count them exactly.
+
+    Exactly, because the quota is counted so: a count over a little more than the
+    window would read a fast burst as a higher quota than the service allows.
+    """
+
+    __slots__ = ("_times",)
+
+    def __init__(self) -> None:
+        self._times: collections.deque[float] = collections.deque()
+
+    def add(self, now: float) -> None:
+        """Count one event at ``now``."""
+        times = self._times
+        times.append(now)
+        horizon = now - 2 * _WINDOW
+        while times[0] <= horizon:
+            times.popleft()
+
+    def count(self, end: float) -> int:
+        """The events of the window that ends at ``end`` (at most a window ago)."""
+        start, count = end - _WINDOW, 0
+        for t in reversed(self._times):
+            if t <= start:
+                break
+            count += t <= end
+        return count
+
+
+@attrs.define(slots=True)
+class BudgetState:
+    """Everything the budget's decisions read and write: what a shared backend would store."""
+
+    #: The requests per second allowed now.
+    rate: float
+    #: The GCRA's theoretical arrival time: the next request goes no earlier (less the burst).
+    next_at: float = -math.inf
+    #: Nobody sends before this time (a ``Retry-After`` pause).
+    paused_until: float = -math.inf
+    #: The quota learnt from the last load signal, in requests per second.
+    learned: float | None = None
+    #: Answers before this time are not evidence (the one signal's own burst).
+    quiet_until: float = -math.inf
+    #: Probing above the learned rate starts at this time.
+    probe_at: float = math.inf
+    #: How long the last hold before a probe was.
+    hold: float = 0.0
+    #: When growth was last considered.
+    grown_at: float = -math.inf
+    #: Whether a request had to wait for the budget since then, and when one last did.
+    binding: bool = False
+    pressed_at: float = -math.inf
+    #: The CUSUM statistic: log-odds that 429s are above the background.
+    evidence: float = 0.0
+    #: The background: answers and 429s, both decaying by ``_MEMORY`` per answer.
+    answers: float = 0.0
+    limited: float = 0.0
+    #: The 429s since the evidence was last zero: load, not background, if it fires.
+    excursion: float = 0.0
+    #: What the service had admitted over the window before the first of those 429s.
+    admitted_before: int = 0
+    #: A smoothed HTTP request latency, in seconds.
+    latency: float = 0.0
+    #: The times of requests sent, of answers other than 429, and of 429s (two windows).
+    sent: _Recent = attrs.field(factory=_Recent)
+    accepted: _Recent = attrs.field(factory=_Recent)
+    refused: _Recent = attrs.field(factory=_Recent)
+
+    def background(self) -> float:
+        """The share of 429s to expect in the ordinary run of things, for the test.
+
+        The measured share, pulled toward a prior of 5 % until there are a few hundred
+        answers to go on: a 429 among the first clean answers proves little.
+        """
+        share = (self.limited + _PRIOR_LIMITED) / (self.answers + _PRIOR_ANSWERS)
+        return min(share, _MAX_BACKGROUND)
+
+    def measured(self) -> float:
+        """The share of 429s measured in the ordinary run of things (0 before any answer)."""
+        return min(self.limited / self.answers, _MAX_BACKGROUND) if self.answers else 0.0
+
+
+@attrs.frozen(kw_only=True)
+class BudgetPolicy:
+    """The decisions of a request budget, as functions of a :class:`BudgetState` and the time.
+
+    No I/O, no clock, no locks: a caller passes ``now`` and holds whatever lock its
+    state needs. The settings are :class:`RequestLimiter`'s.
+    """
+
+    cap: float | None
+    start_rate: float
+    min_rate: float
+    burst: float | None
+    decrease_factor: float
+    decrease_cooldown: float
+    growth_interval: float
+    headroom: float
+    probe_after: float
+    max_pause: float
+
+    def new_state(self) -> BudgetState:
+        """The state of a budget that has seen nothing yet."""
+        return BudgetState(rate=self._clamp(self.start_rate))
+
+    def delay(self, state: BudgetState, now: float) -> float:
+        """Seconds until the next request may go (0: now)."""
+        burst = self.burst
+        if burst is None:
+            # Ten requests back to back (TCP's initial window) while the quota is unknown,
+            # so that a script's first few requests never wait; one at a time once it is
+            # known, since any burst on top of a rate near a quota's would pass it.
+            burst = _INITIAL_BURST if state.learned is None else 1.0
+        earliest = max(state.paused_until, state.next_at - (burst - 1.0) / state.rate)
+        return max(0.0, earliest - now)
+
+    def take(self, state: BudgetState, now: float, *, waited: bool) -> None:
+        """A request goes at ``now``; ``waited`` says it had to wait for the budget."""
+        # A sleeper wakes a little late: within half an interval, keep to the schedule
+        # rather than lose the lateness at every request.
+        interval = 1.0 / state.rate
+        late = now - state.next_at
+        state.next_at = (state.next_at if late <= interval / 2 else now) + interval
+        state.sent.add(now)
+        if waited:
+            state.binding, state.pressed_at = True, now
+        self._grow(state, now)
+
+    def answered(self, state: BudgetState, latency: float) -> None:
+        """A request took ``latency`` seconds (it sets the pace of growth)."""
+        state.latency = latency if state.latency == 0 else 0.8 * state.latency + 0.2 * latency
+
+    def on_answer(
+        self, state: BudgetState, now: float, *, limited: bool, retry_after: float | None = None
+    ) -> bool:
+        """Weigh one answer (``limited``: a 429); return whether it was a load signal."""
+        (state.refused if limited else state.accepted).add(now)
+        if now < state.quiet_until:
+            return False
+        background = state.background()
+        raised = background + _RISE
+        if limited:
+            if state.evidence == 0.0:
+                # A quota says no once it has admitted its fill: what was sent over the
+                # window before this request left, but for the window's 429s (less the
+                # background's share: a random 429 was admitted, then refused).
+                sent = state.sent.count(now - state.latency) - 1
+                refused = (state.refused.count(now) - 1) * (1.0 - state.measured())
+                state.admitted_before = max(0, round(sent - refused))
+            state.evidence += math.log(raised / background)
+            state.excursion += 1.0
+        else:
+            state.evidence = max(0.0, state.evidence + math.log((1 - raised) / (1 - background)))
+            if state.evidence == 0.0:
+                state.excursion = 0.0
+        # The background is measured where the quota should not be the cause: before the
+        # quota is known, and not above the rate the budget holds at after (not probing).
+        if self._phase(state) != _PROBING:
+            state.answers = state.answers * _MEMORY + 1.0
+            state.limited = state.limited * _MEMORY + float(limited)
+        if state.evidence >= _FIRE:
+            self._slow_down(state, now, retry_after)
+            return True
+        self._grow(state, now)
+        return False
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _clamp(self, rate: float) -> float:
+        if self.cap is not None:
+            rate = min(rate, self.cap)
+        return max(rate, self.min_rate)
+
+    def _set_rate(self, state: BudgetState, now: float, rate: float) -> None:
+        """Change the rate, and re-space the requests already scheduled ahead at the new one.
+
+        ``next_at`` ahead of ``now`` is a debt of requests let out early (a burst); at
+        a new rate that debt is worth another time, else a doubling would halve the
+        burst's allowance at once and stall the queue.
+        """
+        rate = self._clamp(rate)
+        if state.next_at > now:
+            state.next_at = now + (state.next_at - now) * state.rate / rate
+        state.rate = rate
+
+    def _phase(self, state: BudgetState) -> int:
+        """Where the budget stands against what it learnt: see the ``_SLOW_START``... codes."""
+        if state.learned is None:
+            return _SLOW_START
+        holding = state.learned * (1.0 - self.headroom)
+        if state.rate > holding * (1 + 1e-9):
+            return _PROBING
+        return _HOLDING if state.rate >= holding * (1 - 1e-9) else _RECOVERING
+
+    def _slow_down(self, state: BudgetState, now: float, retry_after: float | None) -> None:
+        """Load: cut the budget, pause everyone, and learn the quota where that is sound."""
+        phase = self._phase(state)
+        if phase in (_SLOW_START, _PROBING):
+            # Above any rate known to be safe: the 429s that built the evidence were load,
+            # and they leave the background. (Below it they may be a cluster of random
+            # ones, and stay: so the background learns how clustered random ones get.)
+            state.limited = max(0.0, state.limited - state.excursion)
+        state.excursion = 0.0
+        if phase != _SLOW_START and now - state.pressed_at > _WINDOW:
+            # Nobody waited for the budget lately: what went through shows the demand,
+            # not the quota. Slow down, and learn when the budget is what holds us back.
+            self._set_rate(state, now, state.rate * self.decrease_factor)
+        else:
+            # What the service admitted over the last window, as a quota counts it: the
+            # answers other than 429, and the background's share of all that was sent
+            # (a random 429 was admitted, then refused).
+            accepted = state.accepted.count(now)
+            learned = state.rate
+            if accepted >= _FEW:
+                admitted = accepted + state.measured() * state.sent.count(now)
+                admitted = max(admitted, state.admitted_before)
+                learned = min(learned, admitted / _WINDOW)
+            previous = state.learned
+            same = previous is not None and abs(learned - previous) <= _SAME * previous
+            state.hold = (
+                min(2 * state.hold, _MAX_HOLD * self.probe_after) if same else self.probe_after
+            )
+            state.learned = learned
+            self._set_rate(state, now, learned * self.decrease_factor)
+        if retry_after is not None and retry_after > 0:
+            pause = min(retry_after, self.max_pause)
+            state.paused_until = max(state.paused_until, now + pause)
+        resume = max(now, state.paused_until)
+        state.quiet_until = resume + self.decrease_cooldown
+        state.probe_at = resume + state.hold
+        state.grown_at = resume
+        state.binding = False
+        state.evidence = 0.0
+
+    def _grow(self, state: BudgetState, now: float) -> None:
+        """Consider growth, once per interval, if the budget held requests back."""
+        interval = max(self.growth_interval, 2 * state.latency)
+        if now - state.grown_at < interval:
+            return
+        # On the interval's beat, not on whichever request happens to notice it is due.
+        state.grown_at = max(state.grown_at + interval, now - interval)
+        binding, state.binding = state.binding, False
+        if not binding or now < state.paused_until or state.evidence >= _FIRE / 2:
+            return
+        rate, learned = state.rate, state.learned
+        if learned is None:
+            rate *= 2.0
+        else:
+            holding = learned * (1.0 - self.headroom)
+            if rate < holding:
+                rate = (
+                    holding if holding - rate < 0.01 * holding else rate + _CLOSE * (holding - rate)
+                )
+            elif now >= state.probe_at:
+                rate += _PROBE_STEP * learned
+        self._set_rate(state, now, rate)
+
+
+def _number(
+    name: str, value: object, *, low: float = 0.0, closed: bool = False, high: float = math.inf
+) -> float:
+    """``value`` as a float, or a ConfigurationError naming ``name`` if it is out of range."""
     ok = (
         isinstance(value, int | float)
         and not isinstance(value, bool)
         and math.isfinite(value)
-        and (value >= at_least if at_least else value > 0)
+        and (value >= low if closed else value > low)
+        and value < high
     )
     if not ok:
-        bound = f">= {at_least:g}" if at_least else "> 0"
-        raise ConfigurationError(f"{name} must be a finite number {bound}, got {value!r}")
+        above = f">= {low:g}" if closed else f"> {low:g}"
+        below = "" if high == math.inf else f" and < {high:g}"
+        raise ConfigurationError(f"{name} must be a finite number {above}{below}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
 
 
 class RequestLimiter:
-    """A client-wide budget of HTTP requests: rate, concurrency, and back-off on 429.
+    """A client-wide budget of HTTP requests per second, found from the service's 429s.
 
     Hold :meth:`slot` around each HTTP request, then report how it went::
 
@@ -76,84 +412,114 @@ class RequestLimiter:
         else:
             limiter.on_success()
 
-    ``rate`` is the most requests per second (``None``: no cap until a 429 is
-    seen), ``max_concurrent`` the most requests in flight (``None``: no cap).
-    ``burst`` is how many requests may leave back to back after a quiet spell.
-    On a 429 the rate is multiplied by ``decrease_factor`` (not below
-    ``min_rate``), and everyone waits out ``Retry-After`` (capped at
-    ``max_pause``); after that, each ``recovery_interval`` seconds with a success
-    adds ``recovery_step`` requests per second (default: a tenth of the target
-    rate) until the configured rate is back.
+    ``rate`` caps the requests per second (``None``: no cap, the quota is found);
+    ``start_rate`` is where the budget starts (the cap when there is one, else 10 per
+    second), ``min_rate`` its floor, ``burst`` how many requests may leave back to back
+    (by default 10 until the quota is learnt and 1 after, or 1 under a cap).
+    On load, the budget drops to ``decrease_factor`` of the learned quota and everyone
+    waits out ``Retry-After`` (up to ``max_pause``); answers until ``decrease_cooldown``
+    after that are one signal. ``growth_interval`` paces growth, ``headroom`` is the
+    share of the learned quota left unused, ``probe_after`` how long the budget holds
+    there before looking for more (why each is so: the docstring of ``spo_async._limiter``).
 
-    One limiter belongs to one event loop, like the client that uses it.
+    How many requests are in flight at once is the transport's connection pool's
+    business (``max_connections``), not the limiter's.
+
+    One limiter belongs to one event loop and one clock, like the client that uses it;
+    several clients may share it if they share the clock.
     """
 
     def __init__(
         self,
         rate: float | None = None,
-        max_concurrent: int | None = None,
         *,
-        burst: float = 1.0,
+        start_rate: float | None = None,
         min_rate: float = 0.2,
+        burst: float | None = None,
         decrease_factor: float = 0.5,
         decrease_cooldown: float = 1.0,
-        recovery_step: float | None = None,
-        recovery_interval: float = 1.0,
+        growth_interval: float = 0.25,
+        headroom: float = 0.02,
+        probe_after: float = 60.0,
         max_pause: float = 120.0,
     ) -> None:
-        _check_number("rate", rate)
-        _check_number("min_rate", min_rate, allow_none=False)
-        _check_number("decrease_cooldown", decrease_cooldown, allow_none=False)
-        _check_number("recovery_step", recovery_step)
-        _check_number("recovery_interval", recovery_interval, allow_none=False)
-        _check_number("max_pause", max_pause, allow_none=False)
-        _check_number("burst", burst, at_least=1.0, allow_none=False)
-        _check_number("decrease_factor", decrease_factor, allow_none=False)
-        if not decrease_factor < 1:
-            raise ConfigurationError(f"decrease_factor must be in (0, 1), got {decrease_factor!r}")
-        concurrent: object = max_concurrent
-        if concurrent is not None and (
-            isinstance(concurrent, bool) or not isinstance(concurrent, int) or concurrent < 1
-        ):
-            raise ConfigurationError(f"max_concurrent must be an int >= 1, got {max_concurrent!r}")
-        self.rate = None if rate is None else float(rate)
-        self.max_concurrent = max_concurrent
-        self.burst = float(burst)
-        self.min_rate = (
-            min(float(min_rate), self.rate) if self.rate is not None else float(min_rate)
+        cap = None if rate is None else _number("rate", rate)
+        start = 10.0 if cap is None else cap
+        if start_rate is not None:
+            start = _number("start_rate", start_rate)
+        floor = _number("min_rate", min_rate)
+        self._policy = BudgetPolicy(
+            cap=cap,
+            start_rate=start,
+            min_rate=floor if cap is None else min(floor, cap),
+            burst=(
+                (None if cap is None else 1.0)
+                if burst is None
+                else _number("burst", burst, low=1.0, closed=True)
+            ),
+            decrease_factor=_number("decrease_factor", decrease_factor, high=1.0),
+            decrease_cooldown=_number("decrease_cooldown", decrease_cooldown, closed=True),
+            growth_interval=_number("growth_interval", growth_interval),
+            headroom=_number("headroom", headroom, closed=True, high=0.5),
+            probe_after=_number("probe_after", probe_after),
+            max_pause=_number("max_pause", max_pause, closed=True),
         )
-        self.decrease_factor = float(decrease_factor)
-        self.decrease_cooldown = float(decrease_cooldown)
-        self.recovery_step = None if recovery_step is None else float(recovery_step)
-        self.recovery_interval = float(recovery_interval)
-        self.max_pause = float(max_pause)
-
-        self._current: float | None = self.rate
-        self._bucket: AsyncLimiter | None = self._make_bucket(self.rate)
-        #: Without a configured rate: the rate to recover to before letting go again.
-        self._target: float | None = self.rate
-        self._semaphore = asyncio.Semaphore(max_concurrent) if max_concurrent else None
-        self._paused_until = -math.inf
-        self._last_decrease = -math.inf
-        self._last_change = -math.inf
-        self._sent_times: collections.deque[float] = collections.deque()
+        self._state = self._policy.new_state()
+        self._clock: Clock = time.monotonic
+        self._sleep: Sleep = asyncio.sleep
+        self._bound = False
+        self._used = False
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._in_flight = 0
         self._requests_sent = 0
         self._rate_limited = 0
+        self._load_signals = 0
 
     def __repr__(self) -> str:
-        rate = "unlimited" if self._current is None else f"{self._current:g}/s"
+        learned = "unknown" if self.learned_rate is None else f"{self.learned_rate:.3g}/s"
+        cap = "none" if self.rate is None else f"{self.rate:g}/s"
         return (
-            f"<RequestLimiter rate={rate} (configured {self.rate}) "
-            f"in_flight={self._in_flight} max_concurrent={self.max_concurrent}>"
+            f"<RequestLimiter rate={self.current_rate:.3g}/s learned={learned} cap={cap} "
+            f"in_flight={self._in_flight}>"
         )
 
-    # -- read-only statistics ----------------------------------------------------------
+    def _bind(self, clock: Clock, sleep: Sleep) -> None:
+        """Wait on ``clock`` and ``sleep`` from now on: the client calls this when it is made.
+
+        Binding again to the same pair does nothing (clients sharing a limiter and a
+        clock). A second, different clock is refused: the state's times are in the
+        first one's units. So is a clock bound after the limiter was used on another.
+        """
+        if self._bound or self._used:
+            if clock == self._clock and sleep == self._sleep:
+                self._bound = True
+                return
+            raise ConfigurationError(
+                "this RequestLimiter already runs on another clock: give each client "
+                "that has its own clock (or sleep) its own limiter"
+            )
+        self._clock, self._sleep, self._bound = clock, sleep, True
+
+    # -- settings and statistics -------------------------------------------------------
 
     @property
-    def current_rate(self) -> float | None:
-        """The requests per second allowed now (``None``: no cap)."""
-        return self._current
+    def rate(self) -> float | None:
+        """The configured cap, in requests per second (``None``: none)."""
+        return self._policy.cap
+
+    @property
+    def current_rate(self) -> float:
+        """The requests per second allowed now."""
+        return self._state.rate
+
+    @property
+    def learned_rate(self) -> float | None:
+        """The service's quota as the last load signal showed it (``None``: none seen yet).
+
+        Worth keeping across runs (with what the poll schedule learnt), to start the
+        next client there instead of slow-starting: ``RequestLimiter(start_rate=...)``.
+        """
+        return self._state.learned
 
     @property
     def in_flight(self) -> int:
@@ -167,24 +533,28 @@ class RequestLimiter:
 
     @property
     def rate_limited(self) -> int:
-        """How many 429 answers were reported."""
+        """How many 429 answers were reported, load or not."""
         return self._rate_limited
+
+    @property
+    def load_signals(self) -> int:
+        """How many times the 429s were judged load, and the budget cut."""
+        return self._load_signals
 
     @property
     def paused_for(self) -> float:
         """Seconds until the current ``Retry-After`` pause ends (0 when not paused)."""
-        return max(0.0, self._paused_until - self._now())
+        return max(0.0, self._state.paused_until - self._clock())
 
     @property
     def requests_per_second(self) -> float:
         """Requests let through during the last second."""
-        self._prune(self._now())
-        return len(self._sent_times) / _RATE_WINDOW
+        return self._state.sent.count(self._clock()) / _WINDOW
 
     # -- the gate ----------------------------------------------------------------------
 
     def slot(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """Wait for a free slot, a token and the end of any pause; hold it for one request.
+        """Wait for the budget (in order of arrival) and any pause; hold it for one request.
 
         Use it as ``async with limiter.slot():`` around the request. (A small class
         rather than :func:`contextlib.asynccontextmanager`: this runs once per HTTP
@@ -192,122 +562,79 @@ class RequestLimiter:
         """
         return _Slot(self)
 
-    async def _enter(self) -> asyncio.Semaphore | None:
-        """Pass the gate; returns the semaphore held, for :meth:`_exit` to release."""
-        semaphore = self._semaphore
-        if semaphore is not None:
-            await semaphore.acquire()
-        try:
-            await self._wait_turn()
-            now = self._now()
-            self._sent_times.append(now)
-            self._prune(now)
-        except BaseException:
-            if semaphore is not None:
-                semaphore.release()
-            raise
+    async def _enter(self) -> float:
+        """Pass the gate; return the time the request left, for :meth:`_exit`."""
+        self._used = True
+        policy, state, waiters = self._policy, self._state, self._waiters
+        now = self._clock()
+        if not waiters and policy.delay(state, now) <= 0:
+            policy.take(state, now, waited=False)
+        else:
+            me: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiters.append(me)
+            try:
+                queued = waiters[0] is not me
+                if queued:
+                    await me
+                waited = queued
+                while (delay := policy.delay(state, now := self._clock())) > 0:
+                    waited = waited or now >= state.paused_until  # held back by the rate
+                    await self._sleep(delay)
+            finally:
+                self._leave(me)
+            policy.take(state, now, waited=waited)
         self._in_flight += 1
         self._requests_sent += 1
-        return semaphore
+        return now
 
-    def _exit(self, semaphore: asyncio.Semaphore | None) -> None:
+    def _leave(self, me: asyncio.Future[None]) -> None:
+        """Take ``me`` out of the queue; if it was first, the next in line is first now."""
+        waiters = self._waiters
+        if waiters and waiters[0] is me:
+            waiters.popleft()
+            if waiters and not waiters[0].done():
+                waiters[0].set_result(None)
+        else:
+            with contextlib.suppress(ValueError):
+                waiters.remove(me)
+
+    def _exit(self, entered: float) -> None:
         self._in_flight -= 1
-        if semaphore is not None:
-            semaphore.release()
-
-    async def _wait_turn(self) -> None:
-        while True:
-            delay = self._paused_until - self._now()
-            if delay > 0:
-                await asyncio.sleep(delay)
-                continue
-            bucket = self._bucket
-            if bucket is None:
-                return
-            await bucket.acquire()
-            # A token from a bucket that was swapped out (the rate changed) or taken
-            # before a pause began does not count: queue again under the new rules.
-            if bucket is self._bucket and self._paused_until <= self._now():
-                return
+        self._policy.answered(self._state, self._clock() - entered)
 
     # -- feedback ----------------------------------------------------------------------
 
     def on_rate_limited(self, retry_after: float | None = None) -> None:
-        """A request got 429: pause everyone for ``retry_after`` seconds, and slow down."""
-        now = self._now()
+        """A request got 429: weigh it, and if it shows load, pause everyone and slow down.
+
+        ``retry_after`` is the service's ``Retry-After`` in seconds. It pauses the whole
+        client only when the 429 is judged load; a random one delays only the request
+        that got it (its retry waits), which is the retry policy's business.
+        """
+        self._used = True
         self._rate_limited += 1
-        if retry_after is not None and retry_after > 0:
-            self._paused_until = max(self._paused_until, now + min(retry_after, self.max_pause))
-        if now - self._last_decrease < self.decrease_cooldown:
-            return
-        self._last_decrease = now
-        if self._current is None:
-            observed = self.requests_per_second
-            self._target = max(observed, self.min_rate)
-            new_rate = max(self.min_rate, observed * self.decrease_factor)
-        else:
-            new_rate = max(self.min_rate, self._current * self.decrease_factor)
-        self._set_rate(new_rate, now)
+        if self._policy.on_answer(
+            self._state, self._clock(), limited=True, retry_after=retry_after
+        ):
+            self._load_signals += 1
 
     def on_success(self) -> None:
-        """A request got an answer other than 429: creep back toward the configured rate."""
-        current, target = self._current, self._target
-        if current is None or target is None or current >= target:
-            return
-        now = self._now()
-        if now - self._last_change < self.recovery_interval or now < self._paused_until:
-            return
-        step = self.recovery_step if self.recovery_step is not None else target / 10
-        new_rate = min(target, current + step)
-        if new_rate >= target and self.rate is None:
-            # Recovered to where the first 429 hit, without a cap of our own: let go.
-            self._target = None
-            self._set_rate(None, now)
-        else:
-            self._set_rate(new_rate, now)
-
-    # -- internals ---------------------------------------------------------------------
-
-    def _set_rate(self, rate: float | None, now: float) -> None:
-        self._current = rate
-        self._last_change = now
-        self._bucket = self._make_bucket(rate)
-
-    def _make_bucket(self, rate: float | None) -> AsyncLimiter | None:
-        if rate is None:
-            return None
-        # Imported here: a client without a rate never needs a bucket, and aiolimiter's
-        # import costs more than the rest of this module.
-        from aiolimiter import AsyncLimiter  # noqa: PLC0415
-
-        # ``burst`` tokens leak out at ``rate`` per second: ``burst / rate`` seconds per burst.
-        return AsyncLimiter(self.burst, self.burst / rate)
-
-    def _prune(self, now: float) -> None:
-        times = self._sent_times
-        while times and times[0] <= now - _RATE_WINDOW:
-            times.popleft()
-
-    @staticmethod
-    def _now() -> float:
-        try:
-            return asyncio.get_running_loop().time()
-        except RuntimeError:
-            # Statistics read outside a loop: asyncio's loops tell time.monotonic().
-            return time.monotonic()
+        """A request got an answer other than 429."""
+        self._used = True
+        self._policy.on_answer(self._state, self._clock(), limited=False)
 
 
 class _Slot:
     """One pass through a :class:`RequestLimiter`: entered before a request, left after it."""
 
-    __slots__ = ("_held", "_limiter")
+    __slots__ = ("_entered", "_limiter")
 
     def __init__(self, limiter: RequestLimiter) -> None:
         self._limiter = limiter
-        self._held: asyncio.Semaphore | None = None
+        self._entered = 0.0
 
     async def __aenter__(self) -> None:
-        self._held = await self._limiter._enter()
+        self._entered = await self._limiter._enter()
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._limiter._exit(self._held)
+        self._limiter._exit(self._entered)

@@ -7,9 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
-import spo_async._errors
 from spo_async import (
-    APIError,
     AsyncSPOClient,
     InvalidRequestError,
     OptimizationRequest,
@@ -68,31 +66,18 @@ class VirtualTime:
         await asyncio.sleep(0)
 
 
-def _being_merged(name: str, base: type[APIError]) -> type[APIError]:
-    """The class the SDK raises today for an answer whose class is being merged into ``base``.
-
-    The 1.0 API folds -10008 (no channel) into :class:`InvalidRequestError`; until that
-    lands the narrower class is still raised, and is not yet a subclass of its base.
-    Once it lands this is ``base``: then replace each use with the base itself.
-    """
-    narrower: type[APIError] | None = getattr(spo_async._errors, name, None)
-    return base if narrower is None or issubclass(narrower, base) else narrower
-
-
-#: What an unknown model (-10008, HTTP 503) raises: InvalidRequestError once merged.
-NO_CHANNEL_ERROR = _being_merged("InvalidRequestError", InvalidRequestError)
+#: What an unknown model (-10008, HTTP 503) raises.
+NO_CHANNEL_ERROR = InvalidRequestError
 
 
 def unpaced_limiter() -> RequestLimiter:
-    """A request limiter whose answer to HTTP 429 costs no real time.
+    """A request limiter that never paces: no slow start, no pause after a 429.
 
-    The default limiter pauses every request for the 429's ``Retry-After`` and
-    halves its rate, on the event loop's real clock: a client's injected ``clock``
-    and ``sleep`` do not reach it (see the xfail in test_reliability). Tests that
-    hold the retry rules rather than the limiter's pacing (test_limiter's subject)
-    use this one, so that a ``Retry-After: 30`` is a recorded wait, not 30 seconds.
+    Tests that hold the client's retry rules rather than the limiter's pacing
+    (test_limiter's subject) use it, so that a ``Retry-After: 30`` is the retry
+    policy's recorded wait alone and a real-time test pays no slow start.
     """
-    return RequestLimiter(min_rate=1e6, max_pause=1e-3)
+    return RequestLimiter(start_rate=1e6, min_rate=1e6, max_pause=0)
 
 
 @pytest.fixture
@@ -129,7 +114,11 @@ ClientFactory = Callable[..., AsyncSPOClient]
 
 @pytest.fixture
 async def make_client(emu: Emulator) -> AsyncIterator[ClientFactory]:
-    """Build clients for the emulator with zero-wait retries and fast polling; closes them all."""
+    """Build clients for the emulator with zero-wait retries, fast polling and no pacing.
+
+    The limiter's own pacing (its slow start, its pauses) is test_limiter's subject; here
+    it would only add real time, so each client gets an unpaced one unless a test says.
+    """
     clients: list[AsyncSPOClient] = []
 
     def factory(**options: object) -> AsyncSPOClient:
@@ -140,6 +129,8 @@ async def make_client(emu: Emulator) -> AsyncIterator[ClientFactory]:
             "schedule": FixedSchedule(interval=0.002),
             "request_timeout": 2.0,
         }
+        if "clock" not in options:  # a client on a virtual clock may pace: it costs no time
+            settings["limiter"] = unpaced_limiter()
         settings.update(options)
         client = AsyncSPOClient(**settings)  # type: ignore[arg-type]
         clients.append(client)

@@ -27,6 +27,7 @@ from spo_async import (
     Errored,
     Event,
     EventStream,
+    RequestLimiter,
     RequestValidationError,
     RetryPolicy,
     RoundCompleted,
@@ -301,13 +302,13 @@ async def test_a_deadline_before_the_submit_left_says_no_task_exists(
     make_client: ClientFactory, emu: Emulator
 ) -> None:
     """A deadline that passes while the submit is still queued locally creates no task."""
-    client = make_client()
-    client.limiter.on_rate_limited(30.0)  # everyone waits 30 s before sending
+    client = make_client(limiter=RequestLimiter(rate=0.05))  # one request per 20 s
+    await client.submit(make_request("takes the only token for 20 s"))
     async with asyncio.timeout(10):
         with pytest.raises(WaitTimeoutError) as raised:
             await client.optimize(make_request(), timeout=0.1)
     assert raised.value.task_id is None
-    assert emu.tasks_created == 0
+    assert emu.tasks_created == 1
 
 
 async def test_a_cancelled_optimize_tells_the_task_id_it_created(

@@ -295,12 +295,6 @@ async def test_retry_after_http_date_is_honoured(
     assert 27.0 <= seen[0].wait <= 31.0
 
 
-@pytest.mark.xfail(
-    reason="the limiter's Retry-After pause waits on the event loop's real clock, not on the "
-    "client's injected clock/sleep: a 429 with Retry-After: 30 costs 30 real seconds",
-    raises=TimeoutError,
-    strict=True,
-)
 async def test_a_retry_after_pause_runs_on_the_clients_own_clock(
     emu: Emulator, make_client: ClientFactory
 ) -> None:

@@ -72,6 +72,12 @@ def _not_negative(_: object, attribute: attrs.Attribute[Any], value: float) -> N
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
+def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    """Reject a value that is neither ``None`` nor a finite number > 0."""
+    if value is not None and not 0 < value < float("inf"):
+        raise ValueError(f"{attribute.name} must be None or a finite number > 0, got {value!r}")
+
+
 def _fraction(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
     """Reject a value outside [0, 1]."""
     if not 0 <= value <= 1:
@@ -136,6 +142,12 @@ class EmulatorConfig:
             logger: method, path, status, time taken, task id, fault, and whether an
             ``Authorization`` header came (never its value).
         shutdown_timeout: seconds ``close()`` waits for requests still being answered.
+        quota_per_second: the requests per second each API key may send, submits and
+            queries together (``None``: no quota); past it the emulator answers 429 with
+            ``Retry-After``, as a gateway would (a moving window, see
+            :class:`~spo_async.testing._quota.QuotaGate`). Runs on ``clock``.
+        quota_window: the window, in seconds, over which ``quota_per_second`` is counted:
+            at most ``quota_per_second * quota_window`` requests in any such span.
     """
 
     host: str = "127.0.0.1"
@@ -162,6 +174,8 @@ class EmulatorConfig:
     record_requests: bool = True
     log_requests: bool = False
     shutdown_timeout: float = attrs.field(default=1.0, validator=_not_negative)
+    quota_per_second: float | None = attrs.field(default=None, validator=_positive_or_none)
+    quota_window: float = attrs.field(default=1.0, validator=_positive)
 
     def simulation_settings(self) -> SimulationSettings:
         """Return the part of the config every simulated task needs."""

@@ -32,6 +32,7 @@ from aiohttp import web
 from spo_async.testing._config import DEFAULT_API_KEY, EmulatorConfig
 from spo_async.testing._faults import Fault, FaultKind, FaultPlan, Reply, fault_reply, mutate
 from spo_async.testing._log import log_exchange, unrouted_logger
+from spo_async.testing._quota import QuotaGate
 from spo_async.testing._tasks import SimulatedTask, TaskOutcome
 from spo_async.testing._wire import envelope, validate_submit
 
@@ -84,6 +85,15 @@ class Emulator:
         self._clock = config.clock
         self._settings = config.simulation_settings()
         self._plan = FaultPlan(config.faults, seed=config.seed)
+        self.quota: QuotaGate | None = None
+        """The per-key quota of ``config.quota_per_second`` (``None`` without one)."""
+        if config.quota_per_second is not None:
+            self.quota = QuotaGate(
+                config.quota_per_second,
+                window=config.quota_window,
+                clock=config.clock,
+                record=config.record_requests,
+            )
         self._scripted: collections.deque[TaskOutcome] = collections.deque()
         self._ids = 0
         nonce = config.task_id_nonce
@@ -256,9 +266,12 @@ class Emulator:
         self, request: web.Request, endpoint: str, task_id: str | None, work: Callable[[], Reply]
     ) -> tuple[Reply | None, Fault | None]:
         """Do ``work`` under the fault that fires, if any; a ``None`` reply drops the connection."""
-        fault = self._plan.pick(endpoint, task_id) if self._plan else None
+        refused = self._over_quota(request)
+        fault = self._plan.pick(endpoint, task_id) if self._plan and refused is None else None
         reply: Reply | None
-        if fault is None:
+        if refused is not None:
+            reply = refused
+        elif fault is None:
             reply = work()
         elif fault.kind is FaultKind.DROP_BEFORE:
             reply = None
@@ -285,6 +298,12 @@ class Emulator:
                 )
             )
         return reply, fault
+
+    def _over_quota(self, request: web.Request) -> Reply | None:
+        """The gateway's 429 when the request's key is past its quota (``None``: go on)."""
+        if self.quota is None:
+            return None
+        return self.quota.check(request.headers.get("Authorization", ""))
 
     async def _sleep(self, seconds: float) -> None:
         """Wait ``seconds`` of real time, or less if the emulator is closing."""
