@@ -107,7 +107,7 @@ nitpick_ignore_regex = [
 ]
 # ``timeout: float | Unset | None = UNSET``: a per-call option left to the client's setting.
 # The sentinel is private (never passed by a caller); the client's page says what it means.
-nitpick_ignore = [("py:class", "Unset"), ("py:class", "spo_async._client.Unset")]
+nitpick_ignore = [("py:class", "Unset"), ("py:class", "spo_async._core.Unset")]
 
 # -- HTML ----------------------------------------------------------------------------------
 html_theme = "furo"

@@ -16,8 +16,6 @@ on the same core, so per-call policy never needs a keyword on every method.
 from __future__ import annotations
 
 import asyncio
-import collections
-import enum
 import functools
 import logging
 import os
@@ -25,15 +23,27 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Hashable
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Literal, Protocol, Self, TypeAlias
+from typing import TYPE_CHECKING, Literal, Self
 
 import attrs
 
 from ._checks import check_count, check_flag, check_seconds
+from ._core import (
+    UNSET,
+    Core,
+    Options,
+    SubmitAttempt,
+    SubmitGate,
+    TaskFacts,
+    Unset,
+    check_request,
+    pool_size,
+    request_timeout_option,
+    retry_option,
+    schedule_option,
+)
 from ._errors import (
-    ClientClosedError,
     ConfigurationError,
-    RequestValidationError,
     SPOError,
     SubmitOutcomeUnknownError,
     TaskFailedError,
@@ -66,9 +76,10 @@ from ._sansio import (
     quote_task_id,
     redact_response,
 )
-from ._schedules import PollMode, PollSchedule, ScheduleLike, as_schedule
+from ._schedules import PollMode, PollSchedule, ScheduleLike
 from ._settings import DEFAULT_CONCURRENCY, resolve_api_key, resolve_base_url
-from ._sharing import SharedPolls, Waiter
+from ._sharing import Waiter
+from ._stream import OnEvent, Watching
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport, Transport
 
 if TYPE_CHECKING:
@@ -77,186 +88,11 @@ if TYPE_CHECKING:
     # The batch layer (and SQLite, for its journal) and the event stream are imported
     # on first use only, to keep ``import spo_async`` cheap.
     from ._batch import Batch, BatchInput, KeyFunction
-    from ._events import EventCallback, Outcome
-    from ._stream import EventStream
+    from ._events import Outcome
 
 __all__ = ["UNSET", "AsyncSPOClient", "SubmitGate", "Unset"]
 
 log = logging.getLogger("spo_async")
-
-#: How many submitted tasks the client remembers (for ``max_rounds`` and ``model``).
-_REMEMBERED_TASKS: Final = 100_000
-
-
-class Unset(enum.Enum):
-    """The type of :data:`UNSET`: "not given here, use the client's setting"."""
-
-    UNSET = "UNSET"
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-#: A per-call option left to the client's (or the view's) setting.
-UNSET: Final = Unset.UNSET
-
-OnEvent: TypeAlias = "EventCallback | EventStream | None"
-
-
-@attrs.frozen(kw_only=True)
-class _Options:
-    """The policy a client (or a view of it) applies to each call."""
-
-    #: The default overall deadline of a wait, in seconds (``None``: none).
-    timeout: float | None
-    request_timeout: float
-    retry: RetryPolicy
-    schedule: PollSchedule = attrs.field(eq=False)
-    strict_status: bool
-
-
-class SubmitGate(Protocol):
-    """Hooks around each attempt of one submit, for a caller that must stop cleanly.
-
-    :meth:`leaving` runs just before the POST is handed to the transport (after
-    the connection pool and the limiter let it through) and may raise to keep it
-    home; :meth:`refused` runs when the service answered that attempt with a
-    refusal, so no task came of it. Between the two, the POST may have reached
-    the service. The batch uses them to stop without cutting a submit in flight.
-    """
-
-    def leaving(self) -> None:
-        """The POST leaves now; raise to keep it from leaving."""
-
-    def refused(self) -> None:
-        """The service refused the attempt: it created no task."""
-
-
-class _Attempt:
-    """One submit attempt: whether its POST left, passed on to the caller's gate."""
-
-    __slots__ = ("gate", "left")
-
-    def __init__(self, gate: SubmitGate | None) -> None:
-        self.gate = gate
-        self.left = False
-
-    def leaving(self) -> None:
-        if self.gate is not None:
-            self.gate.leaving()
-        self.left = True
-
-    def refused(self) -> None:
-        self.left = False
-        if self.gate is not None:
-            self.gate.refused()
-
-
-class _TaskFacts:
-    """What the client knows of a task it submitted itself."""
-
-    __slots__ = ("max_rounds", "model", "submitted_at")
-
-    def __init__(self, max_rounds: int, model: str, submitted_at: float) -> None:
-        self.max_rounds = max_rounds
-        self.model = model
-        #: When the submit returned, on the client's clock.
-        self.submitted_at = submitted_at
-
-
-class _Core:
-    """What a client and all its views share: one pool, one limiter, one clock, shared waits."""
-
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        base_url: str,
-        lang: str | None,
-        transport: Transport,
-        limiter: RequestLimiter,
-        clock: Callable[[], float],
-        sleep: Callable[[float], Awaitable[None]],
-        max_connections: int,
-    ) -> None:
-        self.api_key = api_key
-        self.base_url = base_url
-        self.lang = lang
-        self.transport = transport
-        self.limiter = limiter
-        self.clock = clock
-        self.sleep = sleep
-        self.shared = SharedPolls()
-        self.known: collections.OrderedDict[str, _TaskFacts] = collections.OrderedDict()
-        self.closed = False
-        self.loop: asyncio.AbstractEventLoop | None = None
-        #: The client's one cap on requests in flight. A request queues here, before
-        #: its timeout starts and before it is counted as sent: waiting for a free
-        #: connection must never look like a request that may have reached the service.
-        self.slots = asyncio.Semaphore(max_connections)
-
-    def check_usable(self) -> None:
-        """Refuse use after ``aclose`` and use from a second event loop, with typed errors."""
-        if self.closed:
-            raise ClientClosedError("this AsyncSPOClient is closed; create a new one")
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # not in a coroutine: nothing is sent from here
-        if self.loop is None:
-            self.loop = running
-        elif self.loop is not running:
-            if self.loop.is_closed():
-                self.closed = True  # its pool died with its loop
-                raise ClientClosedError(
-                    "this AsyncSPOClient was used on an event loop that is now closed "
-                    "(each asyncio.run() makes a new loop): create the client inside the loop "
-                    "that uses it"
-                )
-            raise ConfigurationError(
-                "this AsyncSPOClient belongs to another event loop: create one client per loop"
-            )
-
-    def remember(self, task_id: str, request: OptimizationRequest) -> None:
-        self.known[task_id] = _TaskFacts(request.max_rounds, request.model, self.clock())
-        if len(self.known) > _REMEMBERED_TASKS:
-            self.known.popitem(last=False)
-
-
-def _schedule_option(schedule: object) -> PollSchedule:
-    try:
-        return as_schedule(schedule)  # type: ignore[arg-type]
-    except TypeError as exc:
-        raise ConfigurationError(str(exc)) from None
-
-
-def _retry_option(retry: object) -> RetryPolicy:
-    if not isinstance(retry, RetryPolicy):
-        raise ConfigurationError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
-    return retry
-
-
-def _request_timeout_option(value: object) -> float:
-    seconds = check_seconds("request_timeout", value, allow_none=False)
-    assert seconds is not None  # noqa: S101 - allow_none=False
-    if seconds <= 0:
-        raise ConfigurationError(f"request_timeout must be > 0, got {value!r}")
-    return seconds
-
-
-def _pool_size(max_connections: int, session: aiohttp.ClientSession | None) -> int:
-    """The requests a client lets into flight: its own cap, or a smaller one of a session's."""
-    connector = session.connector if session is not None else None
-    limit = getattr(connector, "limit", 0) if connector is not None else 0
-    return min(max_connections, limit) if limit else max_connections
-
-
-def _check_request(request: object) -> OptimizationRequest:
-    if not isinstance(request, OptimizationRequest):
-        raise RequestValidationError(
-            "request", f"expected an OptimizationRequest, got {type(request).__name__}"
-        )
-    return request
 
 
 class AsyncSPOClient:
@@ -297,8 +133,8 @@ class AsyncSPOClient:
     :class:`~spo_async.RequestValidationError` (what would be sent).
     """
 
-    _core: _Core
-    _options: _Options
+    _core: Core
+    _options: Options
     _owner: bool
 
     def __init__(
@@ -347,11 +183,11 @@ class AsyncSPOClient:
             from ._adaptive import AdaptiveSchedule  # noqa: PLC0415
 
             schedule = AdaptiveSchedule()
-        options = _Options(
+        options = Options(
             timeout=check_seconds("timeout", timeout),
-            request_timeout=_request_timeout_option(request_timeout),
-            retry=_retry_option(retry if retry is not None else RetryPolicy()),
-            schedule=_schedule_option(schedule),
+            request_timeout=request_timeout_option(request_timeout),
+            retry=retry_option(retry if retry is not None else RetryPolicy()),
+            schedule=schedule_option(schedule),
             strict_status=check_flag("strict_status", strict_status),
         )
         if transport is None:
@@ -366,7 +202,7 @@ class AsyncSPOClient:
             )
         limiter = limiter if limiter is not None else RequestLimiter()
         limiter._bind(clock, sleep)  # every wait on the client's own clock, the limiter's too
-        self._core = _Core(
+        self._core = Core(
             api_key=key,
             base_url=base,
             lang=lang,
@@ -374,7 +210,7 @@ class AsyncSPOClient:
             limiter=limiter,
             clock=clock,
             sleep=sleep,
-            max_connections=_pool_size(max_connections, session),
+            max_connections=pool_size(max_connections, session),
         )
         self._options = options
         self._owner = True
@@ -404,11 +240,11 @@ class AsyncSPOClient:
         if timeout is not UNSET:
             changes["timeout"] = check_seconds("timeout", timeout)
         if request_timeout is not UNSET:
-            changes["request_timeout"] = _request_timeout_option(request_timeout)
+            changes["request_timeout"] = request_timeout_option(request_timeout)
         if retry is not UNSET:
-            changes["retry"] = _retry_option(retry)
+            changes["retry"] = retry_option(retry)
         if schedule is not UNSET:
-            changes["schedule"] = _schedule_option(schedule)
+            changes["schedule"] = schedule_option(schedule)
         if strict_status is not UNSET:
             changes["strict_status"] = check_flag("strict_status", strict_status)
         view = object.__new__(AsyncSPOClient)
@@ -489,7 +325,7 @@ class AsyncSPOClient:
     # -- one HTTP exchange -------------------------------------------------------------------
 
     async def _send(
-        self, request: HTTPRequest, *, task_id: str | None, attempt: _Attempt | None = None
+        self, request: HTTPRequest, *, task_id: str | None, attempt: SubmitAttempt | None = None
     ) -> HTTPResponse:
         """Send one request, logging one DEBUG line for the attempt whatever its outcome.
 
@@ -563,7 +399,7 @@ class AsyncSPOClient:
         bill twice.
         """
         self._core.check_usable()
-        return await self._submit(_check_request(request), deadline=None, timeout=None)
+        return await self._submit(check_request(request), deadline=None, timeout=None)
 
     async def _submit(
         self,
@@ -584,7 +420,7 @@ class AsyncSPOClient:
         http = build_submit_request(core.base_url, core.api_key, request, lang=core.lang)
 
         async def once() -> str:
-            attempt = _Attempt(gate)
+            attempt = SubmitAttempt(gate)
 
             def expired() -> SPOError:
                 if attempt.left:
@@ -627,7 +463,7 @@ class AsyncSPOClient:
 
     # -- read --------------------------------------------------------------------------------
 
-    def _facts(self, task_id: str, max_rounds: int | None) -> tuple[int | None, _TaskFacts | None]:
+    def _facts(self, task_id: str, max_rounds: int | None) -> tuple[int | None, TaskFacts | None]:
         facts = self._core.known.get(task_id)
         if max_rounds is None and facts is not None:
             max_rounds = facts.max_rounds
@@ -705,7 +541,7 @@ class AsyncSPOClient:
         seconds, deadline = self._deadline(timeout)
         rounds = check_count("max_rounds", max_rounds, allow_none=True)
         check_flag("raise_on_failure", raise_on_failure)
-        async with _Watching(on_event, deadline=deadline, clock=core.clock) as watching:
+        async with Watching(on_event, deadline=deadline, clock=core.clock) as watching:
             reporter = watching.reporter(total=self._facts(task_id, rounds)[0])
             try:
                 result = await self._wait(
@@ -812,13 +648,13 @@ class AsyncSPOClient:
         """
         core = self._core
         core.check_usable()
-        request = _check_request(request)
+        request = check_request(request)
         seconds, deadline = self._deadline(timeout)
         check_flag("raise_on_failure", raise_on_failure)
-        async with _Watching(on_event, deadline=deadline, clock=core.clock) as watching:
+        async with Watching(on_event, deadline=deadline, clock=core.clock) as watching:
             reporter = watching.reporter(total=request.max_rounds)
             task_id: str | None = None
-            sending = _Attempt(None)  # whether a POST may be out, if this call is cancelled
+            sending = SubmitAttempt(None)  # whether a POST may be out, if this call is cancelled
             try:
                 task_id = await self._submit(
                     request, deadline=deadline, timeout=seconds, observer=reporter, gate=sending
@@ -925,55 +761,3 @@ class AsyncSPOClient:
             outcomes: list[Outcome] = [outcome async for outcome in batch]
         outcomes.sort(key=lambda o: o.index if o.index is not None else -1)
         return outcomes
-
-
-class _Watching:
-    """One call's events: its stream, the reporter that feeds it, and its bounded close."""
-
-    def __init__(
-        self, on_event: OnEvent, *, deadline: float | None, clock: Callable[[], float]
-    ) -> None:
-        from ._stream import as_stream  # noqa: PLC0415 - the stream is loaded on first use
-
-        self._stream, self._owned = as_stream(on_event)
-        self._deadline = deadline
-        self._clock = clock
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        stream = self._stream
-        if stream is None or not self._owned:
-            return
-        cancelled = isinstance(exc_info[1], asyncio.CancelledError)
-        left = None if self._deadline is None else self._deadline - self._clock()
-        await stream._close_within(0.0 if cancelled else left)
-
-    def reporter(self, *, total: int | None) -> Observer | None:
-        if self._stream is None:
-            return None
-        from ._events import Reporter  # noqa: PLC0415
-
-        return Reporter(self._stream.emit, total=total)
-
-    def submitted(self, task_id: str) -> None:
-        if self._stream is not None:
-            from ._events import TaskSubmitted  # noqa: PLC0415
-
-            self._stream.emit(TaskSubmitted(task_id=task_id))
-
-    def ended(
-        self,
-        *,
-        task_id: str | None,
-        request: OptimizationRequest | None = None,
-        result: TaskResult | None = None,
-        error: BaseException | None = None,
-    ) -> None:
-        if self._stream is not None:
-            from ._events import outcome_of  # noqa: PLC0415
-
-            self._stream.emit(
-                outcome_of(request=request, task_id=task_id, result=result, error=error)
-            )

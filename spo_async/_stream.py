@@ -14,12 +14,17 @@ import collections
 import inspect
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self, TypeAlias
 
 from ._checks import check_count
 from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ._models import OptimizationRequest, TaskResult
+    from ._polling import Observer
+
 from ._events import (
     BatchProgress,
     Event,
@@ -29,7 +34,14 @@ from ._events import (
     TaskRetrying,
 )
 
-__all__ = ["DEFAULT_MAX_PENDING", "EventStream", "as_stream", "check_on_event"]
+__all__ = [
+    "DEFAULT_MAX_PENDING",
+    "EventStream",
+    "OnEvent",
+    "Watching",
+    "as_stream",
+    "check_on_event",
+]
 
 log = logging.getLogger("spo_async")
 
@@ -262,3 +274,57 @@ def as_stream(on_event: EventCallback | EventStream | None) -> tuple[EventStream
     if on_event is None or isinstance(on_event, EventStream):
         return on_event, False
     return EventStream(on_event), True
+
+
+#: What ``on_event=`` accepts: a callback (sync or async), a stream, or nothing.
+OnEvent: TypeAlias = EventCallback | EventStream | None
+
+
+class Watching:
+    """One call's events: its stream, the reporter that feeds it, and its bounded close."""
+
+    def __init__(
+        self, on_event: OnEvent, *, deadline: float | None, clock: Callable[[], float]
+    ) -> None:
+        self._stream, self._owned = as_stream(on_event)
+        self._deadline = deadline
+        self._clock = clock
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        stream = self._stream
+        if stream is None or not self._owned:
+            return
+        cancelled = isinstance(exc_info[1], asyncio.CancelledError)
+        left = None if self._deadline is None else self._deadline - self._clock()
+        await stream._close_within(0.0 if cancelled else left)
+
+    def reporter(self, *, total: int | None) -> Observer | None:
+        if self._stream is None:
+            return None
+        from ._events import Reporter  # noqa: PLC0415
+
+        return Reporter(self._stream.emit, total=total)
+
+    def submitted(self, task_id: str) -> None:
+        if self._stream is not None:
+            from ._events import TaskSubmitted  # noqa: PLC0415
+
+            self._stream.emit(TaskSubmitted(task_id=task_id))
+
+    def ended(
+        self,
+        *,
+        task_id: str | None,
+        request: OptimizationRequest | None = None,
+        result: TaskResult | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        if self._stream is not None:
+            from ._events import outcome_of  # noqa: PLC0415
+
+            self._stream.emit(
+                outcome_of(request=request, task_id=task_id, result=result, error=error)
+            )

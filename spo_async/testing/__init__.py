@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     )
     from spo_async.testing._emulator import Emulator, RequestRecord, SubmitRecord
     from spo_async.testing._faults import Fault, FaultKind
+    from spo_async.testing._quota import QuotaGate
     from spo_async.testing._tasks import SimulatedRound, SimulatedTask, TaskOutcome, Vote
     from spo_async.testing._thread import ThreadedEmulator
 
@@ -50,6 +51,7 @@ __all__ = [
     "Fault",
     "FaultKind",
     "ManualClock",
+    "QuotaGate",
     "RequestRecord",
     "SimulatedRound",
     "SimulatedTask",
@@ -67,6 +69,7 @@ _HOMES = {
     "EmulatorConfig": "_config",
     "ManualClock": "_config",
     "Emulator": "_emulator",
+    "QuotaGate": "_quota",
     "RequestRecord": "_emulator",
     "SubmitRecord": "_emulator",
     "Fault": "_faults",
