@@ -228,41 +228,14 @@ def build_submit_request(
 ) -> HTTPRequest:
     """The ``POST`` that submits ``request``.
 
-    Text that cannot be encoded (a lone surrogate, from a badly decoded file) raises
-    :class:`RequestValidationError` naming the field, before anything is sent.
+    Every text of ``request`` was checked when it was made (a lone surrogate
+    is refused there, naming its field), so the body always encodes.
     """
     wire = request_to_wire(request)
-    try:
-        body = json.dumps(wire, ensure_ascii=False, allow_nan=False).encode()
-    except UnicodeEncodeError:
-        field = _unencodable_field(wire) or "request"
-        raise RequestValidationError(
-            field, "cannot be encoded: it holds a lone surrogate"
-        ) from None
+    body = json.dumps(wire, ensure_ascii=False, allow_nan=False).encode()
     headers = _headers(api_key, lang)
     headers["Content-Type"] = "application/json"
     return HTTPRequest("POST", base_url + SUBMIT_PATH, SUBMIT_PATH, headers, body)
-
-
-def _unencodable_field(value: Any, path: str = "") -> str | None:
-    """The dotted path (``qa[0].question``) of the first text in ``value`` UTF-8 cannot encode."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return path
-        return None
-    if isinstance(value, Mapping):
-        for key, child in value.items():
-            found = _unencodable_field(child, f"{path}.{key}" if path else str(key))
-            if found is not None:
-                return found
-    elif isinstance(value, list | tuple):
-        for index, child in enumerate(value):
-            found = _unencodable_field(child, f"{path}[{index}]")
-            if found is not None:
-                return found
-    return None
 
 
 def redact_response(response: HTTPResponse, request: HTTPRequest) -> HTTPResponse:

@@ -16,6 +16,7 @@ nothing is left behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -265,8 +266,10 @@ class SPOClient:
             self._runner = None
             if runner.on_loop_thread():  # collected on its own loop: let the loop end itself
                 runner.loop.call_soon(runner.loop.stop)
-            else:
-                runner.stop()
+                return
+            with contextlib.suppress(Exception):  # close the pool as close() would
+                runner.call(self._client.aclose())
+            runner.stop()
 
     # -- the calls ---------------------------------------------------------------------------
 
