@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 import warnings
+from collections.abc import Iterator
 
 import pytest
 from spo_async import (
@@ -22,10 +23,10 @@ from .conftest import make_request
 
 
 @pytest.fixture
-def emu() -> ThreadedEmulator:  # type: ignore[override]
+def emu() -> Iterator[ThreadedEmulator]:
     """An emulator in a thread of its own, fast enough for whole tasks."""
     with ThreadedEmulator(EmulatorConfig(round_seconds=0.004, seed=3)) as emulator:
-        yield emulator  # type: ignore[misc]
+        yield emulator
 
 
 def client_for(emu: ThreadedEmulator) -> SPOClient:
