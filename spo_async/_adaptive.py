@@ -1,7 +1,7 @@
 """Adaptive polling: look when a task has probably moved, judging by its rounds and others'.
 
 Why. An SPO task reports its rounds one by one, the request says how many there
-will be, and one task's rounds take about the same time (spec §6.3: three LLM
+will be, and one task's rounds take about the same time (three LLM
 calls in a row), while tasks differ from each other by tens of percent. A fixed
 interval (302.AI's web app: 5 s) spends most of its requests on snapshots that
 did not change; a blind backoff notices the end late; and both count in
@@ -17,7 +17,7 @@ minutes.
 1. **It brackets each task's boundaries.** A task passes *boundaries*: ``0`` it
    started (left ``queue``), ``k`` round ``k`` ended; the last one is the end. A
    boundary lies between the last look that did not show it and the first that
-   did. Round 1 only runs the prompt (spec §6.2), so it lasts a *share* of a
+   did. Round 1 only runs the prompt, so it lasts a *share* of a
    round; a task's later rounds take about the same time, its *pace*. Every pair
    of bracketed boundaries bounds the pace (:meth:`AdaptiveSchedule._own_range`),
    and so does a look that has not seen the next boundary yet.
@@ -85,7 +85,7 @@ log = logging.getLogger("spo_async")
 
 _QUEUED = -1  # the boundary "submitted": a task before it has started
 _INF = math.inf
-#: Round 1 runs one LLM stage of three (spec §6.2), but how long each stage takes is not
+#: Round 1 runs one LLM stage of three, but how long each stage takes is not
 #: known: until measured, its share of a later round is taken between 0.1 and 1 (the
 #: middle and the half-width); once measured, never surer than ±0.01.
 _FIRST_SHARE, _FIRST_SHARE_SPREAD, _SHARE_FLOOR = 0.55, 0.45, 0.01

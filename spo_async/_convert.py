@@ -173,7 +173,7 @@ def result_problem(result: TaskResult) -> str | None:
     * ``best_round`` is never negative (rounds count from 1).
     * A success carries a best prompt (after the fill-in from its rounds): without
       one there is no result to hand over, and reporting success would hide that.
-    * A success's ``best_round`` is one of the rounds it lists (spec §3.1).
+    * A success's ``best_round`` is one of the rounds it lists.
 
     A running task's ``best_round`` may point past the rounds shown so far, so only a
     success is held to the last two rules.

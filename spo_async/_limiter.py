@@ -2,7 +2,7 @@
 
 Submits and polls of every task share one :class:`RequestLimiter`, so a batch of ten
 thousand tasks and a single ``optimize`` call in the same process draw from the same
-budget. The service documents no rate limit (spec §9), so by default the budget is
+budget. The service documents no rate limit, so by default the budget is
 *found*: it starts at 10 requests per second and doubles while the answers stay clean (a
 slow start, as TCP does), and the first sign of overload tells it where the quota is.
 How many requests are in flight at once is not its business: that is the connection

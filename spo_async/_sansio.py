@@ -75,7 +75,7 @@ MAX_JSON_VALUES: Final = 100_000
 #: stays pure, and the event loop is free between the parse's Python steps.
 PARSE_IN_THREAD_ABOVE: Final = 1024 * 1024
 
-#: The service's err_codes and what they mean (spec §4.1).
+#: The service's err_codes and what they mean.
 ERR_CODE_ERRORS: Mapping[int, type[APIError]] = {
     -10001: AuthenticationError,
     -10002: AuthenticationError,
@@ -93,7 +93,7 @@ ERR_CODE_ERRORS: Mapping[int, type[APIError]] = {
     -1024: TransientError,
 }
 
-#: What an HTTP status means when the body carries no known err_code (spec §4.2).
+#: What an HTTP status means when the body carries no known err_code.
 _STATUS_ERRORS: Mapping[int, type[APIError]] = {
     401: AuthenticationError,
     403: AuthenticationError,

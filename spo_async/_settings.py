@@ -1,6 +1,6 @@
 """Where a client's key and base URL come from when they are not passed in.
 
-302.AI's own projects do not agree on one variable name for the key (spec §5),
+302.AI's own projects do not agree on one variable name for the key,
 so several are read, in a documented order. The key is checked here for the
 mistakes that would otherwise surface as a puzzling 401 (stray whitespace, a
 newline from ``$(cat file)``) or fail every call with an untyped error (a

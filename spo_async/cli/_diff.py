@@ -136,7 +136,7 @@ def change_summary(before: str, after: str, limit: int = 70) -> Text:
 
 
 def best_before(rounds: Sequence[Round], number: int) -> Round | None:
-    """The best round before round ``number``: the latest successful one (spec §6.4)."""
+    """The best round before round ``number``: the latest successful one."""
     best = None
     for r in rounds:
         if r.number >= number:
