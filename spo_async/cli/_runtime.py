@@ -34,7 +34,7 @@ __all__ = [
     "read_api_key",
 ]
 
-#: The service's documented example request: what ``status``/``wait --emulator`` start when given no id.
+#: The service's documented example: what ``status``/``wait --emulator`` start without an id.
 DEMO_REQUEST = OptimizationRequest(
     prompt="Act as the user's girlfriend",
     requirements="Act as the user's girlfriend and reply in Chinese",
