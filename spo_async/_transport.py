@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 
 import aiohttp
 
+from ._checks import check_count, check_seconds
 from ._errors import (
     ClientClosedError,
     RequestTimeoutError,
@@ -81,10 +82,9 @@ class AiohttpTransport:
         verify_ssl: bool | ssl.SSLContext = True,
         trust_env: bool = False,
     ) -> None:
-        if max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
-        if max_response_bytes < 1:
-            raise ValueError("max_response_bytes must be at least 1")
+        check_count("max_connections", max_connections)
+        check_count("max_response_bytes", max_response_bytes)
+        check_seconds("connect_timeout", connect_timeout, allow_none=False)
         self._session = session
         self._owns_session = session is None
         self._max_connections = max_connections
