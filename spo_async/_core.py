@@ -13,7 +13,7 @@ import asyncio
 import collections
 import enum
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Final, Protocol
 
 import attrs
 
@@ -25,9 +25,6 @@ from ._retry import RetryPolicy
 from ._schedules import PollSchedule, as_schedule
 from ._sharing import SharedPolls
 from ._transport import Transport
-
-if TYPE_CHECKING:
-    import aiohttp
 
 __all__ = [
     "UNSET",
@@ -202,9 +199,9 @@ def request_timeout_option(value: object) -> float:
     return seconds
 
 
-def pool_size(max_connections: int, session: aiohttp.ClientSession | None) -> int:
+def pool_size(max_connections: int, session: object) -> int:
     """The requests a client lets into flight: its own cap, or a smaller one of a session's."""
-    connector = session.connector if session is not None else None
+    connector = getattr(session, "connector", None)  # an aiohttp session's, if one was lent
     limit = getattr(connector, "limit", 0) if connector is not None else 0
     return min(max_connections, limit) if limit else max_connections
 
