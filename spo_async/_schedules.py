@@ -32,7 +32,7 @@ __all__ = [
 class PollMode(enum.StrEnum):
     """What the caller wants to see of a task, which decides how often to look."""
 
-    #: Every round as it lands (an ``on_progress`` callback or events are attached).
+    #: Every round as it lands (someone passed ``on_event``).
     PROGRESS = "progress"
     #: Only the final result: looks at middle rounds can be skipped.
     COMPLETION = "completion"
