@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import aiohttp
 import pytest
@@ -172,3 +173,25 @@ def on_virtual_time(make_client: ClientFactory, time: VirtualTime) -> ClientFact
 def client(make_client: ClientFactory) -> AsyncSPOClient:
     """A client for the emulator with zero-wait retries and fast polling."""
     return make_client()
+
+
+def exception_texts(exc: BaseException) -> Iterator[str]:
+    """Everything an exception says about itself, along its whole chain."""
+    yield "".join(traceback.format_exception(exc))
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        error = pending.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        yield str(error)
+        yield repr(error)
+        yield from (repr(arg) for arg in error.args)
+        yield from getattr(error, "__notes__", [])
+        for name, value in vars(error).items():
+            if isinstance(value, BaseException):
+                pending.append(value)
+            else:
+                yield f"{name}={value!r}"
+        pending += [e for e in (error.__cause__, error.__context__) if e is not None]

@@ -15,7 +15,6 @@ import codecs
 import html
 import json
 import logging
-import traceback
 import urllib.parse
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -51,6 +50,8 @@ from spo_async._redact import redactor_for
 from spo_async._sansio import HTTPRequest, HTTPResponse
 from spo_async.polling import FixedSchedule
 from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind
+
+from .conftest import exception_texts
 
 SECRET = "sk-LeAk-5d9e0c7b2a61f4"
 #: Pieces of the key: a leak of part of it is still a leak.
@@ -97,28 +98,6 @@ def views(text: str) -> Iterator[str]:
 
 def leaks(text: str) -> list[str]:
     return sorted({p for view in views(text) for p in PIECES if p.lower() in view})
-
-
-def exception_texts(exc: BaseException) -> Iterator[str]:
-    """Everything an exception says about itself, along its whole chain."""
-    yield "".join(traceback.format_exception(exc))
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        error = pending.pop()
-        if id(error) in seen:
-            continue
-        seen.add(id(error))
-        yield str(error)
-        yield repr(error)
-        yield from (repr(arg) for arg in error.args)
-        yield from getattr(error, "__notes__", [])
-        for name, value in vars(error).items():
-            if isinstance(value, BaseException):
-                pending.append(value)
-            else:
-                yield f"{name}={value!r}"
-        pending += [e for e in (error.__cause__, error.__context__) if e is not None]
 
 
 def chain(exc: BaseException) -> Iterator[BaseException]:

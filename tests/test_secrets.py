@@ -13,7 +13,6 @@ import asyncio
 import logging
 import ssl
 import subprocess
-import traceback
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,8 @@ from spo_async.polling import FixedSchedule
 from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind, TaskOutcome
 from spo_async.transport import AiohttpTransport
 
+from .conftest import exception_texts
+
 SECRET = "sk-SECRET-7f3a9c"
 WRONG = "sk-WRONG-4b1d2e"
 #: Pieces of the keys: a leak of part of a key is still a leak.
@@ -60,28 +61,6 @@ def files_under(root: Path) -> list[Path]:
 
 def leaks(text: str) -> list[str]:
     return [needle for needle in NEEDLES if needle in text]
-
-
-def exception_texts(exc: BaseException) -> Iterator[str]:
-    """Everything an exception says about itself, along its whole chain."""
-    yield "".join(traceback.format_exception(exc))
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        error = pending.pop()
-        if id(error) in seen:
-            continue
-        seen.add(id(error))
-        yield str(error)
-        yield repr(error)
-        yield from (repr(arg) for arg in error.args)
-        yield from getattr(error, "__notes__", [])
-        for name, value in vars(error).items():
-            if isinstance(value, BaseException):
-                pending.append(value)
-            else:
-                yield f"{name}={value!r}"
-        pending += [e for e in (error.__cause__, error.__context__) if e is not None]
 
 
 class Collector(logging.Handler):
