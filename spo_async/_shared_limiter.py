@@ -594,7 +594,7 @@ def shared_limiter(
     return SharedRequestLimiter(
         uri,
         kind,
-        name=cast("str | None", name),
+        name=name,
         clock=cast("Clock | None", clock),
         settings=settings,
     )
