@@ -32,6 +32,7 @@ from spo_async._store_uri import display_uri
 from spo_async.testing import Emulator, EmulatorConfig, ManualClock
 from spo_async.transport import AiohttpTransport
 
+from .cli_helpers import EXAMPLES, run_cli
 from .conftest import VirtualTime, exception_texts, make_request
 from .servers import pg_database, postgres_uri, redis_uri
 
@@ -453,3 +454,25 @@ async def test_a_fleet_finds_the_quota_together(
     assert quota == pytest.approx(20, rel=0.1)
     # Of 900: the slow start's overshoot, once (the fleet hears it an exchange late).
     assert statuses.count(429) <= 27
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def test_the_cli_draws_from_a_shared_budget(pg_database: str) -> None:
+    """``--limiter URI`` runs the command's requests through the budget in the store."""
+    done = run_cli(
+        "batch", "--emulator", "--emulator-round-seconds", "0.02", "--limiter", pg_database,
+        str(EXAMPLES / "batch.jsonl"), "-o", "/dev/null", timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(pg_database) as conn:
+        row = conn.execute("SELECT count(*) FROM spo_async_budgets").fetchone()
+    assert row == (1,)
+
+
+def test_the_cli_refuses_a_bad_limiter_uri_before_anything_is_sent() -> None:
+    """A URI that names no store is a usage error (exit 2) that says what is accepted."""
+    done = run_cli("optimize", "--emulator", "--limiter", "mysql://db", str(EXAMPLES / "poem.yaml"))
+    assert done.returncode == 2
+    assert "postgresql://" in done.stderr
