@@ -495,7 +495,7 @@ class RequestLimiter:
         uri: str,
         *,
         name: str | None = None,
-        clock: Clock | None = None,
+        clock: Callable[[], float] | None = None,
         rate: float | None = None,
         start_rate: float | None = None,
         min_rate: float = 0.2,
