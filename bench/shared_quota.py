@@ -92,7 +92,7 @@ def run_fleet(args: argparse.Namespace, limiter: str) -> tuple[float, float, flo
             for line in err.splitlines():
                 with contextlib.suppress(ValueError):
                     failed += json.loads(line)["failed"]
-            print(f"  [{limiter.split(':')[0]}] {err.strip()}", file=sys.stderr)
+            print(f"  [{limiter.split(':', maxsplit=1)[0]}] {err.strip()}", file=sys.stderr)
         wall = time.monotonic() - started
         quota = emu.emulator.quota
         assert quota is not None
