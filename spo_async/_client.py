@@ -201,7 +201,7 @@ class AsyncSPOClient:
                 f"transport must implement send() and aclose(), got {type(transport).__name__}"
             )
         limiter = limiter if limiter is not None else RequestLimiter()
-        limiter._bind(clock, sleep)  # every wait on the client's own clock, the limiter's too
+        limiter._bind(clock, sleep, key)  # every wait on the client's clock, the limiter's too
         self._core = Core(
             api_key=key,
             base_url=base,
@@ -310,7 +310,10 @@ class AsyncSPOClient:
         if core.closed:
             return
         core.closed = True
-        await core.transport.aclose()
+        try:
+            await core.transport.aclose()
+        finally:
+            await core.limiter._release()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if getattr(self, "_owner", False) and not self._core.closed:

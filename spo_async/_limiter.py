@@ -61,9 +61,9 @@ time, since any burst on top of a rate just under a quota would pass it.
 next request go; what an answer does to the budget) as plain functions of a
 :class:`BudgetState` and the time. :class:`RequestLimiter` keeps one state in memory and
 queues its callers in order of arrival; only the first in line sleeps. A budget shared
-by several processes (a later ``RequestLimiter.shared("postgresql://...")``) would keep
-the same state in one row or key and run the same decisions on it under a lock, on the
-shared store's clock.
+by several processes (:meth:`RequestLimiter.shared`, :mod:`spo_async._shared_limiter`)
+keeps the same state in one row or key and runs the same decisions on it under a lock,
+on the shared store's clock.
 
 **Why no library.** aiolimiter's bucket cannot change its rate or take an injected
 clock; pyrate-limiter counts whole requests per whole milliseconds and sleeps with
@@ -238,7 +238,9 @@ class BudgetPolicy:
             # known, since any burst on top of a rate near a quota's would pass it.
             burst = _INITIAL_BURST if state.learned is None else 1.0
         earliest = max(state.paused_until, state.next_at - (burst - 1.0) / state.rate)
-        return max(0.0, earliest - now)
+        delay = earliest - now
+        # Below a nanosecond is the rounding of the sums above, not a wait.
+        return delay if delay > 1e-9 else 0.0
 
     def take(self, state: BudgetState, now: float, *, waited: bool) -> None:
         """A request goes at ``now``; ``waited`` says it had to wait for the budget."""
@@ -426,8 +428,12 @@ class RequestLimiter:
     business (``max_connections``), not the limiter's.
 
     One limiter belongs to one event loop and one clock, like the client that uses it;
-    several clients may share it if they share the clock.
+    several clients may share it if they share the clock. :meth:`shared` makes one whose
+    budget every process on an API key shares.
     """
+
+    #: Where the budget lives: ``None`` in memory, the store's URI for a shared one.
+    _store_uri: str | None = None
 
     def __init__(
         self,
@@ -483,12 +489,62 @@ class RequestLimiter:
             f"in_flight={self._in_flight}>"
         )
 
-    def _bind(self, clock: Clock, sleep: Sleep) -> None:
+    @classmethod
+    def shared(
+        cls,
+        uri: str,
+        *,
+        name: str | None = None,
+        clock: Callable[[], float] | None = None,
+        rate: float | None = None,
+        start_rate: float | None = None,
+        min_rate: float = 0.2,
+        burst: float | None = None,
+        decrease_factor: float = 0.5,
+        decrease_cooldown: float = 1.0,
+        growth_interval: float = 0.25,
+        headroom: float = 0.02,
+        probe_after: float = 60.0,
+        max_pause: float = 120.0,
+    ) -> RequestLimiter:
+        """A limiter whose budget lives in PostgreSQL or Redis, shared by every process on a key.
+
+        ``uri`` is ``postgresql://`` (``postgres://``; needs ``spo-async[postgres]``) or
+        ``redis://`` (``rediss://``, ``valkey://``; needs ``spo-async[redis]``). Every
+        process that uses the same store and API key draws from one budget, which adapts
+        to the fleet's 429s as one client's does. ``name`` picks the budget instead of
+        the API key's; ``clock`` replaces the store's clock (tests only: every process of
+        the budget must then share it). The other settings are :class:`RequestLimiter`'s;
+        give every process the same. Nothing connects until the first request; a store
+        that cannot be reached then fails that request with
+        :class:`~spo_async.TransportError` (nothing sent). The connection closes with
+        the last client that used the limiter.
+        """
+        from ._shared_limiter import shared_limiter  # noqa: PLC0415 - only if asked for
+        from ._store_uri import store_kind  # noqa: PLC0415
+
+        kind = store_kind(uri, what="RequestLimiter.shared's uri")
+        settings = {
+            "rate": rate,
+            "start_rate": start_rate,
+            "min_rate": min_rate,
+            "burst": burst,
+            "decrease_factor": decrease_factor,
+            "decrease_cooldown": decrease_cooldown,
+            "growth_interval": growth_interval,
+            "headroom": headroom,
+            "probe_after": probe_after,
+            "max_pause": max_pause,
+        }
+        return shared_limiter(uri, kind, name=name, clock=clock, settings=settings)
+
+    def _bind(self, clock: Clock, sleep: Sleep, api_key: str | None = None) -> None:
         """Wait on ``clock`` and ``sleep`` from now on: the client calls this when it is made.
 
         Binding again to the same pair does nothing (clients sharing a limiter and a
         clock). A second, different clock is refused: the state's times are in the
         first one's units. So is a clock bound after the limiter was used on another.
+        ``api_key`` (the client's) is what a shared budget is keyed by.
         """
         if self._bound or self._used:
             if clock == self._clock and sleep == self._sleep:
@@ -499,6 +555,9 @@ class RequestLimiter:
                 "that has its own clock (or sleep) its own limiter"
             )
         self._clock, self._sleep, self._bound = clock, sleep, True
+
+    async def _release(self) -> None:
+        """A client that used this limiter closed (a shared one closes its connection)."""
 
     # -- settings and statistics -------------------------------------------------------
 

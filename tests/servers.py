@@ -49,6 +49,22 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> No
     raise RuntimeError(f"{what} did not start within {_START_TIMEOUT} s")
 
 
+def _wait_until_accepting(uri: str) -> None:
+    """Wait out "the database system is starting up": an open port is not a ready server."""
+    import psycopg
+
+    deadline = time.monotonic() + _START_TIMEOUT
+    while True:
+        try:
+            psycopg.connect(uri, connect_timeout=2).close()
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+        else:
+            return
+
+
 @contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
     """Run a throwaway PostgreSQL; yields the URI of its ``postgres`` database."""
@@ -76,7 +92,9 @@ def postgres_server() -> Iterator[str]:
     )
     try:
         _wait_for_port(port, process, "postgres")
-        yield f"postgresql://spo@127.0.0.1:{port}/postgres"
+        uri = f"postgresql://spo@127.0.0.1:{port}/postgres"
+        _wait_until_accepting(uri)
+        yield uri
     finally:
         process.terminate()
         process.wait(timeout=30)

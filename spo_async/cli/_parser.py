@@ -146,6 +146,12 @@ def _connection_options() -> _Parser:
         help="read the API key from FILE (default: the AI302_API_KEY variable)",
     )
     add(
+        "--limiter",
+        metavar="URI",
+        help="share one rate budget with every process using URI: postgresql://... "
+        "(pip install 'spo-async[postgres]') or redis://... (pip install 'spo-async[redis]')",
+    )
+    add(
         "--poll-interval",
         type=_seconds,
         metavar="S",

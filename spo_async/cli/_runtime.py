@@ -145,12 +145,17 @@ def _wait_options(args: argparse.Namespace) -> list[str]:
 async def open_client(args: argparse.Namespace, state: RunState) -> AsyncIterator[AsyncSPOClient]:
     """A client for the service, or for an in-process emulator with ``--emulator``.
 
-    ``--rate`` (batch) holds its requests to that many per second. The emulator is
-    imported only here, when ``--emulator`` asks for it.
+    ``--rate`` (batch) holds its requests to that many per second; ``--limiter URI``
+    draws them from a budget shared with every other process on that store and key
+    (``--rate`` is then its cap). The emulator is imported only here, when
+    ``--emulator`` asks for it.
     """
     interval = args.poll_interval
     rate = getattr(args, "rate", None)
-    limiter = RequestLimiter(rate=rate) if rate else None
+    if args.limiter:
+        limiter: RequestLimiter | None = RequestLimiter.shared(args.limiter, rate=rate)
+    else:
+        limiter = RequestLimiter(rate=rate) if rate else None
     if not args.emulator:
         # What the schedule learns of each model's round times is kept between runs, so
         # a second ``spo-async optimize`` of a model starts warm (not for --emulator,

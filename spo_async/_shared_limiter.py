@@ -1,0 +1,600 @@
+"""One rate budget for every process on an API key, kept in PostgreSQL or Redis.
+
+:meth:`RequestLimiter.shared` builds a :class:`SharedRequestLimiter`: the same
+decisions as the in-memory limiter (:class:`~spo_async._limiter.BudgetPolicy`: the
+GCRA, the slow start, the test that tells load 429s from random ones, the learnt
+quota), run on one :class:`~spo_async._limiter.BudgetState` that lives in the store,
+so that the whole fleet is one client to the quota.
+
+**One exchange per request.** Each request's pass through the gate is one
+*exchange*: read the state under the store's lock (a row lock in PostgreSQL, an
+optimistic ``WATCH`` in Redis), apply the answers this process heard since its last
+exchange, take a slot or learn how long to wait, write the state back. So a 429
+judged load by any process cuts the budget for all of them at their next request,
+its ``Retry-After`` pauses all of them, and the answers until the cooldown after it
+are one signal, fleet-wide. Within a process, callers queue in order of arrival as
+with the in-memory limiter, and only the first in line talks to the store.
+
+**Whose clock.** The state's times are the store's clock (PostgreSQL's
+``clock_timestamp()``, Redis's ``TIME``), never a worker's, so machines whose clocks
+disagree share one budget correctly. A ``clock`` given to :meth:`RequestLimiter.shared`
+replaces it (tests, on a manual clock that every limiter of the budget shares).
+
+**Which budget.** One per API key: the store is keyed by a BLAKE2b digest of the
+key (personalised for this use), never by the key itself, so the store holds
+nothing that authenticates. ``name=`` picks a budget explicitly instead (several
+keys on one quota, or one key split in two budgets).
+
+**When the store fails**, the gate fails closed: the request that needed it raises
+:class:`~spo_async.TransportError` (``request_sent=False``: nothing left, so a
+submit may be retried without risk) and the client's retry policy decides what
+happens next. The budget is never bypassed silently: a fleet that lost its budget
+and went on at full speed would hit the quota all at once. What a process heard
+while the store was away is applied at its next exchange (up to
+:data:`_MAX_PENDING` answers).
+
+A state the store holds that cannot be read (written by a newer version, or by
+hand) is replaced by a fresh budget, with a warning: a fresh budget slow-starts,
+which is safe; refusing every request would not be.
+
+**Settings.** Each process brings its own :class:`~spo_async._limiter.BudgetPolicy`
+(its ``RequestLimiter.shared(...)`` arguments) to the shared state: give every
+process of a budget the same ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
+
+import attrs
+
+from ._errors import ConfigurationError, TransportError
+from ._limiter import BudgetPolicy, BudgetState, Clock, RequestLimiter, Sleep, _Recent
+from ._store_uri import StoreKind, display_uri
+
+if TYPE_CHECKING:
+    import psycopg
+    import redis.asyncio
+
+__all__ = ["SharedRequestLimiter", "budget_name", "decode_state", "encode_state", "open_store"]
+
+log = logging.getLogger("spo_async")
+
+T = TypeVar("T")
+
+#: One decision on a stored state: its text (or none yet) and the time in, new text out.
+Step = Callable[[str | bytes | None, float], tuple[str, T]]
+
+#: The layout of a stored state this version writes and reads.
+_FORMAT: Final = 1
+#: Answers heard while the store could not be reached that are kept for later.
+_MAX_PENDING: Final = 10_000
+#: A Redis budget nobody touched for this long is forgotten (seconds).
+_REDIS_TTL_MS: Final = 7 * 24 * 3600 * 1000
+#: The PostgreSQL table, the advisory lock that serialises creating it, and its statements.
+_SCHEMA_LOCK: Final = 0x53504F42
+_CREATE: Final = """CREATE TABLE IF NOT EXISTS spo_async_budgets (
+    name text PRIMARY KEY, state text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"""
+_SELECT: Final = """SELECT state, extract(epoch FROM clock_timestamp())::float8
+    FROM spo_async_budgets WHERE name = %s FOR UPDATE"""
+_INSERT: Final = (
+    "INSERT INTO spo_async_budgets (name, state) VALUES (%s, '') ON CONFLICT DO NOTHING"
+)
+_UPDATE: Final = "UPDATE spo_async_budgets SET state = %s, updated_at = now() WHERE name = %s"
+#: Seconds to wait for a store connection before the gate fails.
+_CONNECT_TIMEOUT: Final = 10
+
+_EXTRAS: Final[dict[StoreKind, str]] = {
+    "postgresql": "pip install 'spo-async[postgres]'",
+    "redis": "pip install 'spo-async[redis]'",
+}
+
+
+def budget_name(api_key: str) -> str:
+    """The budget of ``api_key``: a digest that names it without holding it."""
+    digest = hashlib.blake2b(api_key.encode(), digest_size=16, person=b"spo-async-budget")
+    return digest.hexdigest()
+
+
+# -- the state on the wire -------------------------------------------------------------------
+
+_RECENT_FIELDS: Final = ("sent", "accepted", "refused")
+_NUMBER_FIELDS: Final = tuple(
+    f.name
+    for f in attrs.fields(BudgetState)
+    if f.name not in _RECENT_FIELDS and f.name not in ("learned", "binding")
+)
+
+
+def encode_state(state: BudgetState) -> str:
+    """``state`` as JSON text (infinities as JSON's ``Infinity``, which Python reads back)."""
+    data: dict[str, Any] = {"format": _FORMAT}
+    for name in _NUMBER_FIELDS:
+        data[name] = getattr(state, name)
+    data["learned"] = state.learned
+    data["binding"] = state.binding
+    for name in _RECENT_FIELDS:
+        data[name] = list(getattr(state, name)._times)
+    return json.dumps(data, separators=(",", ":"))
+
+
+def decode_state(text: str | bytes | None, policy: BudgetPolicy) -> BudgetState:
+    """The state ``text`` holds, or a fresh one if there is none or it cannot be read."""
+    if not text:
+        return policy.new_state()
+    try:
+        return _parse_state(text)
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("the shared rate budget held an unreadable state (%s): starting afresh", exc)
+        return policy.new_state()
+
+
+def _parse_state(text: str | bytes) -> BudgetState:
+    """The state ``text`` holds; ValueError, KeyError or TypeError if it holds none."""
+    data = json.loads(text)
+    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        raise ValueError("not a budget of this version")
+    fields: dict[str, Any] = {name: _number(data[name]) for name in _NUMBER_FIELDS}
+    fields["admitted_before"] = int(fields["admitted_before"])
+    learned = data["learned"]
+    fields["learned"] = None if learned is None else _number(learned)
+    if not isinstance(data["binding"], bool):
+        raise TypeError("binding is not a boolean")
+    fields["binding"] = data["binding"]
+    for name in _RECENT_FIELDS:
+        times = data[name]
+        if not isinstance(times, list):
+            raise TypeError(f"{name} is not a list")
+        recent = _Recent()
+        recent._times.extend(_number(t) for t in times)
+        fields[name] = recent
+    state = BudgetState(**fields)
+    if not (math.isfinite(state.rate) and state.rate > 0):
+        raise ValueError("the rate is not a positive number")
+    return state
+
+
+def _latest(state: BudgetState) -> float:
+    """The time of the newest answer the state holds (``-inf``: none)."""
+    times = [recent._times[-1] for recent in (state.accepted, state.refused) if recent._times]
+    return max(times, default=-math.inf)
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ValueError(f"{value!r} is not a number")
+    return float(value)
+
+
+# -- the stores ----------------------------------------------------------------------------------
+
+
+class BudgetStore(Protocol):
+    """Where a shared budget's state lives: one locked read-modify-write at a time."""
+
+    async def exchange(
+        self,
+        name: str,
+        step: Step[T],
+        now: float | None,
+    ) -> T:
+        """Run ``step(stored_text, now)`` under the budget's lock; store the text it returns.
+
+        ``now`` is the store's clock unless the caller gives one.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connection (it is opened again on the next exchange)."""
+        ...
+
+
+def _unreachable(uri: str, exc: BaseException) -> TransportError:
+    detail = type(exc).__name__
+    return TransportError(
+        f"the shared rate budget at {display_uri(uri)} cannot be used ({detail}); "
+        "no request was sent",
+        request_sent=False,
+    )
+
+
+class PostgresBudgetStore:
+    """A budget as a row of ``spo_async_budgets``, locked with ``SELECT ... FOR UPDATE``.
+
+    One connection per process, not a pool: the exchanges of one process are one at a
+    time anyway (only the first caller in line talks to the store), and the row lock
+    serialises the fleet's.
+    """
+
+    def __init__(self, uri: str) -> None:
+        import psycopg  # noqa: PLC0415 - an optional extra, imported by open_store first
+
+        self._psycopg = psycopg
+        self._uri = uri
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<PostgresBudgetStore {display_uri(self._uri)}>"
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        conn = await self._psycopg.AsyncConnection.connect(
+            self._uri,
+            autocommit=True,
+            connect_timeout=_CONNECT_TIMEOUT,
+            application_name="spo-async budget",
+        )
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                await conn.execute(_CREATE)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def exchange(
+        self,
+        name: str,
+        step: Step[T],
+        now: float | None,
+    ) -> T:
+        async with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = await self._connect()
+                conn = self._conn
+                async with conn.transaction():
+                    row = await (await conn.execute(_SELECT, (name,))).fetchone()
+                    if row is None:
+                        await conn.execute(_INSERT, (name,))
+                        row = await (await conn.execute(_SELECT, (name,))).fetchone()
+                        assert row is not None  # noqa: S101 - inserted or there already
+                    text, store_now = row
+                    stored, result = step(text or None, store_now if now is None else now)
+                    await conn.execute(_UPDATE, (stored, name))
+            except (self._psycopg.Error, OSError) as exc:
+                failure = _unreachable(self._uri, exc)
+            else:
+                return result
+            # Raised out here, so the driver's error (which may quote the connection
+            # string) is not even the context of ours.
+            await self._drop()
+            raise failure
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            await self._drop()
+
+
+class RedisBudgetStore:
+    """A budget as one Redis key, changed with ``WATCH`` / ``MULTI`` (optimistic locking).
+
+    A writer that lost the race (another process changed the key between its read and
+    its write) reads again and decides again, so every decision is made on the state
+    as it is. The key expires after a week untouched.
+    """
+
+    def __init__(self, uri: str) -> None:
+        import redis.asyncio  # noqa: PLC0415 - an optional extra, imported by open_store first
+        import redis.exceptions  # noqa: PLC0415
+
+        self._redis = redis
+        self._uri = uri
+        self._client: redis.asyncio.Redis | None = None
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<RedisBudgetStore {display_uri(self._uri)}>"
+
+    async def exchange(
+        self,
+        name: str,
+        step: Step[T],
+        now: float | None,
+    ) -> T:
+        key = f"spo-async:budget:{name}"
+        errors = self._redis.exceptions
+        async with self._lock:
+            try:
+                if self._client is None:
+                    uri = self._uri.replace("valkey", "redis", 1)
+                    self._client = self._redis.asyncio.Redis.from_url(
+                        uri,
+                        socket_connect_timeout=_CONNECT_TIMEOUT,
+                        client_name="spo-async-budget",
+                    )
+                async with self._client.pipeline(transaction=True) as pipe:
+                    while True:
+                        try:
+                            await pipe.watch(key)
+                            text = await pipe.get(key)
+                            seconds, micros = await pipe.time()
+                            store_now = seconds + micros / 1e6
+                            stored, result = step(
+                                text,
+                                store_now if now is None else now,
+                            )
+                            pipe.multi()  # type: ignore[no-untyped-call]
+                            pipe.set(key, stored, px=_REDIS_TTL_MS)
+                            await pipe.execute()
+                        except errors.WatchError:
+                            continue
+                        return result
+            except (errors.RedisError, OSError) as exc:
+                failure = _unreachable(self._uri, exc)
+            await self._drop()
+            raise failure  # out here, for the reason PostgresBudgetStore.exchange gives
+
+    async def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            await self._drop()
+
+
+def open_store(uri: str, kind: StoreKind) -> BudgetStore:
+    """A store for ``uri`` (no connection yet), or a ConfigurationError naming the extra."""
+    try:
+        if kind == "postgresql":
+            import psycopg  # noqa: F401, PLC0415
+
+            return PostgresBudgetStore(uri)
+        import redis.asyncio  # noqa: F401, PLC0415
+
+        return RedisBudgetStore(uri)
+    except ImportError:
+        raise ConfigurationError(
+            f"a shared rate budget in {kind} needs an optional extra: {_EXTRAS[kind]}"
+        ) from None
+
+
+# -- the limiter ----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Answer:
+    """One answer this process heard, kept until its next exchange with the store."""
+
+    #: When it came, on the store's clock as this process last knew it.
+    at: float
+    limited: bool
+    retry_after: float | None
+    latency: float | None
+
+
+class SharedRequestLimiter(RequestLimiter):
+    """A :class:`RequestLimiter` whose budget is shared through a store: see the module."""
+
+    def __init__(
+        self,
+        uri: str,
+        kind: StoreKind,
+        *,
+        name: str | None,
+        clock: Clock | None,
+        settings: dict[str, Any],
+    ) -> None:
+        super().__init__(**settings)
+        self._store_uri = self._uri = uri
+        self._store = open_store(uri, kind)
+        self._name = name
+        self._named = name is not None
+        self._store_clock = clock
+        self._pending: list[_Answer] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._users = 0
+        #: The store's clock minus ours, as of the last exchange (to show its times).
+        self._offset = 0.0
+
+    def __repr__(self) -> str:
+        learned = "unknown" if self.learned_rate is None else f"{self.learned_rate:.3g}/s"
+        return (
+            f"<RequestLimiter shared={display_uri(self._uri)} "
+            f"rate={self.current_rate:.3g}/s learned={learned} in_flight={self._in_flight}>"
+        )
+
+    def _bind(self, clock: Clock, sleep: Sleep, api_key: str | None = None) -> None:
+        """Bind as any limiter does, and take the budget of the client's API key."""
+        super()._bind(clock, sleep)
+        if api_key is not None:
+            mine = budget_name(api_key)
+            if self._name is None:
+                self._name = mine
+            elif self._name != mine and not self._named:
+                raise ConfigurationError(
+                    "this shared RequestLimiter already serves another API key: give "
+                    "RequestLimiter.shared() a name= to share one budget across keys"
+                )
+        self._users += 1
+
+    async def _release(self) -> None:
+        """A client that used this limiter closed; the last one closes the connection."""
+        self._users = max(0, self._users - 1)
+        if self._users == 0:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the store connection (a later request opens it again)."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            with contextlib.suppress(asyncio.CancelledError, TransportError):
+                await flusher
+        await self._store.aclose()
+
+    # -- times ------------------------------------------------------------------------------------
+
+    def _store_now(self) -> float:
+        if self._store_clock is not None:
+            return self._store_clock()
+        return self._clock() + self._offset
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds until the fleet's current ``Retry-After`` pause ends (as last seen)."""
+        return max(0.0, self._state.paused_until - self._store_now())
+
+    @property
+    def requests_per_second(self) -> float:
+        """Requests the whole fleet let through during the last second (as last seen)."""
+        return self._state.sent.count(self._store_now()) / 1.0
+
+    # -- the exchange -----------------------------------------------------------------------------
+
+    async def _exchange(self, decide: Callable[[BudgetState, float], T]) -> T:
+        """Apply the pending answers and ``decide`` on the stored state, under its lock."""
+        if self._name is None:
+            raise ConfigurationError(
+                "a shared RequestLimiter needs an API key or a name=: use it through a client"
+            )
+        policy = self._policy
+        answers, self._pending = self._pending, []
+        signals = 0
+
+        def step(text: str | bytes | None, now: float) -> tuple[str, T]:
+            nonlocal signals
+            state = decode_state(text, policy)
+            for answer in answers:
+                if answer.latency is not None:
+                    policy.answered(state, answer.latency)
+                else:
+                    # At the time it came (windows count answers by their time), but not
+                    # before the fleet's latest: the windows are kept in order.
+                    at = min(now, max(answer.at, _latest(state)))
+                    signals += policy.on_answer(
+                        state, at, limited=answer.limited, retry_after=answer.retry_after
+                    )
+            result = decide(state, now)
+            self._state = state
+            if self._store_clock is None:
+                self._offset = now - self._clock()
+            return encode_state(state), result
+
+        try:
+            result = await self._store.exchange(self._name, step, self._now_override())
+        except BaseException:
+            # Not applied: keep them for the next exchange (the newest, if too many).
+            self._pending = (answers + self._pending)[-_MAX_PENDING:]
+            raise
+        self._load_signals += signals
+        return result
+
+    def _now_override(self) -> float | None:
+        return None if self._store_clock is None else self._store_clock()
+
+    async def _enter(self) -> float:
+        """Pass the gate through the store; return our clock's time the request left."""
+        self._used = True
+        policy = self._policy
+        me: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(me)
+        try:
+            waited = self._waiters[0] is not me
+            if waited:
+                await me
+
+            while True:
+
+                def take(
+                    state: BudgetState, now: float, waited: bool = waited
+                ) -> tuple[float, bool]:
+                    delay = policy.delay(state, now)
+                    if delay <= 0:
+                        policy.take(state, now, waited=waited)
+                    return delay, now < state.paused_until
+
+                # Shielded: a caller cancelled mid-exchange leaves the store consistent.
+                delay, paused = await asyncio.shield(self._exchange(take))
+                if delay <= 0:
+                    break
+                waited = waited or not paused  # held back by the rate, not a pause
+                await self._sleep(delay)
+        finally:
+            self._leave(me)
+        self._in_flight += 1
+        self._requests_sent += 1
+        return self._clock()
+
+    def _exit(self, entered: float) -> None:
+        self._in_flight -= 1
+        self._hear(
+            _Answer(
+                at=self._store_now(),
+                limited=False,
+                retry_after=None,
+                latency=self._clock() - entered,
+            )
+        )
+
+    def on_rate_limited(self, retry_after: float | None = None) -> None:
+        """A request got 429: the fleet weighs it at this process's next exchange."""
+        self._used = True
+        self._rate_limited += 1
+        self._hear(
+            _Answer(at=self._store_now(), limited=True, retry_after=retry_after, latency=None)
+        )
+
+    def on_success(self) -> None:
+        """A request got an answer other than 429."""
+        self._used = True
+        self._hear(_Answer(at=self._store_now(), limited=False, retry_after=None, latency=None))
+
+    def _hear(self, answer: _Answer) -> None:
+        """Keep ``answer`` for the next exchange; if nobody is about to make one, make one.
+
+        A 429 must reach the other processes even when this one has nothing more to
+        send, so an answer heard with nobody waiting at the gate is carried to the store
+        by a small task of its own.
+        """
+        self._pending.append(answer)
+        if len(self._pending) > _MAX_PENDING:
+            del self._pending[: len(self._pending) - _MAX_PENDING]
+        if self._waiters or (self._flusher is not None and not self._flusher.done()):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._flusher = loop.create_task(self._flush(), name="spo-async shared budget")
+
+    async def _flush(self) -> None:
+        try:
+            await self._exchange(lambda state, now: None)
+        except TransportError as exc:
+            log.warning("%s; its answers are applied at the next request", exc)
+
+
+def shared_limiter(
+    uri: str, kind: StoreKind, *, name: object, clock: object, settings: dict[str, Any]
+) -> SharedRequestLimiter:
+    """Build the shared limiter (everything checked, nothing connected)."""
+    if name is not None and not (isinstance(name, str) and 0 < len(name) <= 200):
+        raise ConfigurationError(
+            f"name must be a non-empty string of at most 200 characters, got {name!r}"
+        )
+    if clock is not None and not callable(clock):
+        raise ConfigurationError(f"clock must be callable, got {type(clock).__name__}")
+    return SharedRequestLimiter(
+        uri,
+        kind,
+        name=name,
+        clock=cast("Clock | None", clock),
+        settings=settings,
+    )

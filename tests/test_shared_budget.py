@@ -1,0 +1,478 @@
+"""One rate budget shared by several processes, in a real PostgreSQL and a real redis-server.
+
+Each "process" here is a limiter of its own on the same store, as each replica of a
+service would have. Time is a manual clock given to every limiter (``clock=``), the
+way a fleet shares the store's clock, so nothing sleeps for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+import redis.asyncio
+from spo_async import (
+    AsyncSPOClient,
+    ConfigurationError,
+    RequestLimiter,
+    RetryPolicy,
+    TransportError,
+)
+from spo_async._limiter import BudgetPolicy
+from spo_async._sansio import build_task_request, parse_retry_after
+from spo_async._shared_limiter import budget_name, decode_state, encode_state
+from spo_async._store_uri import display_uri
+from spo_async.testing import Emulator, EmulatorConfig, ManualClock
+from spo_async.transport import AiohttpTransport
+
+from .cli_helpers import EXAMPLES, run_cli
+from .conftest import VirtualTime, exception_texts, make_request
+from .servers import pg_database, postgres_uri, redis_uri
+
+__all__ = ["pg_database", "postgres_uri", "redis_uri"]  # fixtures, imported for pytest
+
+
+@pytest.fixture(params=["postgresql", "redis"])
+def store(request: pytest.FixtureRequest) -> str:
+    """The URI of an empty store: a fresh PostgreSQL database, or the session's Redis."""
+    if request.param == "postgresql":
+        uri: str = request.getfixturevalue("pg_database")
+    else:
+        uri = request.getfixturevalue("redis_uri")
+    return uri
+
+
+@pytest.fixture
+def budget() -> str:
+    """A budget name of its own for each test (the Redis server is shared by the session)."""
+    return f"test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def vt() -> VirtualTime:
+    return VirtualTime(ManualClock(1_000.0))
+
+
+@pytest.fixture
+async def fleet(store: str, budget: str, vt: VirtualTime) -> AsyncIterator[list[RequestLimiter]]:
+    """Three limiters ("processes") on one budget, bound to one manual clock."""
+    limiters = [
+        RequestLimiter.shared(store, name=budget, clock=vt.clock, decrease_cooldown=1.0)
+        for _ in range(3)
+    ]
+    for limiter in limiters:
+        limiter._bind(vt.clock, vt.sleep)
+    yield limiters
+    for limiter in limiters:
+        await limiter._release()
+
+
+async def settle(limiter: RequestLimiter) -> None:
+    """Let the limiter carry what it heard to the store (as it does after each answer)."""
+    flusher = getattr(limiter, "_flusher", None)
+    if flusher is not None:
+        await flusher
+
+
+# -- one budget ------------------------------------------------------------------------------
+
+
+async def test_every_process_draws_from_one_budget(
+    fleet: list[RequestLimiter], vt: VirtualTime
+) -> None:
+    """Ten requests of one process use the shared start burst; the next, anywhere, waits."""
+    first, second, _ = fleet
+    for _ in range(10):  # the slow start's initial window: ten back to back
+        async with first.slot():
+            pass
+    assert vt.sleeps == []
+    async with second.slot():
+        pass
+    # The budget starts at 10/s: the eleventh request of the fleet waits a tenth of a second.
+    assert vt.sleeps == [pytest.approx(0.1)]
+    assert second.requests_per_second == 11
+
+
+async def test_a_load_signal_in_one_process_slows_and_pauses_them_all(
+    fleet: list[RequestLimiter], vt: VirtualTime
+) -> None:
+    """A burst of 429s seen by one process is one signal: it cuts and pauses the whole fleet."""
+    first, second, third = fleet
+    for _ in range(40):  # the fleet sends fast enough to learn from
+        async with first.slot():
+            pass
+        first.on_success()
+    await settle(first)
+    for _ in range(20):
+        first.on_rate_limited(retry_after=5.0)
+    await settle(first)
+    async with second.slot():
+        pass
+    assert max(vt.sleeps) >= 5.0  # Retry-After paused a process that never saw a 429
+    assert first.load_signals == 1  # twenty 429s in one burst: one signal
+    learned = second.learned_rate
+    assert learned is not None
+    assert second.current_rate == pytest.approx(learned * 0.5)
+    async with third.slot():
+        pass
+    assert third.learned_rate == learned  # the third process knows it too
+
+
+async def drop_connections(uri: str) -> None:
+    """Cut every shared budget's connection from the server's side, as a restart would."""
+    if uri.startswith("postgresql"):
+        async with await psycopg.AsyncConnection.connect(uri, autocommit=True) as conn:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'spo-async budget'"
+            )
+        return
+    client = redis.asyncio.Redis.from_url(uri)
+    try:
+        for info in await client.client_list():
+            if info.get("name") == "spo-async-budget":
+                await client.client_kill_filter(_id=info["id"])
+    finally:
+        await client.aclose()
+
+
+async def test_an_answer_heard_while_the_store_is_away_is_not_lost(
+    store: str, budget: str, vt: VirtualTime
+) -> None:
+    """The store drops the connection: the next exchange reconnects and applies the 429."""
+    limiter = RequestLimiter.shared(store, name=budget, clock=vt.clock)
+    limiter._bind(vt.clock, vt.sleep)
+    async with limiter.slot():
+        pass
+    await settle(limiter)
+    await drop_connections(store)
+    limiter.on_rate_limited(1.0)
+    await settle(limiter)  # may fail (a warning) or reconnect at once: both keep the answer
+    async with limiter.slot():
+        pass
+    assert limiter._state.refused.count(vt.clock()) == 1
+    await limiter._release()
+
+
+# -- the API key -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(1_000.0)
+
+
+@pytest.fixture
+def emulator_config(clock: ManualClock) -> EmulatorConfig:
+    return EmulatorConfig(round_seconds=0.5, queue_seconds=0.0, seed=1, clock=clock)
+
+
+async def stored_texts(uri: str) -> list[str]:
+    """Everything the store holds about budgets, as text."""
+    if uri.startswith("postgresql"):
+        async with await psycopg.AsyncConnection.connect(uri) as conn:
+            rows = await (
+                await conn.execute("SELECT name, state FROM spo_async_budgets")
+            ).fetchall()
+        return [f"{name} {state}" for name, state in rows]
+    client = redis.asyncio.Redis.from_url(uri)
+    try:
+        keys = await client.keys("spo-async:*")
+        return [f"{key!r} {await client.get(key)!r}" for key in keys]
+    finally:
+        await client.aclose()
+
+
+async def test_the_budget_is_the_api_keys_but_the_store_never_holds_the_key(
+    store: str, emu: Emulator, clock: ManualClock
+) -> None:
+    """A client's tasks go through the key's budget, stored under a digest of the key."""
+    vt = VirtualTime(clock)
+    limiter = RequestLimiter.shared(store, clock=clock)
+    async with AsyncSPOClient(
+        api_key=emu.api_key, base_url=emu.base_url, limiter=limiter, clock=clock, sleep=vt.sleep
+    ) as client:
+        result = await client.optimize(make_request(max_rounds=2))
+    assert result.succeeded
+    texts = await stored_texts(store)
+    assert any(budget_name(emu.api_key) in text for text in texts)
+    assert all(emu.api_key not in text for text in texts)
+
+
+async def test_one_limiter_serves_one_key_unless_it_is_named(store: str) -> None:
+    """A shared limiter keyed by one client's key refuses a client with another key."""
+    limiter = RequestLimiter.shared(store)
+    async with AsyncSPOClient(api_key="sk-one", limiter=limiter):
+        with pytest.raises(ConfigurationError, match="another API key"):
+            AsyncSPOClient(api_key="sk-two", limiter=limiter)
+    named = RequestLimiter.shared(store, name="team-quota")
+    async with (
+        AsyncSPOClient(api_key="sk-one", limiter=named),
+        AsyncSPOClient(api_key="sk-two", limiter=named),
+    ):
+        pass
+
+
+# -- failures -----------------------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "redis"])
+async def test_an_unreachable_store_fails_closed_before_anything_is_sent(
+    scheme: str, emu: Emulator, clock: ManualClock
+) -> None:
+    """No budget, no request: a typed error saying nothing left, and no password in it."""
+    uri = f"{scheme}://spo:hunter2@127.0.0.1:{closed_port()}/0"
+    limiter = RequestLimiter.shared(uri, clock=clock)
+    vt = VirtualTime(clock)
+    async with AsyncSPOClient(
+        api_key=emu.api_key,
+        base_url=emu.base_url,
+        limiter=limiter,
+        clock=clock,
+        sleep=vt.sleep,
+        retry=RetryPolicy.no_wait(),
+    ) as client:
+        with pytest.raises(TransportError) as caught:
+            await client.submit(make_request())
+    assert caught.value.request_sent is False
+    assert emu.submits == []
+    assert all("hunter2" not in text for text in exception_texts(caught.value))
+    assert "hunter2" not in repr(limiter)
+    assert "127.0.0.1" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("mysql://db/app", "postgresql://"),
+        ("db.example/app", "no scheme"),
+        (42, "URI string"),
+        ("postgresql://db:port/app", "invalid port"),
+    ],
+)
+def test_a_bad_uri_is_refused_at_once(uri: object, message: str) -> None:
+    """What is not a store URI fails when the limiter is made, not at the first request."""
+    with pytest.raises(ConfigurationError, match=message):
+        RequestLimiter.shared(uri)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("scheme", "module", "extra"),
+    [
+        ("postgresql", "psycopg", "spo-async[postgres]"),
+        ("redis", "redis.asyncio", "spo-async[redis]"),
+    ],
+)
+def test_a_missing_extra_is_named(
+    scheme: str, module: str, extra: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the optional package the error says which extra to install."""
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ConfigurationError, match=extra.replace("[", r"\[").replace("]", r"\]")):
+        RequestLimiter.shared(f"{scheme}://127.0.0.1/0")
+
+
+async def test_an_unreadable_stored_state_starts_a_fresh_budget(
+    store: str, budget: str, vt: VirtualTime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A state written by hand or by another version is replaced, with a warning."""
+    limiter = RequestLimiter.shared(store, name=budget, clock=vt.clock)
+    limiter._bind(vt.clock, vt.sleep)
+    async with limiter.slot():
+        pass
+    if store.startswith("postgresql"):
+        async with await psycopg.AsyncConnection.connect(store, autocommit=True) as conn:
+            await conn.execute("UPDATE spo_async_budgets SET state = '{\"format\": 99}'")
+    else:
+        client = redis.asyncio.Redis.from_url(store)
+        await client.set(f"spo-async:budget:{budget}", b"\xff not json")
+        await client.aclose()
+    with caplog.at_level(logging.WARNING, logger="spo_async"):
+        async with limiter.slot():
+            pass
+    assert "unreadable state" in caplog.text
+    assert limiter.current_rate == 10.0  # a fresh budget's slow start
+    await limiter._release()
+
+
+# -- connections ------------------------------------------------------------------------------
+
+
+async def open_connections(uri: str) -> int:
+    """The store's connections that belong to a shared budget."""
+    if uri.startswith("postgresql"):
+        async with await psycopg.AsyncConnection.connect(uri) as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'spo-async budget'"
+            )
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+    client = redis.asyncio.Redis.from_url(uri)
+    try:
+        return sum(c.get("name") == "spo-async-budget" for c in await client.client_list())
+    finally:
+        await client.aclose()
+
+
+async def test_the_last_client_to_close_closes_the_connection(
+    store: str, emu: Emulator, clock: ManualClock
+) -> None:
+    """Two clients on one shared limiter: the connection lives until both are closed."""
+    vt = VirtualTime(clock)
+    limiter = RequestLimiter.shared(store, clock=clock)
+    options = {"api_key": emu.api_key, "base_url": emu.base_url, "clock": clock, "sleep": vt.sleep}
+    first = AsyncSPOClient(limiter=limiter, **options)  # type: ignore[arg-type]
+    second = AsyncSPOClient(limiter=limiter, **options)  # type: ignore[arg-type]
+    await first.submit(make_request())
+    assert await open_connections(store) == 1
+    await first.aclose()
+    assert await open_connections(store) == 1
+    await second.aclose()
+    assert await open_connections(store) == 0
+
+
+async def test_a_cancelled_caller_leaves_the_store_usable(
+    fleet: list[RequestLimiter], vt: VirtualTime
+) -> None:
+    """A wait cancelled at the gate gives its place back; the next caller gets through."""
+    first, _, _ = fleet
+    for _ in range(10):
+        async with first.slot():
+            pass
+
+    async def one() -> None:
+        async with first.slot():
+            pass
+
+    waiting = asyncio.create_task(one())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    async with first.slot():
+        pass
+    assert first.requests_sent == 11
+
+
+# -- the state on the wire ------------------------------------------------------------------
+
+
+def test_a_state_survives_the_trip_through_the_store() -> None:
+    """Every field of the state comes back as it went, infinities and windows included."""
+    policy = BudgetPolicy(
+        cap=None,
+        start_rate=10.0,
+        min_rate=0.2,
+        burst=None,
+        decrease_factor=0.5,
+        decrease_cooldown=1.0,
+        growth_interval=0.25,
+        headroom=0.02,
+        probe_after=60.0,
+        max_pause=120.0,
+    )
+    state = policy.new_state()
+    for now in (1.0, 1.1, 1.2):
+        policy.take(state, now, waited=True)
+        policy.on_answer(state, now + 0.05, limited=now == 1.1, retry_after=2.0)
+    again = decode_state(encode_state(state), policy)
+    assert encode_state(again) == encode_state(state)
+    assert again.sent.count(1.3) == 3
+    assert again.paused_until == state.paused_until
+
+
+def test_a_uri_is_shown_without_its_password() -> None:
+    """Reprs and errors name the store as user@host:port/db, never with the password."""
+    shown = display_uri("postgresql://spo:hunter2@db.internal:5433/app?password=x&sslmode=require")
+    assert shown == "postgresql://spo@db.internal:5433/app"
+
+
+# -- over HTTP --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def quota_config(clock: ManualClock) -> EmulatorConfig:
+    return EmulatorConfig(quota_per_second=20.0, clock=clock, seed=1)
+
+
+@pytest.fixture
+async def quota_emu(quota_config: EmulatorConfig) -> AsyncIterator[Emulator]:
+    async with Emulator(quota_config) as emulator:
+        yield emulator
+
+
+async def test_a_fleet_finds_the_quota_together(
+    store: str, budget: str, quota_emu: Emulator, clock: ManualClock
+) -> None:
+    """Three processes on one budget learn the service's 20/s quota as one client would."""
+    vt = VirtualTime(clock)
+    fleet = [RequestLimiter.shared(store, name=budget, clock=clock) for _ in range(3)]
+    for limiter in fleet:
+        limiter._bind(clock, vt.sleep)
+    transport = AiohttpTransport()
+    numbers = iter(range(900))
+    statuses: list[int] = []
+
+    async def worker(limiter: RequestLimiter) -> None:
+        for number in numbers:
+            request = build_task_request(quota_emu.base_url, quota_emu.api_key, f"spo-{number}")
+            async with limiter.slot():
+                response = await transport.send(request, timeout=5.0)
+            statuses.append(response.status)
+            if response.status == 429:
+                retry_after = response.headers.get("retry-after")
+                limiter.on_rate_limited(parse_retry_after(retry_after, now=time.time()))
+            else:
+                limiter.on_success()
+
+    try:
+        await asyncio.gather(*(worker(limiter) for limiter in fleet for _ in range(4)))
+    finally:
+        await transport.aclose()
+        for limiter in fleet:
+            await limiter._release()
+    learned = {limiter.learned_rate for limiter in fleet}
+    assert len(learned) == 1  # one budget, one quota learnt
+    (quota,) = learned
+    assert quota is not None
+    assert quota == pytest.approx(20, rel=0.1)
+    # Of 900: the slow start's overshoot, once (the fleet hears it an exchange late).
+    assert statuses.count(429) <= 27
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def test_the_cli_draws_from_a_shared_budget(pg_database: str) -> None:
+    """``--limiter URI`` runs the command's requests through the budget in the store."""
+    done = run_cli(
+        "batch", "--emulator", "--emulator-round-seconds", "0.02", "--limiter", pg_database,
+        str(EXAMPLES / "batch.jsonl"), "-o", "/dev/null", timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(pg_database) as conn:
+        row = conn.execute("SELECT count(*) FROM spo_async_budgets").fetchone()
+    assert row == (1,)
+
+
+def test_the_cli_refuses_a_bad_limiter_uri_before_anything_is_sent() -> None:
+    """A URI that names no store is a usage error (exit 2) that says what is accepted."""
+    done = run_cli("optimize", "--emulator", "--limiter", "mysql://db", str(EXAMPLES / "poem.yaml"))
+    assert done.returncode == 2
+    assert "postgresql://" in done.stderr
