@@ -7,9 +7,9 @@ quota), run on one :class:`~spo_async._limiter.BudgetState` that lives in the st
 so that the whole fleet is one client to the quota.
 
 **One exchange per request.** Each request's pass through the gate is one
-*exchange*: read the state under the store's lock (a row lock in PostgreSQL, an
-optimistic ``WATCH`` in Redis), apply the answers this process heard since its last
-exchange, take a slot or learn how long to wait, write the state back. So a 429
+*exchange* (:mod:`spo_async._shared_store`): read the state under the store's lock
+(a row lock in PostgreSQL, an optimistic ``WATCH`` in Redis), apply the answers this
+process heard since its last exchange, take a slot or learn how long to wait, write the state back. So a 429
 judged load by any process cuts the budget for all of them at their next request,
 its ``Retry-After`` pauses all of them, and the answers until the cooldown after it
 are one signal, fleet-wide. Within a process, callers queue in order of arrival as
@@ -51,50 +51,27 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import attrs
 
 from ._errors import ConfigurationError, TransportError
 from ._limiter import BudgetPolicy, BudgetState, Clock, RequestLimiter, Sleep, _Recent
+from ._shared_store import open_store
 from ._store_uri import StoreKind, display_uri
 
-if TYPE_CHECKING:
-    import psycopg
-    import redis.asyncio
-
-__all__ = ["SharedRequestLimiter", "budget_name", "decode_state", "encode_state", "open_store"]
+__all__ = ["SharedRequestLimiter", "budget_name", "decode_state", "encode_state"]
 
 log = logging.getLogger("spo_async")
 
 T = TypeVar("T")
 
-#: One decision on a stored state: its text (or none yet) and the time in, new text out.
-Step = Callable[[str | bytes | None, float], tuple[str, T]]
-
 #: The layout of a stored state this version writes and reads.
 _FORMAT: Final = 1
 #: Answers heard while the store could not be reached that are kept for later.
 _MAX_PENDING: Final = 10_000
-#: A Redis budget nobody touched for this long is forgotten (seconds).
-_REDIS_TTL_MS: Final = 7 * 24 * 3600 * 1000
-#: The PostgreSQL table, the advisory lock that serialises creating it, and its statements.
-_SCHEMA_LOCK: Final = 0x53504F42
-_CREATE: Final = """CREATE TABLE IF NOT EXISTS spo_async_budgets (
-    name text PRIMARY KEY, state text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"""
-_SELECT: Final = """SELECT state, extract(epoch FROM clock_timestamp())::float8
-    FROM spo_async_budgets WHERE name = %s FOR UPDATE"""
-_INSERT: Final = (
-    "INSERT INTO spo_async_budgets (name, state) VALUES (%s, '') ON CONFLICT DO NOTHING"
-)
-_UPDATE: Final = "UPDATE spo_async_budgets SET state = %s, updated_at = now() WHERE name = %s"
-#: Seconds to wait for a store connection before the gate fails.
-_CONNECT_TIMEOUT: Final = 10
-
-_EXTRAS: Final[dict[StoreKind, str]] = {
-    "postgresql": "pip install 'spo-async[postgres]'",
-    "redis": "pip install 'spo-async[redis]'",
-}
+#: A budget nobody used for this long is forgotten (seconds).
+_BUDGET_TTL: Final = 7 * 24 * 3600.0
 
 
 def budget_name(api_key: str) -> str:
@@ -171,199 +148,6 @@ def _number(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise ValueError(f"{value!r} is not a number")
     return float(value)
-
-
-# -- the stores ----------------------------------------------------------------------------------
-
-
-class BudgetStore(Protocol):
-    """Where a shared budget's state lives: one locked read-modify-write at a time."""
-
-    async def exchange(
-        self,
-        name: str,
-        step: Step[T],
-        now: float | None,
-    ) -> T:
-        """Run ``step(stored_text, now)`` under the budget's lock; store the text it returns.
-
-        ``now`` is the store's clock unless the caller gives one.
-        """
-        ...
-
-    async def aclose(self) -> None:
-        """Close the connection (it is opened again on the next exchange)."""
-        ...
-
-
-def _unreachable(uri: str, exc: BaseException) -> TransportError:
-    detail = type(exc).__name__
-    return TransportError(
-        f"the shared rate budget at {display_uri(uri)} cannot be used ({detail}); "
-        "no request was sent",
-        request_sent=False,
-    )
-
-
-class PostgresBudgetStore:
-    """A budget as a row of ``spo_async_budgets``, locked with ``SELECT ... FOR UPDATE``.
-
-    One connection per process, not a pool: the exchanges of one process are one at a
-    time anyway (only the first caller in line talks to the store), and the row lock
-    serialises the fleet's.
-    """
-
-    def __init__(self, uri: str) -> None:
-        import psycopg  # noqa: PLC0415 - an optional extra, imported by open_store first
-
-        self._psycopg = psycopg
-        self._uri = uri
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()
-
-    def __repr__(self) -> str:
-        return f"<PostgresBudgetStore {display_uri(self._uri)}>"
-
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        conn = await self._psycopg.AsyncConnection.connect(
-            self._uri,
-            autocommit=True,
-            connect_timeout=_CONNECT_TIMEOUT,
-            application_name="spo-async budget",
-        )
-        try:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                await conn.execute(_CREATE)
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
-
-    async def exchange(
-        self,
-        name: str,
-        step: Step[T],
-        now: float | None,
-    ) -> T:
-        async with self._lock:
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = await self._connect()
-                conn = self._conn
-                async with conn.transaction():
-                    row = await (await conn.execute(_SELECT, (name,))).fetchone()
-                    if row is None:
-                        await conn.execute(_INSERT, (name,))
-                        row = await (await conn.execute(_SELECT, (name,))).fetchone()
-                        assert row is not None  # noqa: S101 - inserted or there already
-                    text, store_now = row
-                    stored, result = step(text or None, store_now if now is None else now)
-                    await conn.execute(_UPDATE, (stored, name))
-            except (self._psycopg.Error, OSError) as exc:
-                failure = _unreachable(self._uri, exc)
-            else:
-                return result
-            # Raised out here, so the driver's error (which may quote the connection
-            # string) is not even the context of ours.
-            await self._drop()
-            raise failure
-
-    async def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
-
-    async def aclose(self) -> None:
-        async with self._lock:
-            await self._drop()
-
-
-class RedisBudgetStore:
-    """A budget as one Redis key, changed with ``WATCH`` / ``MULTI`` (optimistic locking).
-
-    A writer that lost the race (another process changed the key between its read and
-    its write) reads again and decides again, so every decision is made on the state
-    as it is. The key expires after a week untouched.
-    """
-
-    def __init__(self, uri: str) -> None:
-        import redis.asyncio  # noqa: PLC0415 - an optional extra, imported by open_store first
-        import redis.exceptions  # noqa: PLC0415
-
-        self._redis = redis
-        self._uri = uri
-        self._client: redis.asyncio.Redis | None = None
-        self._lock = asyncio.Lock()
-
-    def __repr__(self) -> str:
-        return f"<RedisBudgetStore {display_uri(self._uri)}>"
-
-    async def exchange(
-        self,
-        name: str,
-        step: Step[T],
-        now: float | None,
-    ) -> T:
-        key = f"spo-async:budget:{name}"
-        errors = self._redis.exceptions
-        async with self._lock:
-            try:
-                if self._client is None:
-                    uri = self._uri.replace("valkey", "redis", 1)
-                    self._client = self._redis.asyncio.Redis.from_url(
-                        uri,
-                        socket_connect_timeout=_CONNECT_TIMEOUT,
-                        client_name="spo-async-budget",
-                    )
-                async with self._client.pipeline(transaction=True) as pipe:
-                    while True:
-                        try:
-                            await pipe.watch(key)
-                            text = await pipe.get(key)
-                            seconds, micros = await pipe.time()
-                            store_now = seconds + micros / 1e6
-                            stored, result = step(
-                                text,
-                                store_now if now is None else now,
-                            )
-                            pipe.multi()  # type: ignore[no-untyped-call]
-                            pipe.set(key, stored, px=_REDIS_TTL_MS)
-                            await pipe.execute()
-                        except errors.WatchError:
-                            continue
-                        return result
-            except (errors.RedisError, OSError) as exc:
-                failure = _unreachable(self._uri, exc)
-            await self._drop()
-            raise failure  # out here, for the reason PostgresBudgetStore.exchange gives
-
-    async def _drop(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.aclose()
-
-    async def aclose(self) -> None:
-        async with self._lock:
-            await self._drop()
-
-
-def open_store(uri: str, kind: StoreKind) -> BudgetStore:
-    """A store for ``uri`` (no connection yet), or a ConfigurationError naming the extra."""
-    try:
-        if kind == "postgresql":
-            import psycopg  # noqa: F401, PLC0415
-
-            return PostgresBudgetStore(uri)
-        import redis.asyncio  # noqa: F401, PLC0415
-
-        return RedisBudgetStore(uri)
-    except ImportError:
-        raise ConfigurationError(
-            f"a shared rate budget in {kind} needs an optional extra: {_EXTRAS[kind]}"
-        ) from None
 
 
 # -- the limiter ----------------------------------------------------------------------------------
@@ -488,7 +272,9 @@ class SharedRequestLimiter(RequestLimiter):
             return encode_state(state), result
 
         try:
-            result = await self._store.exchange(self._name, step, self._now_override())
+            result = await self._store.exchange(
+                f"budget:{self._name}", step, self._now_override(), ttl=_BUDGET_TTL
+            )
         except BaseException:
             # Not applied: keep them for the next exchange (the newest, if too many).
             self._pending = (answers + self._pending)[-_MAX_PENDING:]

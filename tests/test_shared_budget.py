@@ -131,13 +131,13 @@ async def drop_connections(uri: str) -> None:
         async with await psycopg.AsyncConnection.connect(uri, autocommit=True) as conn:
             await conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'spo-async budget'"
+                "WHERE application_name = 'spo-async shared'"
             )
         return
     client = redis.asyncio.Redis.from_url(uri)
     try:
         for info in await client.client_list():
-            if info.get("name") == "spo-async-budget":
+            if info.get("name") == "spo-async-shared":
                 await client.client_kill_filter(_id=info["id"])
     finally:
         await client.aclose()
@@ -178,9 +178,7 @@ async def stored_texts(uri: str) -> list[str]:
     """Everything the store holds about budgets, as text."""
     if uri.startswith("postgresql"):
         async with await psycopg.AsyncConnection.connect(uri) as conn:
-            rows = await (
-                await conn.execute("SELECT name, state FROM spo_async_budgets")
-            ).fetchall()
+            rows = await (await conn.execute("SELECT name, state FROM spo_async_shared")).fetchall()
         return [f"{name} {state}" for name, state in rows]
     client = redis.asyncio.Redis.from_url(uri)
     try:
@@ -297,7 +295,7 @@ async def test_an_unreadable_stored_state_starts_a_fresh_budget(
         pass
     if store.startswith("postgresql"):
         async with await psycopg.AsyncConnection.connect(store, autocommit=True) as conn:
-            await conn.execute("UPDATE spo_async_budgets SET state = '{\"format\": 99}'")
+            await conn.execute("UPDATE spo_async_shared SET state = '{\"format\": 99}'")
     else:
         client = redis.asyncio.Redis.from_url(store)
         await client.set(f"spo-async:budget:{budget}", b"\xff not json")
@@ -318,14 +316,14 @@ async def open_connections(uri: str) -> int:
     if uri.startswith("postgresql"):
         async with await psycopg.AsyncConnection.connect(uri) as conn:
             cursor = await conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'spo-async budget'"
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'spo-async shared'"
             )
             row = await cursor.fetchone()
         assert row is not None
         return int(row[0])
     client = redis.asyncio.Redis.from_url(uri)
     try:
-        return sum(c.get("name") == "spo-async-budget" for c in await client.client_list())
+        return sum(c.get("name") == "spo-async-shared" for c in await client.client_list())
     finally:
         await client.aclose()
 
@@ -467,7 +465,7 @@ def test_the_cli_draws_from_a_shared_budget(pg_database: str) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     with psycopg.connect(pg_database) as conn:
-        row = conn.execute("SELECT count(*) FROM spo_async_budgets").fetchone()
+        row = conn.execute("SELECT count(*) FROM spo_async_shared").fetchone()
     assert row == (1,)
 
 
