@@ -12,8 +12,9 @@ so that the whole fleet is one client to the quota.
 process heard since its last exchange, take a slot or learn how long to wait, write
 the state back. So a 429 judged load by any process cuts the budget for all of them
 at their next request, its ``Retry-After`` pauses all of them, and the answers until
-the cooldown after it are one signal, fleet-wide. Within a process, callers queue in order of arrival as
-with the in-memory limiter, and only the first in line talks to the store.
+the cooldown after it are one signal, fleet-wide. Within a process, callers queue in
+order of arrival as with the in-memory limiter; only the first in line talks to the
+store.
 
 **Whose clock.** The state's times are the store's clock (PostgreSQL's
 ``clock_timestamp()``, Redis's ``TIME``), never a worker's, so machines whose clocks
