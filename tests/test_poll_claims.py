@@ -1,0 +1,290 @@
+"""One poller per task across replicas that share a store, against real servers.
+
+Each "replica" is a client with its own ``RequestLimiter.shared`` on the same store
+and key, as the processes of a web service would be. Time is one manual clock for
+all of them (their ``clock=``), so nothing waits for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+
+import psycopg
+import pytest
+import redis.asyncio
+from spo_async import AsyncSPOClient, RequestLimiter, RoundCompleted, TaskResult
+from spo_async._poll_claims import PollClaims
+from spo_async._shared_store import open_store
+from spo_async._store_uri import store_kind
+from spo_async.polling import FixedSchedule
+from spo_async.testing import Emulator, EmulatorConfig, ManualClock
+
+from .conftest import VirtualTime, make_request
+from .servers import pg_database, postgres_uri, redis_uri
+
+__all__ = ["pg_database", "postgres_uri", "redis_uri"]  # fixtures, imported for pytest
+
+
+@pytest.fixture(params=["postgresql", "redis"])
+def store(request: pytest.FixtureRequest) -> str:
+    """The URI of a store: a fresh PostgreSQL database, or the session's Redis."""
+    if request.param == "postgresql":
+        uri: str = request.getfixturevalue("pg_database")
+    else:
+        uri = request.getfixturevalue("redis_uri")
+    return uri
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(1_000.0)
+
+
+@pytest.fixture
+def emulator_config(clock: ManualClock) -> EmulatorConfig:
+    """Three rounds of a second each, moving on only as the replicas wait."""
+    return EmulatorConfig(round_seconds=1.0, queue_seconds=0.5, seed=3, clock=clock)
+
+
+def replica(emu: Emulator, vt: VirtualTime, store: str | None, budget: str) -> AsyncSPOClient:
+    """One process of the fleet: its own client, and its own handle on the shared store."""
+    if store is None:  # no shared store: a limiter of its own, as replicas have by default
+        limiter = RequestLimiter(start_rate=1000)
+    else:
+        limiter = RequestLimiter.shared(store, name=budget, clock=vt.clock, start_rate=1000)
+    return AsyncSPOClient(
+        api_key=emu.api_key,
+        base_url=emu.base_url,
+        limiter=limiter,
+        schedule=FixedSchedule(interval=0.2),
+        clock=vt.clock,
+        sleep=vt.sleep,
+    )
+
+
+async def fleet_waits(
+    emu: Emulator, clock: ManualClock, store: str | None
+) -> tuple[str, list[TaskResult], list[list[int]]]:
+    """Four replicas wait on one task at once; its id, their results and the rounds each saw."""
+    vt = VirtualTime(clock)
+    budget = f"test-{uuid.uuid4().hex}"
+    fleet = [replica(emu, vt, store, budget) for _ in range(4)]
+    rounds: list[list[int]] = [[] for _ in fleet]
+
+    def recorder(seen: list[int]) -> Callable[[object], None]:
+        def on_event(event: object) -> None:
+            if isinstance(event, RoundCompleted):
+                seen.append(event.number)
+
+        return on_event
+
+    try:
+        task_id = await fleet[0].submit(make_request(max_rounds=3))
+        results = await asyncio.gather(
+            *(
+                client.wait_for_result(task_id, on_event=recorder(seen))
+                for client, seen in zip(fleet, rounds, strict=True)
+            )
+        )
+    finally:
+        for client in fleet:
+            await client.aclose()
+    return task_id, results, rounds
+
+
+async def test_replicas_waiting_on_one_task_poll_it_about_once(
+    store: str, emu: Emulator, clock: ManualClock
+) -> None:
+    """Four replicas on a shared store GET a task a fraction as often as four on their own."""
+    alone, _, _ = await fleet_waits(emu, clock, None)
+    shared, results, rounds = await fleet_waits(emu, clock, store)
+    assert all(result.succeeded for result in results)
+    assert len({result.best_prompt for result in results}) == 1
+    assert all(seen == [1, 2, 3] for seen in rounds)  # each replica saw every round
+    # Same schedule, same clock: on their own the four look four times; sharing, about once.
+    # (21 GETs alone, 4 shared, in runs here.)
+    assert emu.task_gets[shared] * 3 <= emu.task_gets[alone]
+
+
+async def claims_on(
+    uri: str, budget: str, clock: ManualClock
+) -> tuple[PollClaims, Callable[[], Awaitable[None]]]:
+    """Claims over the store at ``uri``, as a client would hold them, and their closer."""
+    store = open_store(uri, store_kind(uri, what="uri"))
+    vt = VirtualTime(clock)
+    claims = PollClaims(store, budget, store_clock=clock, clock=clock, sleep=vt.sleep)
+    return claims, store.aclose
+
+
+def counting(result: TaskResult) -> tuple[list[int], Callable[[], Awaitable[TaskResult]]]:
+    """A fetch that returns ``result`` and counts its calls (the GETs it stands for)."""
+    calls: list[int] = []
+
+    async def fetch() -> TaskResult:
+        calls.append(1)
+        return result
+
+    return calls, fetch
+
+
+RUNNING = TaskResult.from_dict(
+    {"task_id": "spo-1", "status": "processing", "current_round": 1, "total_rounds": 3}
+)
+
+
+async def test_a_snapshot_published_while_waiting_is_used_instead_of_a_get(
+    store: str, clock: ManualClock
+) -> None:
+    """The second process to look finds the first one's fresh answer and makes no GET."""
+    budget = uuid.uuid4().hex
+    first, close_first = await claims_on(store, budget, clock)
+    second, close_second = await claims_on(store, budget, clock)
+    calls, fetch = counting(RUNNING)
+    try:
+        assert await first.fetcher("spo-1", fetch, hold=5.0)() == RUNNING
+        assert await second.fetcher("spo-1", fetch, hold=5.0)() == RUNNING
+        assert calls == [1]  # the first look was a GET; the second read its snapshot
+        clock.advance(1.0)
+        assert await second.fetcher("spo-1", fetch, hold=5.0)() == RUNNING
+        assert calls == [1, 1]  # a snapshot older than this look began is not an answer
+    finally:
+        await close_first()
+        await close_second()
+
+
+async def test_a_claim_whose_holder_died_lapses(store: str, clock: ManualClock) -> None:
+    """A claim left by a process that died is waited out, for at most its length."""
+    budget = uuid.uuid4().hex
+    ghost, close_ghost = await claims_on(store, budget, clock)
+    claims, close = await claims_on(store, budget, clock)
+    calls, fetch = counting(RUNNING)
+    try:
+        # The ghost claims the task, then vanishes without releasing it: write its claim
+        # straight into the record, as it stood when it died.
+        def claimed(text: str | bytes | None, now: float) -> tuple[str, None]:
+            return json.dumps({"owner": "ghost", "until": now + 1.0}), None
+
+        await ghost._store.exchange(f"poll:{budget}:spo-1", claimed, clock(), ttl=60)
+        started = clock()
+        assert await claims.fetcher("spo-1", fetch, hold=5.0)() == RUNNING
+        assert calls == [1]
+        assert 1.0 <= clock() - started <= 1.1  # waited out the ghost's second, no longer
+    finally:
+        await close_ghost()
+        await close()
+
+
+async def test_an_unreadable_snapshot_is_ignored(
+    store: str, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A snapshot that is not a task answer is not believed: the process looks itself."""
+    budget = uuid.uuid4().hex
+    claims, close = await claims_on(store, budget, clock)
+    calls, fetch = counting(RUNNING)
+
+    def garbled(text: str | bytes | None, now: float) -> tuple[str, None]:
+        record = {"snapshot": {"status": "no such"}, "seen_at": now + 100, "terminal": True}
+        return json.dumps(record), None
+
+    try:
+        await claims._store.exchange(f"poll:{budget}:spo-1", garbled, clock(), ttl=60)
+        with caplog.at_level(logging.WARNING, logger="spo_async"):
+            assert await claims.fetcher("spo-1", fetch, hold=5.0)() == RUNNING
+        assert calls == [1]
+        assert "could not be read" in caplog.text
+    finally:
+        await close()
+
+
+async def test_accounts_never_see_each_others_snapshots(store: str, clock: ManualClock) -> None:
+    """Claims live under the budget's name, which is the API key's: another key looks itself."""
+    mine, close_mine = await claims_on(store, uuid.uuid4().hex, clock)
+    theirs, close_theirs = await claims_on(store, uuid.uuid4().hex, clock)
+    calls, fetch = counting(RUNNING)
+    try:
+        await mine.fetcher("spo-1", fetch, hold=5.0)()
+        await theirs.fetcher("spo-1", fetch, hold=5.0)()
+        assert calls == [1, 1]
+    finally:
+        await close_mine()
+        await close_theirs()
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "redis"])
+async def test_without_the_store_a_look_is_a_plain_get(
+    scheme: str, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that cannot be reached costs requests, never the wait: one warning, then GETs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    claims, close = await claims_on(f"{scheme}://127.0.0.1:{port}/0", "b", clock)
+    calls, fetch = counting(RUNNING)
+    try:
+        with caplog.at_level(logging.WARNING, logger="spo_async"):
+            look = claims.fetcher("spo-1", fetch, hold=5.0)
+            assert await look() == RUNNING
+            assert await look() == RUNNING
+        assert calls == [1, 1]
+        assert caplog.text.count("polling directly") == 1
+    finally:
+        await close()
+
+
+async def test_the_records_expire(pg_database: str, clock: ManualClock) -> None:
+    """A task's record carries an expiry, so a store does not fill up with old tasks."""
+    claims, close = await claims_on(pg_database, "b", clock)
+    _, fetch = counting(RUNNING)
+    try:
+        await claims.fetcher("spo-1", fetch, hold=5.0)()
+    finally:
+        await close()
+    async with await psycopg.AsyncConnection.connect(pg_database) as conn:
+        cursor = await conn.execute(
+            "SELECT expires_at > now() + interval '23 hours' FROM spo_async_shared"
+        )
+        assert await cursor.fetchall() == [(True,)]
+
+
+async def test_a_redis_record_expires(redis_uri: str, clock: ManualClock) -> None:
+    """The same in Redis: the key has a time to live of a day."""
+    budget = uuid.uuid4().hex
+    claims, close = await claims_on(redis_uri, budget, clock)
+    _, fetch = counting(RUNNING)
+    try:
+        await claims.fetcher("spo-1", fetch, hold=5.0)()
+    finally:
+        await close()
+    client = redis.asyncio.Redis.from_url(redis_uri)
+    try:
+        ttl = await client.ttl(f"spo-async:poll:{budget}:spo-1")
+    finally:
+        await client.aclose()
+    assert 23 * 3600 < ttl <= 24 * 3600
+
+
+async def test_a_failed_get_releases_the_claim_at_once(store: str, clock: ManualClock) -> None:
+    """A GET that fails gives its claim back: the next process looks without waiting."""
+    budget = uuid.uuid4().hex
+    first, close_first = await claims_on(store, budget, clock)
+    second, close_second = await claims_on(store, budget, clock)
+    calls, fetch = counting(RUNNING)
+
+    async def broken() -> TaskResult:
+        raise ConnectionResetError
+
+    try:
+        with pytest.raises(ConnectionResetError):
+            await first.fetcher("spo-1", broken, hold=30.0)()
+        started = clock()
+        assert await second.fetcher("spo-1", fetch, hold=30.0)() == RUNNING
+        assert calls == [1]
+        assert clock() == started  # no wait for the failed process's claim
+    finally:
+        await close_first()
+        await close_second()
