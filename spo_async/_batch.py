@@ -27,6 +27,14 @@ is true), items with a task id are polled, items never sent are submitted, and
 items whose submit may have reached the service are reported as
 :class:`~spo_async.OutcomeUnknown` and not resubmitted, unless
 ``resubmit_unknown=True``.
+
+Shared journal. With ``journal="postgresql://..."`` (see
+:mod:`spo_async._journal_pg`) any number of processes run the same batch
+together: instead of a queue of its own items, each worker claims the next item
+from the database, under a lease. A batch then yields the outcomes of the items
+*this* process settled (items settled earlier or elsewhere are not yielded
+again), and it ends when no item of the whole batch is left open, so that a
+surviving process takes over the tasks of a dead one.
 """
 
 from __future__ import annotations
@@ -57,6 +65,14 @@ from ._events import (
     outcome_of,
 )
 from ._journal import ItemState, Journal, JournalEntry, JournalError, request_fingerprint
+from ._journal_pg import (
+    MAX_IDLE_WAIT,
+    Claimed,
+    PgJournal,
+    _LeaseLostError,
+    is_postgres_uri,
+    require_psycopg,
+)
 from ._models import OptimizationRequest, TaskResult
 from ._polling import Retry
 from ._stream import EventStream, as_stream
@@ -212,8 +228,16 @@ class BatchOptions:
         check_callable("keys", keys)
         if journal is not None and not isinstance(journal, str | os.PathLike):
             raise ConfigurationError(
-                f"journal must be a path (str or os.PathLike) or None, got {type(journal).__name__}"
+                "journal must be a path (str or os.PathLike), a postgresql:// URI or None, "
+                f"got {type(journal).__name__}"
             )
+        if is_postgres_uri(journal):
+            require_psycopg()
+            if resubmit_unknown is True:
+                raise ConfigurationError(
+                    "resubmit_unknown=True cannot be used with a shared (postgresql://) journal: "
+                    "another worker may be about to learn the task id"
+                )
         check_on_event(on_event)
         return cls(
             concurrency=bound,
@@ -249,6 +273,14 @@ class _StoppedError(SPOError):
     """Internal: the batch stopped before this submit left; nothing was sent."""
 
 
+#: What a worker returns for an item another worker took over (its lease lapsed).
+_DROPPED: Final = object()
+#: Put in the results when the last worker of a shared batch has left.
+_DONE: Final = object()
+
+_AnyJournal: TypeAlias = Journal | PgJournal
+
+
 class _State(enum.Enum):
     READY = "ready"
     RUNNING = "running"
@@ -260,7 +292,9 @@ class _ItemObserver:
 
     __slots__ = ("_journal", "_key", "_reporter")
 
-    def __init__(self, key: BatchKey, journal: Journal | None, reporter: Reporter | None) -> None:
+    def __init__(
+        self, key: BatchKey, journal: _AnyJournal | None, reporter: Reporter | None
+    ) -> None:
         self._key = key
         self._journal = journal
         self._reporter = reporter
@@ -308,12 +342,16 @@ class Batch:
         self._items = items
         self._options = options
         self._state = _State.READY
-        self._journal: Journal | None = None
+        self._journal: _AnyJournal | None = None
+        #: A shared journal: workers claim items from it; the batch ends when it has none open.
+        self._shared = False
+        self._live_workers = 0
+        self._watching = False
         self._stream: EventStream | None = None
         self._owns_stream = False
         self._restored: list[AnyOutcome] = []
         self._todo: asyncio.Queue[tuple[_Item, JournalEntry | None]] = asyncio.Queue()
-        self._results: asyncio.Queue[AnyOutcome | BaseException] = asyncio.Queue()
+        self._results: asyncio.Queue[AnyOutcome | BaseException | object] = asyncio.Queue()
         #: Backpressure: an item starts only with a permit, and the consumer gives one back
         #: with each outcome it takes, so at most ``concurrency`` items are ever started
         #: and not yet consumed.
@@ -399,7 +437,7 @@ class Batch:
             await self._start()
         if self._restored:
             return self._handed(self._settle(self._restored.pop(0)))
-        if self._state is _State.CLOSED or self._left == 0:
+        if self._state is _State.CLOSED or (self._left == 0 and not self._shared):
             await self.aclose()
             raise StopAsyncIteration
         try:
@@ -410,9 +448,12 @@ class Batch:
         if isinstance(got, BaseException):
             await self.aclose()
             raise got
+        if got is _DONE:
+            await self.aclose()
+            raise StopAsyncIteration
         self._left -= 1
         self._permits.release()
-        return self._handed(got)
+        return self._handed(got)  # type: ignore[arg-type]
 
     def _handed(self, outcome: AnyOutcome) -> AnyOutcome:
         """An outcome the consumer now holds: its task no longer counts as unfinished."""
@@ -475,6 +516,9 @@ class Batch:
             options = self._options
             self._stream, self._owns_stream = as_stream(options.on_event)
             entries: Mapping[BatchKey, JournalEntry] = {}
+            if is_postgres_uri(options.journal):
+                await self._start_shared(str(options.journal))
+                return
             if options.journal is not None:
                 self._journal = Journal(options.journal)
                 await self._journal.open()
@@ -501,6 +545,90 @@ class Batch:
         except BaseException:
             await self.aclose()
             raise
+
+    async def _start_shared(self, uri: str) -> None:
+        """Join (or create) the batch in the database; workers then claim its items."""
+        journal = self._journal = PgJournal(uri, pool_size=min(self._options.concurrency, 8) + 1)
+        await journal.open()
+        await journal.start_batch([(item.key, item.fingerprint) for item in self._items])
+        self._shared = True
+        self._left = 0
+        self._report(force=True)
+        self._spawn(self._options.concurrency)
+
+    def _spawn(self, count: int) -> None:
+        for _ in range(count):
+            self._live_workers += 1
+            self._workers.append(
+                asyncio.create_task(
+                    self._work_shared(), name=f"spo-async batch worker {len(self._workers)}"
+                )
+            )
+
+    async def _work_shared(self) -> None:
+        """One worker of a shared batch: claim items until none of the batch is left open.
+
+        When nothing can be claimed but other workers (here or elsewhere) still hold
+        items, one worker stays to watch for lapsed leases and the others leave; when
+        the watcher claims an item, it brings the workers back.
+        """
+        journal = self._journal
+        assert isinstance(journal, PgJournal)  # noqa: S101
+        by_key = {item.key: item for item in self._items}
+        try:
+            while not self._stopping:
+                await self._permits.acquire()
+                try:
+                    claim = await journal.claim()
+                except BaseException:
+                    self._permits.release()
+                    raise
+                if not isinstance(claim, Claimed):
+                    self._permits.release()
+                    if claim is None or self._watching:
+                        return
+                    self._watching = True
+                    try:
+                        # Real time, not the client's clock: leases run on the database's.
+                        await asyncio.sleep(min(claim, MAX_IDLE_WAIT))
+                    finally:
+                        self._watching = False
+                    self._spawn(self._options.concurrency - self._live_workers)
+                    continue
+                entry = claim.entry
+                item = by_key[entry.key]
+                self._left += 1
+                settled = _restored(item, entry, resubmit_unknown=False)
+                if settled is not None:  # a dead worker's item, left between intent and id
+                    await self._results.put(self._settle(settled))
+                    continue
+                if entry.task_id is not None:
+                    self._unfinished[entry.task_id] = None
+                if not await self._run_one(item, entry):
+                    return
+        except Exception as exc:  # a JournalError, or a bug: either ends the batch
+            await self._results.put(exc)
+        finally:
+            self._live_workers -= 1
+            if self._live_workers == 0:
+                self._results.put_nowait(_DONE)
+
+    async def _run_one(self, item: _Item, entry: JournalEntry | None) -> bool:
+        """Run one held item and hand on its outcome; ``False`` when the batch stops."""
+        self._counts["running"] += 1
+        self._report()
+        try:
+            outcome = await self._run(item, entry)
+        finally:
+            self._counts["running"] -= 1
+        if outcome is _DROPPED:
+            self._left -= 1
+            self._permits.release()
+            return True
+        if outcome is None:  # stopped between the submit and the wait
+            return False
+        await self._results.put(self._settle(outcome))  # type: ignore[arg-type]
+        return True
 
     def _emit(self, event: Event) -> None:
         if self._stream is not None:
@@ -529,21 +657,27 @@ class Batch:
             except asyncio.QueueEmpty:
                 self._permits.release()
                 return
-            self._counts["running"] += 1
-            self._report()
             try:
-                outcome = await self._run(item, entry)
+                if not await self._run_one(item, entry):
+                    return
             except Exception as exc:  # a JournalError, or a bug: either ends the batch
                 await self._results.put(exc)
                 return
-            finally:
-                self._counts["running"] -= 1
-            if outcome is None:  # stopped between the submit and the wait
-                return
-            await self._results.put(self._settle(outcome))
 
-    async def _run(self, item: _Item, entry: JournalEntry | None) -> AnyOutcome | None:
-        """Submit (unless a task id is known) and wait for one item; never raises for it."""
+    async def _run(self, item: _Item, entry: JournalEntry | None) -> AnyOutcome | object | None:
+        """Submit (unless a task id is known) and wait for one item; never raises for it.
+
+        With a shared journal, an item whose lease this worker lost is dropped
+        (``_DROPPED``): the worker that took it over reports it.
+        """
+        try:
+            return await self._run_held(item, entry)
+        except _LeaseLostError as exc:
+            log.warning("item %r: %s; another worker reports it", item.key, exc)
+            return _DROPPED
+
+    async def _run_held(self, item: _Item, entry: JournalEntry | None) -> AnyOutcome | None:
+        """:meth:`_run` for an item this worker holds."""
         client, journal, key = self._client, self._journal, item.key
         reporter = (
             Reporter(self._stream.emit, key=key, total=item.request.max_rounds)
@@ -579,7 +713,9 @@ class Batch:
             await journal.finished(key, result)
         return item.outcome(task_id=task_id, result=result)
 
-    async def _submit(self, item: _Item, reporter: Reporter | None) -> str | AnyOutcome | None:
+    async def _submit(  # noqa: PLR0915 - one protocol, step by step
+        self, item: _Item, reporter: Reporter | None
+    ) -> str | AnyOutcome | None:
         """Submit one item; its task id, or its outcome when no id came, or ``None`` if stopped."""
         journal, key = self._journal, item.key
         me = asyncio.current_task()
@@ -629,6 +765,15 @@ class Batch:
             if journal is not None:
                 try:
                     await journal.task_id(key, task_id)
+                except _LeaseLostError:
+                    log.warning(
+                        "task %s (item %r) was created after this worker's lease lapsed; "
+                        "the worker that took the item over reports it as outcome unknown",
+                        task_id,
+                        key,
+                        extra={"task_id": task_id},
+                    )
+                    raise
                 except JournalError as exc:
                     exc.task_id = task_id
                     exc.add_note(

@@ -1,0 +1,179 @@
+"""One batch run by many workers on a shared PostgreSQL journal, against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any
+
+import psycopg
+import pytest
+from spo_async import (
+    AsyncSPOClient,
+    ConfigurationError,
+    JournalError,
+    OptimizationRequest,
+    Outcome,
+    OutcomeUnknown,
+    SubmitOutcomeUnknownError,
+    Succeeded,
+)
+from spo_async._batch import prepare_items
+from spo_async._journal import ItemState
+from spo_async._journal_pg import Claimed, PgJournal, _LeaseLostError
+from spo_async.testing import Emulator, EmulatorConfig, ManualClock
+
+from .conftest import (
+    ClientFactory,
+    VirtualTime,
+    exception_texts,
+    make_request,
+    on_virtual_time,
+)
+from .servers import pg_database, postgres_uri
+
+__all__ = ["pg_database", "postgres_uri"]  # fixtures, imported for pytest
+
+
+@pytest.fixture
+def emulator_config(clock: ManualClock) -> EmulatorConfig:
+    """Tasks that move on only as the clients wait (virtual time)."""
+    return EmulatorConfig(round_seconds=0.01, queue_seconds=0.0, seed=1, clock=clock)
+
+
+@pytest.fixture
+def make_client(make_client: ClientFactory, virtual_time: VirtualTime) -> ClientFactory:
+    return on_virtual_time(make_client, virtual_time)
+
+
+def req(name: str) -> OptimizationRequest:
+    return make_request(name, max_rounds=2)
+
+
+async def collect(client: AsyncSPOClient, requests: Any, journal: str, **options: Any) -> list[Any]:
+    return [o async for o in client.optimize_many(requests, journal=journal, **options)]
+
+
+def lapse_every_lease(uri: str) -> None:
+    """What the database's clock does after a dead worker's lease: every lease is over."""
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("UPDATE spo_items SET lease_until = now() - interval '1 second'")
+
+
+async def test_two_workers_share_one_batch_and_settle_every_item_once(
+    make_client: ClientFactory, emu: Emulator, pg_database: str
+) -> None:
+    """Two workers on one journal: each item settled by exactly one of them, one task each."""
+    requests = {f"k{i}": req(f"p {i}") for i in range(40)}
+    first, second = await asyncio.gather(
+        collect(make_client(), requests, pg_database, concurrency=4),
+        collect(make_client(), requests, pg_database, concurrency=4),
+    )
+    keys = [o.key for o in first + second]
+    assert sorted(keys) == sorted(requests)  # every key once, across both workers
+    assert all(isinstance(o, Succeeded) for o in first + second)
+    assert emu.tasks_created == 40
+    # A third worker arriving later finds nothing left to do and sends nothing.
+    emu.reset_records()
+    assert await collect(make_client(), requests, pg_database) == []
+    assert emu.submits == []
+
+
+async def test_a_dead_workers_items_are_taken_over_and_never_paid_twice(
+    make_client: ClientFactory, emu: Emulator, pg_database: str
+) -> None:
+    """After a worker dies: its task is polled, its in-flight submit is unknown, the rest run."""
+    requests = {name: req(name) for name in ["polling", "in-flight", "claimed", "untouched"]}
+    client = make_client()
+    dead = PgJournal(pg_database)
+    await dead.open()
+    await dead.start_batch([(item.key, item.fingerprint) for item in prepare_items(requests)])
+    for _ in range(3):
+        assert isinstance(await dead.claim(), Claimed)
+    await dead.intent("polling")
+    running_id = await client.submit(requests["polling"])
+    await dead.task_id("polling", running_id)
+    await dead.intent("in-flight")
+    await client.submit(requests["in-flight"])  # the POST went out; the worker died before the id
+    dead._held.clear()  # a SIGKILL gives nothing back
+    await dead.close()
+    lapse_every_lease(pg_database)
+    emu.reset_records()
+
+    outcomes: dict[Any, Outcome] = {
+        o.key: o for o in await collect(make_client(), requests, pg_database)
+    }
+
+    assert isinstance(outcomes["polling"], Succeeded)
+    assert outcomes["polling"].task_id == running_id
+    unknown = outcomes["in-flight"]
+    assert isinstance(unknown, OutcomeUnknown)
+    assert isinstance(unknown.error, SubmitOutcomeUnknownError)
+    assert isinstance(outcomes["claimed"], Succeeded)
+    assert isinstance(outcomes["untouched"], Succeeded)
+    assert sorted(s.body["prompt"] for s in emu.submits) == ["claimed", "untouched"]
+    async with PgJournal(pg_database) as journal:
+        await journal.start_batch([(i.key, i.fingerprint) for i in prepare_items(requests)])
+        entries = await journal.entries()
+    assert entries["in-flight"].state is ItemState.UNKNOWN
+    assert collections.Counter(e.submits for e in entries.values()) == {1: 4}
+
+
+async def test_a_worker_that_lost_its_lease_can_no_longer_write(pg_database: str) -> None:
+    """Once another worker has taken an item over, the old owner's intent and writes fail."""
+    items = [("a", "f" * 64)]
+    async with PgJournal(pg_database) as slow, PgJournal(pg_database) as other:
+        await slow.start_batch(items)
+        await other.start_batch(items)
+        assert isinstance(await slow.claim(), Claimed)
+        assert await other.claim() is not None  # not claimable: a wait, while the lease lives
+        lapse_every_lease(pg_database)
+        taken = await other.claim()
+        assert isinstance(taken, Claimed)
+        assert taken.entry.key == "a"
+        with pytest.raises(_LeaseLostError):
+            await slow.intent("a")
+        await other.intent("a")
+        with pytest.raises(_LeaseLostError):
+            await slow.task_id("a", "t-1")
+
+
+async def test_an_intent_needs_a_live_lease_on_the_database_clock(pg_database: str) -> None:
+    """A worker whose lease lapsed, even unclaimed by anyone, may not start a submit."""
+    async with PgJournal(pg_database) as journal:
+        await journal.start_batch([("a", "f" * 64)])
+        assert isinstance(await journal.claim(), Claimed)
+        lapse_every_lease(pg_database)
+        with pytest.raises(_LeaseLostError):
+            await journal.intent("a")
+
+
+async def test_a_named_batch_with_other_requests_is_refused_before_any_request(
+    make_client: ClientFactory, emu: Emulator, pg_database: str
+) -> None:
+    """batch= names a batch; different requests under it are a JournalError (different_batch)."""
+    uri = pg_database + "?batch=nightly"
+    await collect(make_client(), {"a": req("a"), "b": req("b")}, uri)
+    emu.reset_records()
+    with pytest.raises(JournalError) as caught:
+        await collect(make_client(), {"a": req("a"), "b": req("changed")}, uri)
+    assert caught.value.different_batch
+    assert caught.value.changed == ["b"]
+    assert emu.submits == []
+
+
+async def test_the_database_password_never_shows(emu: Emulator) -> None:
+    """A URI's password stays out of the journal's repr and of the error when it cannot connect."""
+    journal = PgJournal("postgresql://spo:hunter2@127.0.0.1:1/db?lease=5&connect_timeout=1")
+    assert "hunter2" not in repr(journal)
+    with pytest.raises(JournalError) as caught:
+        await journal.open()
+    assert all("hunter2" not in text for text in exception_texts(caught.value))
+
+
+def test_resubmit_unknown_is_refused_with_a_shared_journal(make_client: ClientFactory) -> None:
+    """resubmit_unknown=True would defeat the takeover rule, so it is refused up front."""
+    with pytest.raises(ConfigurationError, match="resubmit_unknown"):
+        make_client().optimize_many(
+            [req("a")], journal="postgresql://127.0.0.1/db", resubmit_unknown=True
+        )
