@@ -31,10 +31,11 @@ items whose submit may have reached the service are reported as
 Shared journal. With ``journal="postgresql://..."`` (see
 :mod:`spo_async._journal_pg`) any number of processes run the same batch
 together: instead of a queue of its own items, each worker claims the next item
-from the database, under a lease. A batch then yields the outcomes of the items
-*this* process settled (items settled earlier or elsewhere are not yielded
-again), and it ends when no item of the whole batch is left open, so that a
-surviving process takes over the tasks of a dead one.
+from the database, under a lease. A batch yields the outcomes recorded before it
+joined (as a file journal restores them), then those of the items *this* process
+settles (not those other processes settle meanwhile), and it ends when no item
+of the whole batch is left open, so that a surviving process takes over the
+tasks of a dead one.
 """
 
 from __future__ import annotations
@@ -230,6 +231,11 @@ class BatchOptions:
             raise ConfigurationError(
                 "journal must be a path (str or os.PathLike), a postgresql:// URI or None, "
                 f"got {type(journal).__name__}"
+            )
+        if isinstance(journal, str) and "://" in journal and not is_postgres_uri(journal):
+            raise ConfigurationError(
+                "journal must be a file path or a postgresql:// URI; "
+                f"{journal.partition('://')[0]}:// is not a journal"
             )
         if is_postgres_uri(journal):
             require_psycopg()
@@ -551,6 +557,15 @@ class Batch:
         journal = self._journal = PgJournal(uri, pool_size=min(self._options.concurrency, 8) + 1)
         await journal.open()
         await journal.start_batch([(item.key, item.fingerprint) for item in self._items])
+        # What the batch settled before this worker joined comes back first, as from a
+        # file journal, so that a rerun still hands over every outcome.
+        entries = await journal.entries()
+        for item in self._items:
+            entry = entries.get(item.key)
+            if entry is not None and entry.state in (ItemState.FINISHED, ItemState.UNKNOWN):
+                settled = _restored(item, entry, resubmit_unknown=False)
+                if settled is not None:
+                    self._restored.append(settled)
         self._shared = True
         self._left = 0
         self._report(force=True)

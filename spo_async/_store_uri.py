@@ -26,18 +26,29 @@ _SCHEMES: Final[dict[str, StoreKind]] = {
 }
 
 
+#: Query parameters that carry a secret (libpq's and Redis clients').
+_SECRET_PARAMS: Final = frozenset({"password", "sslpassword", "passfile"})
+
+
 def display_uri(uri: str) -> str:
-    """``uri`` with its password (and any query string, which may hold one) left out."""
+    """``uri`` without its password (in the address or the query): safe to show and log.
+
+    What is left still names the store and its options (``?batch=...``), so a shown
+    command still works where the password comes from elsewhere (``PGPASSWORD``,
+    ``~/.pgpass``, ``REDISCLI_AUTH``).
+    """
     try:
         parts = urllib.parse.urlsplit(uri)
         host = parts.hostname or ""
         port = f":{parts.port}" if parts.port is not None else ""
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     except ValueError:
         return "<a malformed URI>"
     user = f"{parts.username}@" if parts.username else ""
     if ":" in host:
         host = f"[{host}]"
-    return urllib.parse.urlunsplit((parts.scheme, f"{user}{host}{port}", parts.path, "", ""))
+    kept = urllib.parse.urlencode([(k, v) for k, v in query if k.lower() not in _SECRET_PARAMS])
+    return urllib.parse.urlunsplit((parts.scheme, f"{user}{host}{port}", parts.path, kept, ""))
 
 
 def store_kind(uri: object, *, what: str) -> StoreKind:

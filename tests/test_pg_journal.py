@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,8 +22,9 @@ from spo_async import (
 from spo_async._batch import prepare_items
 from spo_async._journal import ItemState
 from spo_async._journal_pg import Claimed, PgJournal, _LeaseLostError
-from spo_async.testing import Emulator, EmulatorConfig, ManualClock
+from spo_async.testing import Emulator, EmulatorConfig, ManualClock, ThreadedEmulator
 
+from .cli_helpers import run_cli
 from .conftest import (
     ClientFactory,
     VirtualTime,
@@ -31,6 +33,7 @@ from .conftest import (
     on_virtual_time,
 )
 from .servers import pg_database, postgres_uri
+from .test_cli_batch import read_output, service, write_rows
 
 __all__ = ["pg_database", "postgres_uri"]  # fixtures, imported for pytest
 
@@ -73,9 +76,11 @@ async def test_two_workers_share_one_batch_and_settle_every_item_once(
     assert sorted(keys) == sorted(requests)  # every key once, across both workers
     assert all(isinstance(o, Succeeded) for o in first + second)
     assert emu.tasks_created == 40
-    # A third worker arriving later finds nothing left to do and sends nothing.
+    # A third worker arriving later sends nothing: it hands over what the journal holds.
     emu.reset_records()
-    assert await collect(make_client(), requests, pg_database) == []
+    later = await collect(make_client(), requests, pg_database)
+    assert sorted(o.key for o in later) == sorted(requests)
+    assert all(o.from_journal for o in later)
     assert emu.submits == []
 
 
@@ -177,3 +182,35 @@ def test_resubmit_unknown_is_refused_with_a_shared_journal(make_client: ClientFa
         make_client().optimize_many(
             [req("a")], journal="postgresql://127.0.0.1/db", resubmit_unknown=True
         )
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def spo_emulator_config() -> EmulatorConfig:
+    return EmulatorConfig(round_seconds=0.02, seed=5)
+
+
+def test_the_cli_runs_and_reruns_a_batch_on_a_shared_journal(
+    spo_emulator: ThreadedEmulator, pg_database: str, tmp_path: Path
+) -> None:
+    """``--journal postgresql://``: every row runs once; a rerun writes them all, sends nothing."""
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_rows(source, 4, max_rounds=2)
+    flags, env = service(spo_emulator)
+    uri = pg_database.replace("spo@", "spo:hunter2@")  # trust auth: any password is accepted
+    args = ("batch", str(source), "-o", str(out), "--journal", uri, "--json", *flags)
+
+    first = run_cli(*args, env=env, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert set(read_output(out)) == set(ids)
+    assert spo_emulator.tasks_created == 4
+
+    second = run_cli(*args, env=env, timeout=60)
+    assert second.returncode == 0, second.stderr
+    lines = read_output(out)
+    assert set(lines) == set(ids)
+    assert all(line["from_journal"] for line in lines.values())
+    assert spo_emulator.tasks_created == 4  # nothing submitted twice
+    assert "hunter2" not in first.stdout + first.stderr + second.stdout + second.stderr

@@ -398,7 +398,7 @@ def test_a_state_survives_the_trip_through_the_store() -> None:
 def test_a_uri_is_shown_without_its_password() -> None:
     """Reprs and errors name the store as user@host:port/db, never with the password."""
     shown = display_uri("postgresql://spo:hunter2@db.internal:5433/app?password=x&sslmode=require")
-    assert shown == "postgresql://spo@db.internal:5433/app"
+    assert shown == "postgresql://spo@db.internal:5433/app?sslmode=require"
 
 
 # -- over HTTP --------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from ._commands import overrides, timeout_option
 from ._exit import ERROR, INTERRUPTED, batch_exit_code, exit_code_for
 from ._report import RunState, describe, error_object, print_json, program, say, show_command
 from ._runtime import Output, open_client
-from ._safe import short_id
+from ._safe import is_database, short_id, without_password
 from ._settings import BatchRow, load_batch
 
 __all__ = ["batch"]
@@ -118,11 +118,19 @@ class _Run:
             ids.insert(0, self.unrecorded)
         return ids
 
+    @property
+    def journal_shown(self) -> str | None:
+        """``--journal`` as it may be printed: a database URI without its password."""
+        journal: str | None = self.args.journal
+        return without_password(journal) if journal and is_database(journal) else journal
+
     def resume(self) -> str | None:
         """The command that resumes the batch: this one again, when it has a journal."""
         if self.args.journal is None or self.args.emulator:
             return None
-        return f"{program()} {shlex.join(self.argv)}"
+        # A database URI is shown without its password (PGPASSWORD or ~/.pgpass supply it).
+        argv = [without_password(a) if is_database(a) else a for a in self.argv]
+        return f"{program()} {shlex.join(argv)}"
 
     def _list(self, ids: list[str], what: str) -> None:
         """Say ``ids``: all of them, unless the journal keeps them and there are many."""
@@ -168,7 +176,7 @@ class _Run:
                 {
                     **self.tally.summary(),
                     "output": self.args.output,
-                    "journal": self.args.journal,
+                    "journal": self.journal_shown,
                     "error": error_object(exc),
                     "unfinished_task_ids": unfinished,
                     "unwritten_task_ids": self.unwritten,
@@ -199,7 +207,7 @@ class _Run:
                 f"the journal could not record task {short_id(self.unrecorded)}: a rerun with "
                 "it reports that row as unknown instead of paying for it twice"
             )
-        say(f"the journal {self.args.journal} keeps every other step; resume with:")
+        say(f"the journal {self.journal_shown} keeps every other step; resume with:")
         show_command(resume)
         return resume
 
@@ -211,7 +219,7 @@ class _Run:
                 {
                     **self.tally.summary(),
                     "output": self.args.output,
-                    "journal": self.args.journal,
+                    "journal": self.journal_shown,
                     "error": None,
                     "unfinished_task_ids": [],
                     "unwritten_task_ids": [],

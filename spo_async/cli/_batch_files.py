@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ._exit import ERROR, InputError
+from ._safe import is_database
 
 __all__ = ["OutputError", "Sink", "check_paths"]
 
@@ -58,8 +59,9 @@ def _check_place(path: Path, what: str) -> None:
 def check_paths(args: argparse.Namespace) -> None:
     """Refuse, before anything is sent, the files a batch could not use safely."""
     source, output = Path(args.input), Path(args.output)
-    journal = Path(args.journal) if args.journal is not None else None
-    if journal is not None and args.emulator:
+    shared = is_database(args.journal)  # a database, not a file: nothing to check here
+    journal = Path(args.journal) if args.journal is not None and not shared else None
+    if args.journal is not None and args.emulator:
         raise InputError(
             "--journal cannot be used with --emulator: the in-process emulator's tasks end "
             "with this command, so a rerun could only try to resume tasks that no longer "

@@ -260,8 +260,10 @@ def build_parser(*, emulator_options: bool = True) -> argparse.ArgumentParser:
                        help=f"tasks running at once (default {concurrency})")  # fmt: skip
     batch.add_argument("--rate", type=_seconds, metavar="R",
                        help="at most R requests per second (default: no limit)")  # fmt: skip
-    batch.add_argument("--journal", metavar="FILE",
-                       help="record progress in FILE; rerun to resume, never resubmit")  # fmt: skip
+    batch.add_argument("--journal", metavar="FILE|URI",
+                       help="record progress in FILE; rerun to resume, never resubmit. A "
+                       "postgresql:// URI shares the batch with every worker that uses it "
+                       "(pip install 'spo-async[postgres]')")  # fmt: skip
 
     for name, text in (
         ("status", "print one snapshot of a task"),

@@ -14,9 +14,10 @@ kept private to the command line until then, and can be pointed at it.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from typing import Final
 
-__all__ = ["printable", "short_id", "shorten"]
+__all__ = ["is_database", "printable", "short_id", "shorten", "without_password"]
 
 #: C0 controls (but tab and newline, which may be kept), DEL, C1 controls, and the
 #: Unicode characters that reorder or hide text: bidi embeddings, overrides and
@@ -60,3 +61,30 @@ def short_id(task_id: str) -> str:
         return printable(task_id)
     head, tail = task_id[:24], task_id[-8:]
     return printable(f"{head}…{tail}") + f" ({len(task_id)} characters)"
+
+
+#: How a ``--journal`` or ``--limiter`` value names a database rather than a file.
+DATABASE_SCHEMES: Final = ("postgresql://", "postgres://", "redis://", "rediss://", "valkey://")
+_SECRET_PARAMS: Final = frozenset({"password", "sslpassword"})
+
+
+def is_database(value: str | None) -> bool:
+    """Whether ``value`` is a database URI (a shared journal or budget), not a file."""
+    return value is not None and value.lower().startswith(DATABASE_SCHEMES)
+
+
+def without_password(uri: str) -> str:
+    """``uri`` with its password taken out (address and query), for what is printed.
+
+    A resume command printed so still works where the password comes from elsewhere
+    (``PGPASSWORD``, ``~/.pgpass``).
+    """
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return "<a malformed URI>"
+    netloc = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}@" if parts.username else ""
+    kept = urllib.parse.urlencode([(k, v) for k, v in query if k.lower() not in _SECRET_PARAMS])
+    return urllib.parse.urlunsplit((parts.scheme, user + netloc, parts.path, kept, ""))
