@@ -711,7 +711,9 @@ class AsyncSPOClient:
         stops the others. ``journal`` names a SQLite file that makes the batch
         resumable after a crash without paying twice; items whose submit may have
         created a task are reported as :class:`~spo_async.OutcomeUnknown` and
-        resubmitted only with ``resubmit_unknown``. ``timeout`` is each task's
+        resubmitted only with ``resubmit_unknown``; a ``postgresql://`` URI instead
+        shares the batch with every process that runs it on that database
+        (``spo-async[postgres]``). ``timeout`` is each task's
         wait deadline (by default the client's); ``on_event`` gets every task's
         events and :class:`~spo_async.BatchProgress`.
 
