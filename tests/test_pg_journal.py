@@ -7,7 +7,6 @@ import collections
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from spo_async import (
     AsyncSPOClient,
@@ -34,6 +33,8 @@ from .conftest import (
 )
 from .servers import pg_database, postgres_uri
 from .test_cli_batch import read_output, service, write_rows
+
+psycopg = pytest.importorskip("psycopg", reason="needs spo-async[postgres]")
 
 __all__ = ["pg_database", "postgres_uri"]  # fixtures, imported for pytest
 

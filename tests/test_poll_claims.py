@@ -14,9 +14,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 
-import psycopg
 import pytest
-import redis.asyncio
 from spo_async import AsyncSPOClient, RequestLimiter, RoundCompleted, TaskResult
 from spo_async._poll_claims import PollClaims
 from spo_async._shared_store import open_store
@@ -26,6 +24,10 @@ from spo_async.testing import Emulator, EmulatorConfig, ManualClock
 
 from .conftest import VirtualTime, make_request
 from .servers import pg_database, postgres_uri, redis_uri
+
+psycopg = pytest.importorskip("psycopg", reason="needs spo-async[postgres]")
+redis = pytest.importorskip("redis", reason="needs spo-async[redis]")
+pytest.importorskip("redis.asyncio")
 
 __all__ = ["pg_database", "postgres_uri", "redis_uri"]  # fixtures, imported for pytest
 

@@ -15,9 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-import psycopg
 import pytest
-import redis.asyncio
 from spo_async import (
     AsyncSPOClient,
     ConfigurationError,
@@ -35,6 +33,10 @@ from spo_async.transport import AiohttpTransport
 from .cli_helpers import EXAMPLES, run_cli
 from .conftest import VirtualTime, exception_texts, make_request
 from .servers import pg_database, postgres_uri, redis_uri
+
+psycopg = pytest.importorskip("psycopg", reason="needs spo-async[postgres]")
+redis = pytest.importorskip("redis", reason="needs spo-async[redis]")
+pytest.importorskip("redis.asyncio")
 
 __all__ = ["pg_database", "postgres_uri", "redis_uri"]  # fixtures, imported for pytest
 
