@@ -575,7 +575,7 @@ def load_entries(conn: sqlite3.Connection, path: Path) -> dict[BatchKey, Journal
     entries: dict[BatchKey, JournalEntry] = {}
     for row in rows:
         try:
-            entry = _entry(row)
+            entry = entry_from_row(row)
         except Exception as exc:
             raise _damaged(path, f"the row for key {row[0]!r} cannot be read ({exc})") from None
         entries[entry.key] = entry
@@ -597,7 +597,7 @@ def _damaged(path: Path, what: str) -> JournalError:
 _NEEDS_TASK = (ItemState.SUBMITTED, ItemState.FINISHED)
 
 
-def _entry(row: tuple[Any, ...]) -> JournalEntry:
+def entry_from_row(row: tuple[Any, ...]) -> JournalEntry:
     stored_key, idx, fingerprint, state, submits, stored_id, status, result, error = row
     key = json.loads(stored_key)
     if isinstance(key, bool) or not isinstance(key, str | int):

@@ -45,11 +45,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 
-from ._convert import task_from_wire, task_to_wire
+from ._convert import task_to_wire
 from ._errors import ConfigurationError
 from ._events import BatchKey
-from ._journal import ItemState, JournalEntry, JournalError, RecordedError, batch_fingerprint
-from ._journal_file import batch_mismatch
+from ._journal import ItemState, JournalEntry, JournalError, batch_fingerprint
+from ._journal_file import batch_mismatch, entry_from_row, error_text
 from ._models import TaskResult
 from ._store_uri import display_uri
 
@@ -148,34 +148,18 @@ class Claimed:
     entry: JournalEntry
 
 
-def _entry(row: tuple[Any, ...]) -> JournalEntry:
-    key_json, idx, fingerprint, state, submits, task_id, status, result, error = row
-    recorded = None
-    if error is not None:
-        info = json.loads(error)
-        recorded = RecordedError(str(info["type"]), str(info["message"]))
-    final = None
-    if result is not None:
-        body = json.loads(result)
-        final = task_from_wire(body, task_id=task_id, max_rounds=body.get("max_rounds"))
-    return JournalEntry(
-        key=json.loads(key_json),
-        index=idx,
-        fingerprint=fingerprint,
-        state=ItemState(state),
-        submits=submits,
-        task_id=task_id,
-        status=status,
-        result=final,
-        error=recorded,
-    )
+def _entry(row: tuple[Any, ...], label: str) -> JournalEntry:
+    """One item's row, read as the file journal reads its own (the same columns)."""
+    try:
+        return entry_from_row(row)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise JournalError(
+            f"the row for key {row[0]!r} cannot be read ({exc}); the batch is refused",
+            path=label,
+        ) from None
 
 
-def _error_json(error: BaseException) -> str:
-    return json.dumps({"type": type(error).__name__, "message": str(error)})
-
-
-_LAPSED = _error_json(
+_LAPSED = error_text(
     JournalError("its worker stopped after sending the submit and before its answer arrived")
 )
 
@@ -303,8 +287,12 @@ class PgJournal:
                         yield conn
                 else:
                     yield conn
-        except psycopg.Error as exc:
-            raise JournalError(f"a database call failed ({exc})", path=self.label) from None
+        except (psycopg.Error, UnicodeError) as exc:
+            # UnicodeError: text the database cannot store (a lone surrogate from the service).
+            failure = JournalError(f"a database call failed ({exc})", path=self.label)
+        else:
+            return
+        raise failure  # out of the except: the driver's error is not even our context
 
     def _transaction(self) -> Any:
         return self._connection(transaction=True)
@@ -388,7 +376,7 @@ class PgJournal:
                 f"SELECT {_COLUMNS} FROM spo_items WHERE batch = %s ORDER BY idx",  # noqa: S608
                 (self.batch,),
             )
-            return {e.key: e for e in map(_entry, await cur.fetchall())}
+            return {e.key: e for e in (_entry(row, self.label) for row in await cur.fetchall())}
 
     async def claim(self) -> Claimed | float | None:
         """Take the next item: a :class:`Claimed`, else seconds to wait, else ``None`` (done).
@@ -418,7 +406,7 @@ class PgJournal:
             )
             row = await cur.fetchone()
             if row is not None:
-                entry = _entry(row)
+                entry = _entry(row, self.label)
                 if entry.state is not ItemState.UNKNOWN:
                     self._held.add(row[0])
                 return Claimed(entry)
@@ -480,11 +468,11 @@ class PgJournal:
 
     async def submit_failed(self, key: BatchKey, error: BaseException) -> None:
         """No task was made: the item is parked, for a later run to submit again."""
-        await self._release(key, "state = 'new', parked = true, error = %s", _error_json(error))
+        await self._release(key, "state = 'new', parked = true, error = %s", error_text(error))
 
     async def outcome_unknown(self, key: BatchKey, error: BaseException) -> None:
         """The submit may have made a task whose id was lost."""
-        await self._release(key, "state = 'unknown', error = %s", _error_json(error))
+        await self._release(key, "state = 'unknown', error = %s", error_text(error))
 
     def status(self, key: BatchKey, result: TaskResult) -> None:
         """Note a new status or round count (queued, not awaited)."""
@@ -496,11 +484,11 @@ class PgJournal:
 
     async def wait_failed(self, key: BatchKey, error: BaseException) -> None:
         """The wait gave up; the task id stays and the item is parked for a later run."""
-        await self._release(key, "parked = true, error = %s", _error_json(error))
+        await self._release(key, "parked = true, error = %s", error_text(error))
 
     async def finished(self, key: BatchKey, result: TaskResult) -> None:
         """Record the task's final snapshot and give the item back."""
-        body = json.dumps(task_to_wire(result), ensure_ascii=False)
+        body = json.dumps(task_to_wire(result))  # ASCII: PostgreSQL text has no lone surrogates
         await self._release(
             key,
             "state = 'finished', task_id = %s, status = %s, rounds = %s, result = %s, error = NULL",

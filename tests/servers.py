@@ -151,3 +151,16 @@ def redis_uri() -> Iterator[str]:
     pytest.importorskip("redis", reason="redis-py is not installed (spo-async[redis])")
     with redis_server() as uri:
         yield uri
+
+
+@pytest.fixture(params=["postgresql", "redis"])
+def shared_store(request: pytest.FixtureRequest) -> str:
+    """The URI of a store for shared state: a fresh PostgreSQL database, or the session's Redis.
+
+    Tests that take it run once on each engine.
+    """
+    if request.param == "postgresql":
+        uri: str = request.getfixturevalue("pg_database")
+    else:
+        uri = request.getfixturevalue("redis_uri")
+    return uri

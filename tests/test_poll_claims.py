@@ -23,23 +23,24 @@ from spo_async.polling import FixedSchedule
 from spo_async.testing import Emulator, EmulatorConfig, ManualClock
 
 from .conftest import VirtualTime, make_request
-from .servers import pg_database, postgres_uri, redis_uri
+from .servers import pg_database, postgres_uri, redis_uri, shared_store
 
 psycopg = pytest.importorskip("psycopg", reason="needs spo-async[postgres]")
 redis = pytest.importorskip("redis", reason="needs spo-async[redis]")
 pytest.importorskip("redis.asyncio")
 
-__all__ = ["pg_database", "postgres_uri", "redis_uri"]  # fixtures, imported for pytest
+__all__ = [
+    "pg_database",
+    "postgres_uri",
+    "redis_uri",
+    "shared_store",
+]  # fixtures, imported for pytest
 
 
-@pytest.fixture(params=["postgresql", "redis"])
-def store(request: pytest.FixtureRequest) -> str:
-    """The URI of a store: a fresh PostgreSQL database, or the session's Redis."""
-    if request.param == "postgresql":
-        uri: str = request.getfixturevalue("pg_database")
-    else:
-        uri = request.getfixturevalue("redis_uri")
-    return uri
+@pytest.fixture
+def store(shared_store: str) -> str:
+    """The store of the test, run on each engine (tests/servers.py)."""
+    return shared_store
 
 
 @pytest.fixture
