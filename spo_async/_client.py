@@ -191,7 +191,7 @@ class AsyncSPOClient:
             strict_status=check_flag("strict_status", strict_status),
         )
         if transport is None:
-            transport = AiohttpTransport(
+            transport = AiohttpTransport._for_client(
                 session=session,
                 max_connections=max_connections,
                 max_response_bytes=max_response_bytes,
@@ -338,13 +338,22 @@ class AsyncSPOClient:
         started = core.clock()
         number = current_attempt()
         outcome: int | str = "CancelledError"
+        slots = core.slots
         try:
-            async with core.slots, core.limiter.slot():
-                if attempt is not None:
-                    attempt.leaving()
-                response = await core.transport.send(request, timeout=self._options.request_timeout)
+            # The pool's slot by hand rather than with ``async with``: this runs for every
+            # request, and the context manager's coroutines cost more than the rest of it.
+            await slots.acquire()
+            try:
+                async with core.limiter.slot():
+                    if attempt is not None:
+                        attempt.leaving()
+                    response = await core.transport.send(
+                        request, timeout=self._options.request_timeout
+                    )
+            finally:
+                slots.release()
             # Nothing the service says may carry the key further: redact before parsing.
-            response = redact_response(response, request)
+            response = redact_response(response, request, core.redactor)
             outcome = response.status
             if response.status == 429:
                 core.limiter.on_rate_limited(self._pause_for(response))
@@ -359,16 +368,17 @@ class AsyncSPOClient:
             scrub_exception(exc, request_secrets(request.headers))
             raise
         finally:
-            log.debug(
-                "%s %s -> %s after %.3f s (attempt %d, task %s)",
-                request.method,
-                request.path,
-                outcome,
-                core.clock() - started,
-                number,
-                task_id or "-",
-                extra={"task_id": task_id, "attempt": number},
-            )
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "%s %s -> %s after %.3f s (attempt %d, task %s)",
+                    request.method,
+                    request.path,
+                    outcome,
+                    core.clock() - started,
+                    number,
+                    task_id or "-",
+                    extra={"task_id": task_id, "attempt": number},
+                )
         return response
 
     def _pause_for(self, response: HTTPResponse) -> float | None:
@@ -477,19 +487,23 @@ class AsyncSPOClient:
         if http is None:
             http = build_task_request(core.base_url, core.api_key, task_id, lang=core.lang)
         response = await self._send(http, task_id=task_id)
-        parse = functools.partial(
-            parse_task_response,
-            response,
-            task_id,
-            max_rounds=max_rounds,
-            strict_status=self._options.strict_status,
-            now=time.time(),
-        )
+        strict, now = self._options.strict_status, time.time()
         if len(response.body) > PARSE_IN_THREAD_ABOVE:
             # A large answer costs tens to hundreds of milliseconds to read: in a worker
             # thread, the loop runs other tasks between its steps (bench/loop_stall.py).
-            return await asyncio.to_thread(parse)
-        return parse()
+            return await asyncio.to_thread(
+                functools.partial(
+                    parse_task_response,
+                    response,
+                    task_id,
+                    max_rounds=max_rounds,
+                    strict_status=strict,
+                    now=now,
+                )
+            )
+        return parse_task_response(
+            response, task_id, max_rounds=max_rounds, strict_status=strict, now=now
+        )
 
     async def get_task(self, task_id: str, *, max_rounds: int | None = None) -> TaskResult:
         """Read the task's current snapshot with exactly one GET (no retry, no waiting).

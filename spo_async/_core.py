@@ -21,6 +21,7 @@ from ._checks import check_seconds
 from ._errors import ClientClosedError, ConfigurationError, RequestValidationError
 from ._limiter import RequestLimiter
 from ._models import OptimizationRequest
+from ._redact import Redactor, redactor_for
 from ._retry import RetryPolicy
 from ._schedules import PollSchedule, as_schedule
 from ._sharing import SharedPolls
@@ -149,6 +150,8 @@ class Core:
         #: its timeout starts and before it is counted as sent: waiting for a free
         #: connection must never look like a request that may have reached the service.
         self.slots = asyncio.Semaphore(max_connections)
+        #: What takes the key out of every answer, built once: the key never changes.
+        self.redactor: Redactor | None = redactor_for((api_key,))
 
     def check_usable(self) -> None:
         """Refuse use after ``aclose`` and use from a second event loop, with typed errors."""

@@ -28,7 +28,7 @@ import contextvars
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, NamedTuple, Protocol, TypeVar
 
 from ._errors import SPOError, WaitTimeoutError, contradicting_task
 from ._models import TaskResult
@@ -146,6 +146,96 @@ def _retry_noticed(observer: Observer | None, retry: Retry) -> None:
             log.exception("an observer raised on a retry notice; the loop goes on")
 
 
+class _Call(Generic[T]):
+    """One call that tenacity retries: the call, its policy, and the strategies made of them.
+
+    Methods of one object per call rather than closures: a client runs this loop
+    for every submit, and an object with bound methods is fewer allocations for the
+    garbage collector to chase than a closure per strategy. ``retry`` and
+    ``before_sleep`` are coroutine functions, which :class:`tenacity.AsyncRetrying`
+    takes as they are; a plain function it inspects and wraps again at every attempt.
+    """
+
+    __slots__ = (
+        "call",
+        "clock",
+        "deadline",
+        "observer",
+        "operation",
+        "policy",
+        "retryable",
+        "task_id",
+        "tries",
+    )
+
+    def __init__(
+        self,
+        call: Callable[[], Awaitable[T]],
+        *,
+        operation: str,
+        policy: RetryPolicy,
+        retryable: Callable[[BaseException], bool],
+        clock: Clock,
+        deadline: float | None,
+        task_id: str | None,
+        observer: Observer | None,
+    ) -> None:
+        self.call = call
+        self.operation = operation
+        self.policy = policy
+        self.retryable = retryable
+        self.clock = clock
+        self.deadline = deadline
+        self.task_id = task_id
+        self.observer = observer
+        self.tries = 0
+
+    async def attempt(self) -> T:
+        self.tries += 1
+        return await _numbered(self.tries, self.call)
+
+    async def retry(self, state: tenacity.RetryCallState) -> bool:
+        outcome = state.outcome
+        assert outcome is not None  # noqa: S101 - tenacity sets it before deciding
+        exc = outcome.exception()
+        return exc is not None and self.retryable(exc)
+
+    def wait(self, state: tenacity.RetryCallState) -> float:
+        assert state.outcome is not None  # noqa: S101 - tenacity sets it before waiting
+        return backoff_delay(self.policy, state.attempt_number, state.outcome.exception(), _rng)
+
+    def stop(self, state: tenacity.RetryCallState) -> bool:
+        assert state.outcome is not None  # noqa: S101
+        exc = state.outcome.exception()
+        return (
+            state.attempt_number >= self.policy.attempts
+            or (exc is not None and exceeds_retry_after(self.policy, exc))
+            or state.upcoming_sleep > _remaining(self.deadline, self.clock)
+        )
+
+    async def before_sleep(self, state: tenacity.RetryCallState) -> None:
+        assert state.outcome is not None  # noqa: S101
+        exc = state.outcome.exception()
+        assert exc is not None  # noqa: S101 - only failures are retried here
+        retry = Retry(self.operation, state.attempt_number, state.upcoming_sleep, exc, self.task_id)
+        _retry_noticed(self.observer, retry)
+
+
+async def _numbered(attempt: int, call: Callable[[], Awaitable[T]]) -> T:
+    """Run ``call`` with :func:`current_attempt` giving ``attempt``.
+
+    The variable is set only when it changes: a first attempt (the usual case) finds
+    it at its default already, and setting a context variable costs a new context.
+    """
+    if _attempt.get() == attempt:
+        return await call()
+    token = _attempt.set(attempt)
+    try:
+        return await call()
+    finally:
+        _attempt.reset(token)
+
+
 async def retry_call(
     call: Callable[[], Awaitable[T]],
     *,
@@ -165,47 +255,26 @@ async def retry_call(
     """
     import tenacity  # noqa: PLC0415 - on first use; see the module docstring
 
-    def wait(state: tenacity.RetryCallState) -> float:
-        assert state.outcome is not None  # noqa: S101 - tenacity sets it before waiting
-        return backoff_delay(policy, state.attempt_number, state.outcome.exception(), _rng)
-
-    def stop(state: tenacity.RetryCallState) -> bool:
-        assert state.outcome is not None  # noqa: S101
-        exc = state.outcome.exception()
-        return (
-            state.attempt_number >= policy.attempts
-            or (exc is not None and exceeds_retry_after(policy, exc))
-            or state.upcoming_sleep > _remaining(deadline, clock)
-        )
-
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        assert state.outcome is not None  # noqa: S101
-        exc = state.outcome.exception()
-        assert exc is not None  # noqa: S101 - only failures are retried here
-        _retry_noticed(
-            observer, Retry(operation, state.attempt_number, state.upcoming_sleep, exc, task_id)
-        )
-
-    tries = 0
-
-    async def attempt() -> T:
-        nonlocal tries
-        tries += 1
-        token = _attempt.set(tries)
-        try:
-            return await call()
-        finally:
-            _attempt.reset(token)
-
+    one = _Call(
+        call,
+        operation=operation,
+        policy=policy,
+        retryable=retryable,
+        clock=clock,
+        deadline=deadline,
+        task_id=task_id,
+        observer=observer,
+    )
     retrying = tenacity.AsyncRetrying(
         sleep=sleep,
-        stop=stop,
-        wait=wait,
-        retry=tenacity.retry_if_exception(retryable),
-        before_sleep=before_sleep,
+        stop=one.stop,
+        wait=one.wait,
+        retry=one.retry,
+        before_sleep=one.before_sleep,
         reraise=True,
     )
-    return await retrying(attempt)
+    result: T = await retrying(one.attempt)
+    return result
 
 
 def contradiction(before: TaskResult, after: TaskResult) -> str | None:
@@ -345,17 +414,24 @@ async def by_deadline(
         raise
 
 
-class _PollStrategies:
-    """One poll loop's strategies for tenacity, over what the loop has seen (its watch).
+class _PollLoop:
+    """One poll loop's look and its strategies for tenacity, over what it has seen (its watch).
 
-    ``wait`` is the schedule after a good look and the policy's backoff after a
-    failed one, capped at the deadline; ``stop`` ends the loop when failures are
-    used up or the deadline has come; ``give_up`` says how it ended.
+    ``look`` is the one GET per attempt; ``retry`` says whether to look again (a
+    passing failure, or a task not finished); ``wait`` is the schedule after a good
+    look and the policy's backoff after a failed one, capped at the deadline;
+    ``stop`` ends the loop when failures are used up or the deadline has come;
+    ``give_up`` says how it ended. Methods of one object rather than closures, and
+    ``look``, ``retry`` and ``before_sleep`` coroutine functions, which tenacity
+    takes as they are (see :class:`_Call`).
     """
+
+    __slots__ = ("deadline", "fetch", "observer", "policy", "schedule", "timeout", "watch")
 
     def __init__(
         self,
         watch: _TaskWatch,
+        fetch: Callable[[], Awaitable[TaskResult]],
         *,
         schedule: PollSchedule,
         policy: RetryPolicy,
@@ -364,11 +440,36 @@ class _PollStrategies:
         observer: LoopObserver | None,
     ) -> None:
         self.watch = watch
+        self.fetch = fetch
         self.schedule = schedule
         self.policy = policy
         self.deadline = deadline
         self.timeout = timeout
         self.observer = observer
+
+    async def look(self) -> TaskResult:
+        """One GET of the task, taken in by the watch."""
+        watch, observer = self.watch, self.observer
+        number = max(watch.failures, watch.contradictions) + 1
+        token = _attempt.set(number) if _attempt.get() != number else None  # see _numbered
+        try:
+            result = await by_deadline(self.fetch, self.deadline, watch.clock, self.timed_out)
+        except BaseException:
+            watch.failures += 1
+            raise
+        finally:
+            if token is not None:
+                _attempt.reset(token)
+            if observer is not None:
+                observer.tick()
+        watch.failures = 0
+        if watch.believe(result) and observer is not None:
+            try:
+                observer.snapshot(result)
+            except Exception:
+                log.exception("an observer raised on a snapshot; the loop goes on")
+        assert watch.last is not None  # noqa: S101 - believe() just set it
+        return watch.last
 
     def remaining(self) -> float:
         return _remaining(self.deadline, self.watch.clock)
@@ -400,9 +501,14 @@ class _PollStrategies:
             self.watch.failures >= self.policy.attempts or exceeds_retry_after(self.policy, exc)
         )
 
-    @staticmethod
-    def retryable(exc: BaseException) -> bool:
-        return isinstance(exc, _ContradictedError) or is_query_retryable(exc)
+    async def retry(self, state: tenacity.RetryCallState) -> bool:
+        outcome = state.outcome
+        assert outcome is not None  # noqa: S101 - tenacity sets it before deciding
+        exc = outcome.exception()
+        if exc is not None:
+            return isinstance(exc, _ContradictedError) or is_query_retryable(exc)
+        finished: bool = outcome.result().is_terminal
+        return not finished
 
     def wait(self, state: tenacity.RetryCallState) -> float:
         assert state.outcome is not None  # noqa: S101 - tenacity sets it before waiting
@@ -428,7 +534,7 @@ class _PollStrategies:
             raise exc
         raise self.timed_out(exc)
 
-    def before_sleep(self, state: tenacity.RetryCallState) -> None:
+    async def before_sleep(self, state: tenacity.RetryCallState) -> None:
         assert state.outcome is not None  # noqa: S101
         exc, watch = state.outcome.exception(), self.watch
         if exc is not None:
@@ -477,43 +583,20 @@ async def poll_until_done(
         model=model,
         submitted_at=submitted_at,
     )
-    loop = _PollStrategies(
+    loop = _PollLoop(
         watch,
+        fetch,
         schedule=schedule,
         policy=policy,
         deadline=deadline,
         timeout=timeout,
         observer=observer,
     )
-
-    async def look() -> TaskResult:
-        token = _attempt.set(max(watch.failures, watch.contradictions) + 1)
-        try:
-            result = await by_deadline(fetch, deadline, clock, loop.timed_out)
-        except BaseException:
-            watch.failures += 1
-            raise
-        finally:
-            _attempt.reset(token)
-            if observer is not None:
-                observer.tick()
-        watch.failures = 0
-        if watch.believe(result) and observer is not None:
-            try:
-                observer.snapshot(result)
-            except Exception:
-                log.exception("an observer raised on a snapshot; the loop goes on")
-        assert watch.last is not None  # noqa: S101 - believe() just set it
-        return watch.last
-
     retrying = tenacity.AsyncRetrying(
         sleep=sleep,
         wait=loop.wait,
         stop=loop.stop,
-        retry=(
-            tenacity.retry_if_exception(loop.retryable)
-            | tenacity.retry_if_result(lambda result: not result.is_terminal)
-        ),
+        retry=loop.retry,
         before_sleep=loop.before_sleep,
         retry_error_callback=loop.give_up,
     )
@@ -524,7 +607,7 @@ async def poll_until_done(
             first = min(schedule.next_delay(watch.state()), loop.until_someone_is_due())
             if first > 0:
                 await sleep(first)
-        result: TaskResult = await retrying(look)
+        result: TaskResult = await retrying(loop.look)
     finally:
         if finished is not None:
             # A learning schedule sees the final snapshot too, and forgets the task.

@@ -104,6 +104,27 @@ class AiohttpTransport:
         self._slots = asyncio.Semaphore(limit) if limit else None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
+    @classmethod
+    def _for_client(
+        cls,
+        *,
+        session: aiohttp.ClientSession | None,
+        max_connections: int,
+        max_response_bytes: int,
+    ) -> AiohttpTransport:
+        """The transport a client makes for itself: without a queue of its own.
+
+        The client queues every request on its own cap (``Core.slots``, the size of
+        this pool) before the limiter and before the transport, so a second queue
+        here would never hold a request back and would only cost each one a pass
+        through it: a client has one concurrency cap.
+        """
+        transport = cls(
+            session=session, max_connections=max_connections, max_response_bytes=max_response_bytes
+        )
+        transport._slots = None
+        return transport
+
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise ClientClosedError("the transport is closed")
@@ -139,9 +160,10 @@ class AiohttpTransport:
 
         ``timeout`` starts once a connection of the pool is free for this request.
         """
-        if self._slots is None:
+        slots = self._slots
+        if slots is None:  # a client's own transport: the client queued the request
             return await self._send(request, timeout)
-        async with self._slots:
+        async with slots:
             return await self._send(request, timeout)
 
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
