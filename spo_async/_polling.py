@@ -192,7 +192,12 @@ class _Call(Generic[T]):
 
     async def attempt(self) -> T:
         self.tries += 1
-        return await _numbered(self.tries, self.call)
+        token = _numbered(self.tries)
+        try:
+            return await self.call()
+        finally:
+            if token is not None:
+                _attempt.reset(token)
 
     async def retry(self, state: tenacity.RetryCallState) -> bool:
         outcome = state.outcome
@@ -221,19 +226,17 @@ class _Call(Generic[T]):
         _retry_noticed(self.observer, retry)
 
 
-async def _numbered(attempt: int, call: Callable[[], Awaitable[T]]) -> T:
-    """Run ``call`` with :func:`current_attempt` giving ``attempt``.
+def _numbered(attempt: int) -> contextvars.Token[int] | None:
+    """Make :func:`current_attempt` give ``attempt``; the token to reset, if it was set.
 
     The variable is set only when it changes: a first attempt (the usual case) finds
     it at its default already, and setting a context variable costs a new context.
     """
-    if _attempt.get() == attempt:
-        return await call()
-    token = _attempt.set(attempt)
-    try:
-        return await call()
-    finally:
-        _attempt.reset(token)
+    return None if _attempt.get() == attempt else _attempt.set(attempt)
+
+
+async def _nothing(state: tenacity.RetryCallState) -> None:
+    """The ``before`` and ``after`` given to tenacity: a coroutine function, taken as it is."""
 
 
 async def retry_call(
@@ -270,6 +273,8 @@ async def retry_call(
         stop=one.stop,
         wait=one.wait,
         retry=one.retry,
+        before=_nothing,
+        after=_nothing,
         before_sleep=one.before_sleep,
         reraise=True,
     )
@@ -450,8 +455,7 @@ class _PollLoop:
     async def look(self) -> TaskResult:
         """One GET of the task, taken in by the watch."""
         watch, observer = self.watch, self.observer
-        number = max(watch.failures, watch.contradictions) + 1
-        token = _attempt.set(number) if _attempt.get() != number else None  # see _numbered
+        token = _numbered(max(watch.failures, watch.contradictions) + 1)
         try:
             result = await by_deadline(self.fetch, self.deadline, watch.clock, self.timed_out)
         except BaseException:
@@ -597,6 +601,8 @@ async def poll_until_done(
         wait=loop.wait,
         stop=loop.stop,
         retry=loop.retry,
+        before=_nothing,
+        after=_nothing,
         before_sleep=loop.before_sleep,
         retry_error_callback=loop.give_up,
     )
