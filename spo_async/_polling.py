@@ -149,11 +149,8 @@ def _retry_noticed(observer: Observer | None, retry: Retry) -> None:
 class _Call(Generic[T]):
     """One call that tenacity retries: the call, its policy, and the strategies made of them.
 
-    Methods of one object per call rather than closures: a client runs this loop
-    for every submit, and an object with bound methods is fewer allocations for the
-    garbage collector to chase than a closure per strategy. ``retry`` and
-    ``before_sleep`` are coroutine functions, which :class:`tenacity.AsyncRetrying`
-    takes as they are; a plain function it inspects and wraps again at every attempt.
+    Methods of one object per call rather than closures, reached through the
+    module's ``_strategies`` (see there): a client runs this loop for every submit.
     """
 
     __slots__ = (
@@ -199,7 +196,7 @@ class _Call(Generic[T]):
             if token is not None:
                 _attempt.reset(token)
 
-    async def retry(self, state: tenacity.RetryCallState) -> bool:
+    def retry(self, state: tenacity.RetryCallState) -> bool:
         outcome = state.outcome
         assert outcome is not None  # noqa: S101 - tenacity sets it before deciding
         exc = outcome.exception()
@@ -218,7 +215,7 @@ class _Call(Generic[T]):
             or state.upcoming_sleep > _remaining(self.deadline, self.clock)
         )
 
-    async def before_sleep(self, state: tenacity.RetryCallState) -> None:
+    def before_sleep(self, state: tenacity.RetryCallState) -> None:
         assert state.outcome is not None  # noqa: S101
         exc = state.outcome.exception()
         assert exc is not None  # noqa: S101 - only failures are retried here
@@ -235,8 +232,38 @@ def _numbered(attempt: int) -> contextvars.Token[int] | None:
     return None if _attempt.get() == attempt else _attempt.set(attempt)
 
 
+# -- the strategies given to tenacity --------------------------------------------------
+#
+# Both loops hand tenacity the same module functions: the loop's own object (a _Call or
+# a _PollLoop) travels as the call's one argument (``RetryCallState.args``), so a loop
+# allocates no closure and no bound method per strategy, which every submit and every
+# wait would otherwise leave to the garbage collector. The ones tenacity runs at every
+# attempt are coroutine functions: it takes those as they are, where it inspects and
+# wraps a plain function again each time.
+
+
+def _wait(state: tenacity.RetryCallState) -> float:
+    return state.args[0].wait(state)  # type: ignore[no-any-return]
+
+
+def _stop(state: tenacity.RetryCallState) -> bool:
+    return state.args[0].stop(state)  # type: ignore[no-any-return]
+
+
+async def _retry(state: tenacity.RetryCallState) -> bool:
+    return state.args[0].retry(state)  # type: ignore[no-any-return]
+
+
+async def _before_sleep(state: tenacity.RetryCallState) -> None:
+    state.args[0].before_sleep(state)
+
+
 async def _nothing(state: tenacity.RetryCallState) -> None:
-    """The ``before`` and ``after`` given to tenacity: a coroutine function, taken as it is."""
+    """Nothing to do before or after an attempt."""
+
+
+def _give_up(state: tenacity.RetryCallState) -> TaskResult:
+    return state.args[0].give_up(state)  # type: ignore[no-any-return]
 
 
 async def retry_call(
@@ -270,15 +297,15 @@ async def retry_call(
     )
     retrying = tenacity.AsyncRetrying(
         sleep=sleep,
-        stop=one.stop,
-        wait=one.wait,
-        retry=one.retry,
+        wait=_wait,
+        stop=_stop,
+        retry=_retry,
         before=_nothing,
         after=_nothing,
-        before_sleep=one.before_sleep,
+        before_sleep=_before_sleep,
         reraise=True,
     )
-    result: T = await retrying(one.attempt)
+    result: T = await retrying(_Call.attempt, one)
     return result
 
 
@@ -426,9 +453,8 @@ class _PollLoop:
     passing failure, or a task not finished); ``wait`` is the schedule after a good
     look and the policy's backoff after a failed one, capped at the deadline;
     ``stop`` ends the loop when failures are used up or the deadline has come;
-    ``give_up`` says how it ended. Methods of one object rather than closures, and
-    ``look``, ``retry`` and ``before_sleep`` coroutine functions, which tenacity
-    takes as they are (see :class:`_Call`).
+    ``give_up`` says how it ended. Methods of one object rather than closures,
+    reached through the module's ``_strategies`` (see there).
     """
 
     __slots__ = ("deadline", "fetch", "observer", "policy", "schedule", "timeout", "watch")
@@ -505,7 +531,7 @@ class _PollLoop:
             self.watch.failures >= self.policy.attempts or exceeds_retry_after(self.policy, exc)
         )
 
-    async def retry(self, state: tenacity.RetryCallState) -> bool:
+    def retry(self, state: tenacity.RetryCallState) -> bool:
         outcome = state.outcome
         assert outcome is not None  # noqa: S101 - tenacity sets it before deciding
         exc = outcome.exception()
@@ -538,7 +564,7 @@ class _PollLoop:
             raise exc
         raise self.timed_out(exc)
 
-    async def before_sleep(self, state: tenacity.RetryCallState) -> None:
+    def before_sleep(self, state: tenacity.RetryCallState) -> None:
         assert state.outcome is not None  # noqa: S101
         exc, watch = state.outcome.exception(), self.watch
         if exc is not None:
@@ -598,13 +624,13 @@ async def poll_until_done(
     )
     retrying = tenacity.AsyncRetrying(
         sleep=sleep,
-        wait=loop.wait,
-        stop=loop.stop,
-        retry=loop.retry,
+        wait=_wait,
+        stop=_stop,
+        retry=_retry,
         before=_nothing,
         after=_nothing,
-        before_sleep=loop.before_sleep,
-        retry_error_callback=loop.give_up,
+        before_sleep=_before_sleep,
+        retry_error_callback=_give_up,
     )
     finished = getattr(schedule, "task_finished", None)
     try:
@@ -613,7 +639,7 @@ async def poll_until_done(
             first = min(schedule.next_delay(watch.state()), loop.until_someone_is_due())
             if first > 0:
                 await sleep(first)
-        result: TaskResult = await retrying(loop.look)
+        result: TaskResult = await retrying(_PollLoop.look, loop)
     finally:
         if finished is not None:
             # A learning schedule sees the final snapshot too, and forgets the task.
