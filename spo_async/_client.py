@@ -95,6 +95,61 @@ __all__ = ["UNSET", "AsyncSPOClient", "SubmitGate", "Unset"]
 log = logging.getLogger("spo_async")
 
 
+class _TaskPoll:
+    """One wait's poll loop as the shared waits run it, and the GET it repeats.
+
+    An object rather than a closure: every wait makes one, and a closure over the
+    same values is a cell for each, all living as long as the wait.
+    """
+
+    __slots__ = ("client", "facts", "http", "rounds", "task_id", "timeout")
+
+    def __init__(
+        self,
+        client: AsyncSPOClient,
+        task_id: str,
+        *,
+        rounds: int | None,
+        facts: TaskFacts | None,
+        http: HTTPRequest,
+        timeout: float | None,
+    ) -> None:
+        self.client = client
+        self.task_id = task_id
+        self.rounds = rounds
+        self.facts = facts
+        self.http = http
+        self.timeout = timeout
+
+    def fetch(self) -> Awaitable[TaskResult]:
+        return self.client._fetch(self.task_id, self.rounds, self.http)
+
+    def __call__(
+        self,
+        leader_deadline: float | None,
+        fan_out: LoopObserver,
+        mode: Callable[[], PollMode],
+        takeover: bool,
+    ) -> Awaitable[TaskResult]:
+        core, options, facts = self.client._core, self.client._options, self.facts
+        return poll_until_done(
+            self.fetch,
+            task_id=self.task_id,
+            schedule=options.schedule,
+            policy=options.retry,
+            deadline=leader_deadline,
+            timeout=self.timeout,
+            sleep=core.sleep,
+            clock=core.clock,
+            mode=mode,
+            max_rounds=self.rounds,
+            model=facts.model if facts is not None else None,
+            submitted_at=facts.submitted_at if facts is not None else None,
+            observer=fan_out,
+            look_at_once=takeover,
+        )
+
+
 class AsyncSPOClient:
     """An asyncio client for 302.AI's SPO prompt optimization service.
 
@@ -595,33 +650,10 @@ class AsyncSPOClient:
         raise_on_failure: bool,
     ) -> TaskResult:
         """The shared poll loop behind every wait, with this view's policy."""
-        core, options = self._core, self._options
+        core = self._core
         rounds, facts = self._facts(task_id, max_rounds)
         http = build_task_request(core.base_url, core.api_key, task_id, lang=core.lang)
-
-        def run(
-            leader_deadline: float | None,
-            fan_out: LoopObserver,
-            mode: Callable[[], PollMode],
-            takeover: bool,
-        ) -> Awaitable[TaskResult]:
-            return poll_until_done(
-                lambda: self._fetch(task_id, rounds, http),
-                task_id=task_id,
-                schedule=options.schedule,
-                policy=options.retry,
-                deadline=leader_deadline,
-                timeout=timeout,
-                sleep=core.sleep,
-                clock=core.clock,
-                mode=mode,
-                max_rounds=rounds,
-                model=facts.model if facts is not None else None,
-                submitted_at=facts.submitted_at if facts is not None else None,
-                observer=fan_out,
-                look_at_once=takeover,
-            )
-
+        run = _TaskPoll(self, task_id, rounds=rounds, facts=facts, http=http, timeout=timeout)
         waiter = Waiter(
             timeout=timeout, deadline=deadline, observer=observer, progress=observer is not None
         )
