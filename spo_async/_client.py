@@ -47,8 +47,6 @@ from ._errors import (
     SPOError,
     SubmitOutcomeUnknownError,
     TaskFailedError,
-    TransportError,
-    WaitTimeoutError,
 )
 from ._limiter import RequestLimiter
 from ._models import OptimizationRequest, TaskResult
@@ -485,23 +483,12 @@ class AsyncSPOClient:
         http = build_submit_request(core.base_url, core.api_key, request, lang=core.lang)
 
         async def once() -> str:
-            attempt = SubmitAttempt(gate)
-
-            def expired() -> SPOError:
-                if attempt.left:
-                    return TransportError(
-                        f"{http.method} {http.path}: the call's deadline passed while the "
-                        "submit was in flight",
-                        method=http.method,
-                        path=http.path,
-                    )
-                return WaitTimeoutError(None, timeout or 0.0, None)
-
-            response = await by_deadline(
-                lambda: self._send(http, task_id=None, attempt=attempt),
-                deadline,
-                core.clock,
-                expired,
+            attempt = SubmitAttempt(gate, http=http, timeout=timeout)
+            sending = self._send(http, task_id=None, attempt=attempt)
+            response = await (
+                sending
+                if deadline is None
+                else by_deadline(sending, deadline, core.clock, attempt.expired)
             )
             return parse_submit_response(response, now=time.time())
 

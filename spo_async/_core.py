@@ -18,11 +18,19 @@ from typing import Final, Protocol
 import attrs
 
 from ._checks import check_seconds
-from ._errors import ClientClosedError, ConfigurationError, RequestValidationError
+from ._errors import (
+    ClientClosedError,
+    ConfigurationError,
+    RequestValidationError,
+    SPOError,
+    TransportError,
+    WaitTimeoutError,
+)
 from ._limiter import RequestLimiter
 from ._models import OptimizationRequest
 from ._redact import Redactor, redactor_for
 from ._retry import RetryPolicy
+from ._sansio import HTTPRequest
 from ._schedules import PollSchedule, as_schedule
 from ._sharing import SharedPolls
 from ._transport import Transport
@@ -89,13 +97,41 @@ class SubmitGate(Protocol):
 
 
 class SubmitAttempt:
-    """One submit attempt: whether its POST left, passed on to the caller's gate."""
+    """One submit attempt: whether its POST left, passed on to the caller's gate.
 
-    __slots__ = ("gate", "left")
+    ``http`` and ``timeout`` (the request and the call's timeout) say what
+    :meth:`expired` reports when the call's deadline cuts the attempt off.
+    """
 
-    def __init__(self, gate: SubmitGate | None) -> None:
+    __slots__ = ("gate", "http", "left", "timeout")
+
+    def __init__(
+        self,
+        gate: SubmitGate | None,
+        *,
+        http: HTTPRequest | None = None,
+        timeout: float | None = None,
+    ) -> None:
         self.gate = gate
+        self.http = http
+        self.timeout = timeout
         self.left = False
+
+    def expired(self) -> SPOError:
+        """The error for the call's deadline passing during this attempt.
+
+        Once the POST has left, a task may exist: a :class:`TransportError` (an
+        outcome unknown); before, a :class:`WaitTimeoutError` without a task.
+        """
+        http = self.http
+        if self.left and http is not None:
+            return TransportError(
+                f"{http.method} {http.path}: the call's deadline passed while the "
+                "submit was in flight",
+                method=http.method,
+                path=http.path,
+            )
+        return WaitTimeoutError(None, self.timeout or 0.0, None)
 
     def leaving(self) -> None:
         if self.gate is not None:

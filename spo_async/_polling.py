@@ -424,22 +424,26 @@ class _TaskWatch:
 
 
 async def by_deadline(
-    fetch: Callable[[], Awaitable[T]],
-    deadline: float | None,
+    pending: Awaitable[T],
+    deadline: float,
     clock: Clock,
     expired: Callable[[], BaseException],
 ) -> T:
-    """Run ``fetch``, abandoning it :data:`DEADLINE_GRACE` seconds after ``deadline``.
+    """Await ``pending``, abandoning it :data:`DEADLINE_GRACE` seconds after ``deadline``.
 
     The grace is measured with ``asyncio.timeout`` on the event loop, because a
     request in flight is bounded by real time; the deadline itself is read on ``clock``.
     """
-    if deadline is None:
-        return await fetch()
-    bound = asyncio.timeout(max(0.0, deadline - clock()) + DEADLINE_GRACE)
+    try:
+        bound = asyncio.timeout(max(0.0, deadline - clock()) + DEADLINE_GRACE)
+    except BaseException:
+        close = getattr(pending, "close", None)  # a coroutine never awaited: no warning
+        if close is not None:
+            close()
+        raise
     try:
         async with bound:
-            return await fetch()
+            return await pending
     except TimeoutError:
         if bound.expired():  # the deadline, not the request's own timeout
             raise expired() from None
