@@ -47,8 +47,6 @@ from ._errors import (
     SPOError,
     SubmitOutcomeUnknownError,
     TaskFailedError,
-    TransportError,
-    WaitTimeoutError,
 )
 from ._limiter import RequestLimiter
 from ._models import OptimizationRequest, TaskResult
@@ -93,6 +91,64 @@ if TYPE_CHECKING:
 __all__ = ["UNSET", "AsyncSPOClient", "SubmitGate", "Unset"]
 
 log = logging.getLogger("spo_async")
+
+
+class _TaskPoll:
+    """One wait's poll loop as the shared waits run it, and the GET it repeats.
+
+    An object rather than a closure: every wait makes one, and a closure over the
+    same values is a cell for each, all living as long as the wait.
+    """
+
+    __slots__ = ("client", "facts", "http", "rounds", "task_id", "timeout")
+
+    def __init__(
+        self,
+        client: AsyncSPOClient,
+        task_id: str,
+        *,
+        rounds: int | None,
+        facts: TaskFacts | None,
+        http: HTTPRequest,
+        timeout: float | None,
+    ) -> None:
+        self.client = client
+        self.task_id = task_id
+        self.rounds = rounds
+        self.facts = facts
+        self.http = http
+        self.timeout = timeout
+
+    def fetch(self) -> Awaitable[TaskResult]:
+        return self.client._fetch(self.task_id, self.rounds, self.http)
+
+    def __call__(
+        self,
+        leader_deadline: float | None,
+        fan_out: LoopObserver,
+        mode: Callable[[], PollMode],
+        takeover: bool,
+    ) -> Awaitable[TaskResult]:
+        core, options, facts = self.client._core, self.client._options, self.facts
+        fetch: Callable[[], Awaitable[TaskResult]] = self.fetch
+        if core.claims is not None:  # a shared store: its claims decide who makes the GET
+            fetch = core.claims.fetcher(self.task_id, fetch, hold=options.request_timeout)
+        return poll_until_done(
+            fetch,
+            task_id=self.task_id,
+            schedule=options.schedule,
+            policy=options.retry,
+            deadline=leader_deadline,
+            timeout=self.timeout,
+            sleep=core.sleep,
+            clock=core.clock,
+            mode=mode,
+            max_rounds=self.rounds,
+            model=facts.model if facts is not None else None,
+            submitted_at=facts.submitted_at if facts is not None else None,
+            observer=fan_out,
+            look_at_once=takeover,
+        )
 
 
 class AsyncSPOClient:
@@ -191,7 +247,7 @@ class AsyncSPOClient:
             strict_status=check_flag("strict_status", strict_status),
         )
         if transport is None:
-            transport = AiohttpTransport(
+            transport = AiohttpTransport._for_client(
                 session=session,
                 max_connections=max_connections,
                 max_response_bytes=max_response_bytes,
@@ -341,13 +397,22 @@ class AsyncSPOClient:
         started = core.clock()
         number = current_attempt()
         outcome: int | str = "CancelledError"
+        slots = core.slots
         try:
-            async with core.slots, core.limiter.slot():
-                if attempt is not None:
-                    attempt.leaving()
-                response = await core.transport.send(request, timeout=self._options.request_timeout)
+            # The pool's slot by hand rather than with ``async with``: this runs for every
+            # request, and the context manager's coroutines cost more than the rest of it.
+            await slots.acquire()
+            try:
+                async with core.limiter.slot():
+                    if attempt is not None:
+                        attempt.leaving()
+                    response = await core.transport.send(
+                        request, timeout=self._options.request_timeout
+                    )
+            finally:
+                slots.release()
             # Nothing the service says may carry the key further: redact before parsing.
-            response = redact_response(response, request)
+            response = redact_response(response, request, core.redactor)
             outcome = response.status
             if response.status == 429:
                 core.limiter.on_rate_limited(self._pause_for(response))
@@ -362,16 +427,17 @@ class AsyncSPOClient:
             scrub_exception(exc, request_secrets(request.headers))
             raise
         finally:
-            log.debug(
-                "%s %s -> %s after %.3f s (attempt %d, task %s)",
-                request.method,
-                request.path,
-                outcome,
-                core.clock() - started,
-                number,
-                task_id or "-",
-                extra={"task_id": task_id, "attempt": number},
-            )
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "%s %s -> %s after %.3f s (attempt %d, task %s)",
+                    request.method,
+                    request.path,
+                    outcome,
+                    core.clock() - started,
+                    number,
+                    task_id or "-",
+                    extra={"task_id": task_id, "attempt": number},
+                )
         return response
 
     def _pause_for(self, response: HTTPResponse) -> float | None:
@@ -423,23 +489,12 @@ class AsyncSPOClient:
         http = build_submit_request(core.base_url, core.api_key, request, lang=core.lang)
 
         async def once() -> str:
-            attempt = SubmitAttempt(gate)
-
-            def expired() -> SPOError:
-                if attempt.left:
-                    return TransportError(
-                        f"{http.method} {http.path}: the call's deadline passed while the "
-                        "submit was in flight",
-                        method=http.method,
-                        path=http.path,
-                    )
-                return WaitTimeoutError(None, timeout or 0.0, None)
-
-            response = await by_deadline(
-                lambda: self._send(http, task_id=None, attempt=attempt),
-                deadline,
-                core.clock,
-                expired,
+            attempt = SubmitAttempt(gate, http=http, timeout=timeout)
+            sending = self._send(http, task_id=None, attempt=attempt)
+            response = await (
+                sending
+                if deadline is None
+                else by_deadline(sending, deadline, core.clock, attempt.expired)
             )
             return parse_submit_response(response, now=time.time())
 
@@ -480,19 +535,23 @@ class AsyncSPOClient:
         if http is None:
             http = build_task_request(core.base_url, core.api_key, task_id, lang=core.lang)
         response = await self._send(http, task_id=task_id)
-        parse = functools.partial(
-            parse_task_response,
-            response,
-            task_id,
-            max_rounds=max_rounds,
-            strict_status=self._options.strict_status,
-            now=time.time(),
-        )
+        strict, now = self._options.strict_status, time.time()
         if len(response.body) > PARSE_IN_THREAD_ABOVE:
             # A large answer costs tens to hundreds of milliseconds to read: in a worker
             # thread, the loop runs other tasks between its steps (bench/loop_stall.py).
-            return await asyncio.to_thread(parse)
-        return parse()
+            return await asyncio.to_thread(
+                functools.partial(
+                    parse_task_response,
+                    response,
+                    task_id,
+                    max_rounds=max_rounds,
+                    strict_status=strict,
+                    now=now,
+                )
+            )
+        return parse_task_response(
+            response, task_id, max_rounds=max_rounds, strict_status=strict, now=now
+        )
 
     async def get_task(self, task_id: str, *, max_rounds: int | None = None) -> TaskResult:
         """Read the task's current snapshot with exactly one GET (no retry, no waiting).
@@ -584,37 +643,10 @@ class AsyncSPOClient:
         raise_on_failure: bool,
     ) -> TaskResult:
         """The shared poll loop behind every wait, with this view's policy."""
-        core, options = self._core, self._options
+        core = self._core
         rounds, facts = self._facts(task_id, max_rounds)
         http = build_task_request(core.base_url, core.api_key, task_id, lang=core.lang)
-
-        def run(
-            leader_deadline: float | None,
-            fan_out: LoopObserver,
-            mode: Callable[[], PollMode],
-            takeover: bool,
-        ) -> Awaitable[TaskResult]:
-            fetch: Callable[[], Awaitable[TaskResult]]
-            fetch = functools.partial(self._fetch, task_id, rounds, http)
-            if core.claims is not None:  # a shared store: its claims decide who makes the GET
-                fetch = core.claims.fetcher(task_id, fetch, hold=options.request_timeout)
-            return poll_until_done(
-                fetch,
-                task_id=task_id,
-                schedule=options.schedule,
-                policy=options.retry,
-                deadline=leader_deadline,
-                timeout=timeout,
-                sleep=core.sleep,
-                clock=core.clock,
-                mode=mode,
-                max_rounds=rounds,
-                model=facts.model if facts is not None else None,
-                submitted_at=facts.submitted_at if facts is not None else None,
-                observer=fan_out,
-                look_at_once=takeover,
-            )
-
+        run = _TaskPoll(self, task_id, rounds=rounds, facts=facts, http=http, timeout=timeout)
         waiter = Waiter(
             timeout=timeout, deadline=deadline, observer=observer, progress=observer is not None
         )

@@ -72,6 +72,8 @@ def _strict(kind: type[T], accept: tuple[type, ...] | None = None) -> Callable[[
     accepted = accept or (kind,)
 
     def hook(value: Any, _: Any) -> T:
+        if type(value) is kind:  # the usual case, decided by one identity test
+            return value
         if isinstance(value, bool) and kind is not bool:
             raise TypeError(f"expected {kind.__name__}, got bool")
         if not isinstance(value, accepted):
@@ -87,10 +89,11 @@ def _with_extra(
     """Wrap a generated hook so it refuses non-objects and keeps unknown keys."""
 
     def hook(value: Any, _: Any) -> T:
-        if not isinstance(value, Mapping):
+        # ``type(...) is dict`` first: JSON gives dicts, and an ABC check costs far more.
+        if type(value) is not dict and not isinstance(value, Mapping):
             raise TypeError(f"expected an object, got {type(value).__name__}")
         obj = base(value, cls)
-        if value.keys() - known:
+        if not known.issuperset(value):
             obj = attrs.evolve(obj, extra={k: v for k, v in value.items() if k not in known})  # type: ignore[misc]
         return obj
 
@@ -99,13 +102,19 @@ def _with_extra(
 
 def _list_of(converter: cattrs.Converter, item: type[T]) -> Callable[[Any, Any], tuple[T, ...]]:
     """A hook for an optional JSON list: ``null`` or absent is empty; anything else breaks."""
+    structure: Callable[[Any, Any], T] | None = None
 
     def hook(value: Any, _: Any) -> tuple[T, ...]:
+        nonlocal structure
         if value is None:
             return ()
         if not isinstance(value, list):
             raise TypeError(f"expected a list, got {type(value).__name__}")
-        return tuple(converter.structure(v, item) for v in value)
+        if structure is None:
+            # Looked up once, on first use (every hook is registered by then), rather
+            # than dispatched again for every item of every answer.
+            structure = converter.get_structure_hook(item)
+        return tuple([structure(v, item) for v in value])
 
     return hook
 

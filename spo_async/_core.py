@@ -18,10 +18,19 @@ from typing import Final, Protocol
 import attrs
 
 from ._checks import check_seconds
-from ._errors import ClientClosedError, ConfigurationError, RequestValidationError
+from ._errors import (
+    ClientClosedError,
+    ConfigurationError,
+    RequestValidationError,
+    SPOError,
+    TransportError,
+    WaitTimeoutError,
+)
 from ._limiter import RequestLimiter
 from ._models import OptimizationRequest
+from ._redact import Redactor, redactor_for
 from ._retry import RetryPolicy
+from ._sansio import HTTPRequest
 from ._schedules import PollSchedule, as_schedule
 from ._sharing import SharedPolls
 from ._transport import Transport
@@ -88,13 +97,41 @@ class SubmitGate(Protocol):
 
 
 class SubmitAttempt:
-    """One submit attempt: whether its POST left, passed on to the caller's gate."""
+    """One submit attempt: whether its POST left, passed on to the caller's gate.
 
-    __slots__ = ("gate", "left")
+    ``http`` and ``timeout`` (the request and the call's timeout) say what
+    :meth:`expired` reports when the call's deadline cuts the attempt off.
+    """
 
-    def __init__(self, gate: SubmitGate | None) -> None:
+    __slots__ = ("gate", "http", "left", "timeout")
+
+    def __init__(
+        self,
+        gate: SubmitGate | None,
+        *,
+        http: HTTPRequest | None = None,
+        timeout: float | None = None,
+    ) -> None:
         self.gate = gate
+        self.http = http
+        self.timeout = timeout
         self.left = False
+
+    def expired(self) -> SPOError:
+        """The error for the call's deadline passing during this attempt.
+
+        Once the POST has left, a task may exist: a :class:`TransportError` (an
+        outcome unknown); before, a :class:`WaitTimeoutError` without a task.
+        """
+        http = self.http
+        if self.left and http is not None:
+            return TransportError(
+                f"{http.method} {http.path}: the call's deadline passed while the "
+                "submit was in flight",
+                method=http.method,
+                path=http.path,
+            )
+        return WaitTimeoutError(None, self.timeout or 0.0, None)
 
     def leaving(self) -> None:
         if self.gate is not None:
@@ -151,6 +188,8 @@ class Core:
         #: its timeout starts and before it is counted as sent: waiting for a free
         #: connection must never look like a request that may have reached the service.
         self.slots = asyncio.Semaphore(max_connections)
+        #: What takes the key out of every answer, built once: the key never changes.
+        self.redactor: Redactor | None = redactor_for((api_key,))
 
     def check_usable(self) -> None:
         """Refuse use after ``aclose`` and use from a second event loop, with typed errors."""

@@ -629,27 +629,41 @@ class RequestLimiter:
         """
         return _Slot(self)
 
-    async def _enter(self) -> float:
-        """Pass the gate; return the time the request left, for :meth:`_exit`."""
+    def _pass_now(self) -> float | None:
+        """Let a request through at once if nobody queues and the budget allows it.
+
+        Returns the time it left, or ``None`` when it must queue (:meth:`_queue`).
+        Synchronous, so that a request the budget does not hold back costs no
+        coroutine of its own.
+        """
         self._used = True
-        policy, state, waiters = self._policy, self._state, self._waiters
+        if self._waiters:
+            return None
+        policy, state = self._policy, self._state
         now = self._clock()
-        if not waiters and policy.delay(state, now) <= 0:
-            policy.take(state, now, waited=False)
-        else:
-            me: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            waiters.append(me)
-            try:
-                queued = waiters[0] is not me
-                if queued:
-                    await me
-                waited = queued
-                while (delay := policy.delay(state, now := self._clock())) > 0:
-                    waited = waited or now >= state.paused_until  # held back by the rate
-                    await self._sleep(delay)
-            finally:
-                self._leave(me)
-            policy.take(state, now, waited=waited)
+        if policy.delay(state, now) > 0:
+            return None
+        policy.take(state, now, waited=False)
+        self._in_flight += 1
+        self._requests_sent += 1
+        return now
+
+    async def _queue(self) -> float:
+        """Wait in line for the budget and any pause; return the time the request left."""
+        policy, state, waiters = self._policy, self._state, self._waiters
+        me: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.append(me)
+        try:
+            queued = waiters[0] is not me
+            if queued:
+                await me
+            waited = queued
+            while (delay := policy.delay(state, now := self._clock())) > 0:
+                waited = waited or now >= state.paused_until  # held back by the rate
+                await self._sleep(delay)
+        finally:
+            self._leave(me)
+        policy.take(state, now, waited=waited)
         self._in_flight += 1
         self._requests_sent += 1
         return now
@@ -701,7 +715,9 @@ class _Slot:
         self._entered = 0.0
 
     async def __aenter__(self) -> None:
-        self._entered = await self._limiter._enter()
+        limiter = self._limiter
+        entered = limiter._pass_now()
+        self._entered = entered if entered is not None else await limiter._queue()
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._limiter._exit(self._entered)

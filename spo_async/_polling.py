@@ -28,7 +28,7 @@ import contextvars
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, NamedTuple, Protocol, TypeVar
 
 from ._errors import SPOError, WaitTimeoutError, contradicting_task
 from ._models import TaskResult
@@ -146,6 +146,126 @@ def _retry_noticed(observer: Observer | None, retry: Retry) -> None:
             log.exception("an observer raised on a retry notice; the loop goes on")
 
 
+class _Call(Generic[T]):
+    """One call that tenacity retries: the call, its policy, and the strategies made of them.
+
+    Methods of one object per call rather than closures, reached through the
+    module's ``_strategies`` (see there): a client runs this loop for every submit.
+    """
+
+    __slots__ = (
+        "call",
+        "clock",
+        "deadline",
+        "observer",
+        "operation",
+        "policy",
+        "retryable",
+        "task_id",
+        "tries",
+    )
+
+    def __init__(
+        self,
+        call: Callable[[], Awaitable[T]],
+        *,
+        operation: str,
+        policy: RetryPolicy,
+        retryable: Callable[[BaseException], bool],
+        clock: Clock,
+        deadline: float | None,
+        task_id: str | None,
+        observer: Observer | None,
+    ) -> None:
+        self.call = call
+        self.operation = operation
+        self.policy = policy
+        self.retryable = retryable
+        self.clock = clock
+        self.deadline = deadline
+        self.task_id = task_id
+        self.observer = observer
+        self.tries = 0
+
+    async def attempt(self) -> T:
+        self.tries += 1
+        token = _numbered(self.tries)
+        try:
+            return await self.call()
+        finally:
+            if token is not None:
+                _attempt.reset(token)
+
+    def retry(self, state: tenacity.RetryCallState) -> bool:
+        outcome = state.outcome
+        assert outcome is not None  # noqa: S101 - tenacity sets it before deciding
+        exc = outcome.exception()
+        return exc is not None and self.retryable(exc)
+
+    def wait(self, state: tenacity.RetryCallState) -> float:
+        assert state.outcome is not None  # noqa: S101 - tenacity sets it before waiting
+        return backoff_delay(self.policy, state.attempt_number, state.outcome.exception(), _rng)
+
+    def stop(self, state: tenacity.RetryCallState) -> bool:
+        assert state.outcome is not None  # noqa: S101
+        exc = state.outcome.exception()
+        return (
+            state.attempt_number >= self.policy.attempts
+            or (exc is not None and exceeds_retry_after(self.policy, exc))
+            or state.upcoming_sleep > _remaining(self.deadline, self.clock)
+        )
+
+    def before_sleep(self, state: tenacity.RetryCallState) -> None:
+        assert state.outcome is not None  # noqa: S101
+        exc = state.outcome.exception()
+        assert exc is not None  # noqa: S101 - only failures are retried here
+        retry = Retry(self.operation, state.attempt_number, state.upcoming_sleep, exc, self.task_id)
+        _retry_noticed(self.observer, retry)
+
+
+def _numbered(attempt: int) -> contextvars.Token[int] | None:
+    """Make :func:`current_attempt` give ``attempt``; the token to reset, if it was set.
+
+    The variable is set only when it changes: a first attempt (the usual case) finds
+    it at its default already, and setting a context variable costs a new context.
+    """
+    return None if _attempt.get() == attempt else _attempt.set(attempt)
+
+
+# -- the strategies given to tenacity --------------------------------------------------
+#
+# Both loops hand tenacity the same module functions: the loop's own object (a _Call or
+# a _PollLoop) travels as the call's one argument (``RetryCallState.args``), so a loop
+# allocates no closure and no bound method per strategy, which every submit and every
+# wait would otherwise leave to the garbage collector. The ones tenacity runs at every
+# attempt are coroutine functions: it takes those as they are, where it inspects and
+# wraps a plain function again each time.
+
+
+def _wait(state: tenacity.RetryCallState) -> float:
+    return state.args[0].wait(state)  # type: ignore[no-any-return]
+
+
+def _stop(state: tenacity.RetryCallState) -> bool:
+    return state.args[0].stop(state)  # type: ignore[no-any-return]
+
+
+async def _retry(state: tenacity.RetryCallState) -> bool:
+    return state.args[0].retry(state)  # type: ignore[no-any-return]
+
+
+async def _before_sleep(state: tenacity.RetryCallState) -> None:
+    state.args[0].before_sleep(state)
+
+
+async def _nothing(state: tenacity.RetryCallState) -> None:
+    """Nothing to do before or after an attempt."""
+
+
+def _give_up(state: tenacity.RetryCallState) -> TaskResult:
+    return state.args[0].give_up(state)  # type: ignore[no-any-return]
+
+
 async def retry_call(
     call: Callable[[], Awaitable[T]],
     *,
@@ -165,47 +285,28 @@ async def retry_call(
     """
     import tenacity  # noqa: PLC0415 - on first use; see the module docstring
 
-    def wait(state: tenacity.RetryCallState) -> float:
-        assert state.outcome is not None  # noqa: S101 - tenacity sets it before waiting
-        return backoff_delay(policy, state.attempt_number, state.outcome.exception(), _rng)
-
-    def stop(state: tenacity.RetryCallState) -> bool:
-        assert state.outcome is not None  # noqa: S101
-        exc = state.outcome.exception()
-        return (
-            state.attempt_number >= policy.attempts
-            or (exc is not None and exceeds_retry_after(policy, exc))
-            or state.upcoming_sleep > _remaining(deadline, clock)
-        )
-
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        assert state.outcome is not None  # noqa: S101
-        exc = state.outcome.exception()
-        assert exc is not None  # noqa: S101 - only failures are retried here
-        _retry_noticed(
-            observer, Retry(operation, state.attempt_number, state.upcoming_sleep, exc, task_id)
-        )
-
-    tries = 0
-
-    async def attempt() -> T:
-        nonlocal tries
-        tries += 1
-        token = _attempt.set(tries)
-        try:
-            return await call()
-        finally:
-            _attempt.reset(token)
-
+    one = _Call(
+        call,
+        operation=operation,
+        policy=policy,
+        retryable=retryable,
+        clock=clock,
+        deadline=deadline,
+        task_id=task_id,
+        observer=observer,
+    )
     retrying = tenacity.AsyncRetrying(
         sleep=sleep,
-        stop=stop,
-        wait=wait,
-        retry=tenacity.retry_if_exception(retryable),
-        before_sleep=before_sleep,
+        wait=_wait,
+        stop=_stop,
+        retry=_retry,
+        before=_nothing,
+        after=_nothing,
+        before_sleep=_before_sleep,
         reraise=True,
     )
-    return await retrying(attempt)
+    result: T = await retrying(_Call.attempt, one)
+    return result
 
 
 def contradiction(before: TaskResult, after: TaskResult) -> str | None:
@@ -323,39 +424,49 @@ class _TaskWatch:
 
 
 async def by_deadline(
-    fetch: Callable[[], Awaitable[T]],
-    deadline: float | None,
+    pending: Awaitable[T],
+    deadline: float,
     clock: Clock,
     expired: Callable[[], BaseException],
 ) -> T:
-    """Run ``fetch``, abandoning it :data:`DEADLINE_GRACE` seconds after ``deadline``.
+    """Await ``pending``, abandoning it :data:`DEADLINE_GRACE` seconds after ``deadline``.
 
     The grace is measured with ``asyncio.timeout`` on the event loop, because a
     request in flight is bounded by real time; the deadline itself is read on ``clock``.
     """
-    if deadline is None:
-        return await fetch()
-    bound = asyncio.timeout(max(0.0, deadline - clock()) + DEADLINE_GRACE)
+    try:
+        bound = asyncio.timeout(max(0.0, deadline - clock()) + DEADLINE_GRACE)
+    except BaseException:
+        close = getattr(pending, "close", None)  # a coroutine never awaited: no warning
+        if close is not None:
+            close()
+        raise
     try:
         async with bound:
-            return await fetch()
+            return await pending
     except TimeoutError:
         if bound.expired():  # the deadline, not the request's own timeout
             raise expired() from None
         raise
 
 
-class _PollStrategies:
-    """One poll loop's strategies for tenacity, over what the loop has seen (its watch).
+class _PollLoop:
+    """One poll loop's look and its strategies for tenacity, over what it has seen (its watch).
 
-    ``wait`` is the schedule after a good look and the policy's backoff after a
-    failed one, capped at the deadline; ``stop`` ends the loop when failures are
-    used up or the deadline has come; ``give_up`` says how it ended.
+    ``look`` is the one GET per attempt; ``retry`` says whether to look again (a
+    passing failure, or a task not finished); ``wait`` is the schedule after a good
+    look and the policy's backoff after a failed one, capped at the deadline;
+    ``stop`` ends the loop when failures are used up or the deadline has come;
+    ``give_up`` says how it ended. Methods of one object rather than closures,
+    reached through the module's ``_strategies`` (see there).
     """
+
+    __slots__ = ("deadline", "fetch", "observer", "policy", "schedule", "timeout", "watch")
 
     def __init__(
         self,
         watch: _TaskWatch,
+        fetch: Callable[[], Awaitable[TaskResult]],
         *,
         schedule: PollSchedule,
         policy: RetryPolicy,
@@ -364,11 +475,46 @@ class _PollStrategies:
         observer: LoopObserver | None,
     ) -> None:
         self.watch = watch
+        self.fetch = fetch
         self.schedule = schedule
         self.policy = policy
         self.deadline = deadline
         self.timeout = timeout
         self.observer = observer
+
+    async def look(self) -> TaskResult:
+        """One GET of the task, taken in by the watch."""
+        watch, observer = self.watch, self.observer
+        token = _numbered(max(watch.failures, watch.contradictions) + 1)
+        deadline = self.deadline
+        try:
+            if deadline is None:
+                result = await self.fetch()
+            else:  # by_deadline's bound, inline: one coroutine fewer for every look
+                bound = asyncio.timeout(max(0.0, deadline - watch.clock()) + DEADLINE_GRACE)
+                try:
+                    async with bound:
+                        result = await self.fetch()
+                except TimeoutError:
+                    if bound.expired():  # the deadline, not the request's own timeout
+                        raise self.timed_out() from None
+                    raise
+        except BaseException:
+            watch.failures += 1
+            raise
+        finally:
+            if token is not None:
+                _attempt.reset(token)
+            if observer is not None:
+                observer.tick()
+        watch.failures = 0
+        if watch.believe(result) and observer is not None:
+            try:
+                observer.snapshot(result)
+            except Exception:
+                log.exception("an observer raised on a snapshot; the loop goes on")
+        assert watch.last is not None  # noqa: S101 - believe() just set it
+        return watch.last
 
     def remaining(self) -> float:
         return _remaining(self.deadline, self.watch.clock)
@@ -400,9 +546,14 @@ class _PollStrategies:
             self.watch.failures >= self.policy.attempts or exceeds_retry_after(self.policy, exc)
         )
 
-    @staticmethod
-    def retryable(exc: BaseException) -> bool:
-        return isinstance(exc, _ContradictedError) or is_query_retryable(exc)
+    def retry(self, state: tenacity.RetryCallState) -> bool:
+        outcome = state.outcome
+        assert outcome is not None  # noqa: S101 - tenacity sets it before deciding
+        exc = outcome.exception()
+        if exc is not None:
+            return isinstance(exc, _ContradictedError) or is_query_retryable(exc)
+        finished: bool = outcome.result().is_terminal
+        return not finished
 
     def wait(self, state: tenacity.RetryCallState) -> float:
         assert state.outcome is not None  # noqa: S101 - tenacity sets it before waiting
@@ -477,45 +628,24 @@ async def poll_until_done(
         model=model,
         submitted_at=submitted_at,
     )
-    loop = _PollStrategies(
+    loop = _PollLoop(
         watch,
+        fetch,
         schedule=schedule,
         policy=policy,
         deadline=deadline,
         timeout=timeout,
         observer=observer,
     )
-
-    async def look() -> TaskResult:
-        token = _attempt.set(max(watch.failures, watch.contradictions) + 1)
-        try:
-            result = await by_deadline(fetch, deadline, clock, loop.timed_out)
-        except BaseException:
-            watch.failures += 1
-            raise
-        finally:
-            _attempt.reset(token)
-            if observer is not None:
-                observer.tick()
-        watch.failures = 0
-        if watch.believe(result) and observer is not None:
-            try:
-                observer.snapshot(result)
-            except Exception:
-                log.exception("an observer raised on a snapshot; the loop goes on")
-        assert watch.last is not None  # noqa: S101 - believe() just set it
-        return watch.last
-
     retrying = tenacity.AsyncRetrying(
         sleep=sleep,
-        wait=loop.wait,
-        stop=loop.stop,
-        retry=(
-            tenacity.retry_if_exception(loop.retryable)
-            | tenacity.retry_if_result(lambda result: not result.is_terminal)
-        ),
-        before_sleep=loop.before_sleep,
-        retry_error_callback=loop.give_up,
+        wait=_wait,
+        stop=_stop,
+        retry=_retry,
+        before=_nothing,
+        after=_nothing,
+        before_sleep=_before_sleep,
+        retry_error_callback=_give_up,
     )
     finished = getattr(schedule, "task_finished", None)
     try:
@@ -524,7 +654,7 @@ async def poll_until_done(
             first = min(schedule.next_delay(watch.state()), loop.until_someone_is_due())
             if first > 0:
                 await sleep(first)
-        result: TaskResult = await retrying(look)
+        result: TaskResult = await retrying(_PollLoop.look, loop)
     finally:
         if finished is not None:
             # A learning schedule sees the final snapshot too, and forgets the task.

@@ -35,7 +35,7 @@ from ._errors import (
     TransientError,
 )
 from ._models import OptimizationRequest, TaskResult
-from ._redact import has_unsafe_characters, printable, redactor_for, request_secrets
+from ._redact import Redactor, has_unsafe_characters, printable, redactor_for, request_secrets
 from ._state import TaskStatus
 from ._version import __version__
 
@@ -238,7 +238,9 @@ def build_submit_request(
     return HTTPRequest("POST", base_url + SUBMIT_PATH, SUBMIT_PATH, headers, body)
 
 
-def redact_response(response: HTTPResponse, request: HTTPRequest) -> HTTPResponse:
+def redact_response(
+    response: HTTPResponse, request: HTTPRequest, redactor: Redactor | None = None
+) -> HTTPResponse:
     """``response`` with the credentials ``request`` carried taken out of it.
 
     A server (or a proxy) that echoes the ``Authorization`` header would otherwise
@@ -246,9 +248,12 @@ def redact_response(response: HTTPResponse, request: HTTPRequest) -> HTTPRespons
     headers are redacted in every encoding :class:`~spo_async._redact.Redactor`
     knows (raw, JSON-escaped, percent- or entity-encoded, any case). The client
     calls this on every answer, before parsing it; the same object comes back
-    when there was nothing to take out.
+    when there was nothing to take out. A caller that knows the request's only
+    credential (a client, its key) passes its :class:`~spo_async._redact.Redactor`,
+    built once, instead of having one looked up for every answer.
     """
-    redactor = redactor_for(request_secrets(request.headers))
+    if redactor is None:
+        redactor = redactor_for(request_secrets(request.headers))
     if redactor is None:
         return response
     body = redactor.data(response.body)

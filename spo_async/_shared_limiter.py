@@ -295,9 +295,13 @@ class SharedRequestLimiter(RequestLimiter):
     def _now_override(self) -> float | None:
         return None if self._store_clock is None else self._store_clock()
 
-    async def _enter(self) -> float:
-        """Pass the gate through the store; return our clock's time the request left."""
+    def _pass_now(self) -> float | None:
+        """Never at once: every request of a shared budget goes through the store."""
         self._used = True
+        return None
+
+    async def _queue(self) -> float:
+        """Pass the gate through the store; return our clock's time the request left."""
         policy = self._policy
         me: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(me)

@@ -130,13 +130,13 @@ class _SharedPoll:
             if self.error is not None:
                 raise self.error
             if not self.leading:
-                return await self._lead(waiter, run)
+                break
             remaining = None if waiter.deadline is None else waiter.deadline - clock()
             if remaining is not None and remaining <= 0:
                 raise WaitTimeoutError(self.task_id, waiter.timeout or 0.0, self.last)
             await self._wait_for_change(remaining)
-
-    async def _lead(self, waiter: Waiter, run: PollRunner) -> TaskResult:
+        # Nobody polls: this waiter leads (inline, not a coroutine of its own: every
+        # wait goes through here, and each coroutine in the chain costs every request).
         self.leading = True
         try:
             result = await run(waiter.deadline, self, self.mode, self.last is not None)

@@ -51,6 +51,44 @@ def _describe(exc: BaseException, request: HTTPRequest) -> str:
     return printable(text)
 
 
+def _failure(exc: Exception, request: HTTPRequest, timeout: float) -> TransportError:
+    """The typed error for an exception of aiohttp's (or any) while sending ``request``."""
+    method, path = request.method, request.path
+    what = f"{method} {path}"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return RequestTimeoutError(
+            f"{what}: timed out connecting after {timeout:g} s",
+            request_sent=False,
+            method=method,
+            path=path,
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = _describe(exc.os_error, request)
+        return TransportError(
+            f"{what}: cannot connect ({reason})", method=method, path=path, request_sent=False
+        )
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return RequestTimeoutError(
+            f"{what}: no complete answer within {timeout:g} s", method=method, path=path
+        )
+    if isinstance(
+        exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientOSError
+    ):
+        return TransportError(
+            f"{what}: the connection broke before the whole answer arrived",
+            method=method,
+            path=path,
+        )
+    if isinstance(exc, aiohttp.ClientError):
+        # Only the class: aiohttp's response errors hold the request's headers.
+        return TransportError(f"{what}: {type(exc).__name__}", method=method, path=path)
+    # aiohttp raises ValueError, TypeError, RuntimeError ("Session is closed"),
+    # AssertionError (a caller's session with a base_url) and more for requests it
+    # cannot make. Whether anything was sent is not known: request_sent stays true.
+    reason = _describe(exc, request)
+    return TransportError(f"{what}: {type(exc).__name__}: {reason}", method=method, path=path)
+
+
 @runtime_checkable
 class Transport(Protocol):
     """What the client needs from an HTTP stack; implement it to swap aiohttp out."""
@@ -104,6 +142,27 @@ class AiohttpTransport:
         self._slots = asyncio.Semaphore(limit) if limit else None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
+    @classmethod
+    def _for_client(
+        cls,
+        *,
+        session: aiohttp.ClientSession | None,
+        max_connections: int,
+        max_response_bytes: int,
+    ) -> AiohttpTransport:
+        """The transport a client makes for itself: without a queue of its own.
+
+        The client queues every request on its own cap (``Core.slots``, the size of
+        this pool) before the limiter and before the transport, so a second queue
+        here would never hold a request back and would only cost each one a pass
+        through it: a client has one concurrency cap.
+        """
+        transport = cls(
+            session=session, max_connections=max_connections, max_response_bytes=max_response_bytes
+        )
+        transport._slots = None
+        return transport
+
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise ClientClosedError("the transport is closed")
@@ -139,34 +198,20 @@ class AiohttpTransport:
 
         ``timeout`` starts once a connection of the pool is free for this request.
         """
-        if self._slots is None:
-            return await self._send(request, timeout)
-        async with self._slots:
-            return await self._send(request, timeout)
-
-    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
-        cached = self._timeouts.get(seconds)
-        if cached is None:
-            if len(self._timeouts) > 64:
-                self._timeouts.clear()
-            cached = self._timeouts[seconds] = aiohttp.ClientTimeout(
-                total=seconds, sock_connect=min(seconds, self._connect_timeout)
-            )
-        return cached
-
-    async def _send(self, request: HTTPRequest, timeout: float) -> HTTPResponse:
-        session = self._get_session()
-        client_timeout = self._timeout(timeout)
-        method, path = request.method, request.path
-        what = f"{method} {path}"
-        error: TransportError
+        # The queue by hand rather than with ``async with``, and the exchange in this
+        # one coroutine: this runs for every request, and each coroutine or context
+        # manager on the way is an allocation that lives as long as the request.
+        slots = self._slots  # None for a client's own transport: the client queued it
+        if slots is not None:
+            await slots.acquire()
         try:
+            session = self._get_session()
             async with session.request(
                 request.method,
                 request.url,
                 headers=request.headers,
                 data=request.body,
-                timeout=client_timeout,
+                timeout=self._timeout(timeout),
                 allow_redirects=False,
                 # A caller's session may say raise_for_status=True: a 401 or 429 would then
                 # arrive as an aiohttp exception (and, on a submit, as a false "outcome
@@ -177,44 +222,26 @@ class AiohttpTransport:
                 headers = {k.lower(): v for k, v in resp.headers.items()}
                 return HTTPResponse(resp.status, headers, body)
         except SPOError:
-            raise  # too large (a ProtocolError), made above without any aiohttp error behind it
-        except aiohttp.ConnectionTimeoutError:
-            error = RequestTimeoutError(
-                f"{what}: timed out connecting after {timeout:g} s",
-                request_sent=False,
-                method=method,
-                path=path,
-            )
-        except aiohttp.ClientConnectorError as exc:
-            reason = _describe(exc.os_error, request)
-            error = TransportError(
-                f"{what}: cannot connect ({reason})", method=method, path=path, request_sent=False
-            )
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            error = RequestTimeoutError(
-                f"{what}: no complete answer within {timeout:g} s", method=method, path=path
-            )
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
-            error = TransportError(
-                f"{what}: the connection broke before the whole answer arrived",
-                method=method,
-                path=path,
-            )
-        except aiohttp.ClientError as exc:
-            # Only the class: aiohttp's response errors hold the request's headers.
-            error = TransportError(f"{what}: {type(exc).__name__}", method=method, path=path)
+            raise  # too large (a ProtocolError), made without any aiohttp error behind it
         except Exception as exc:  # every failure leaves as a typed error
-            # aiohttp raises ValueError, TypeError, RuntimeError ("Session is closed"),
-            # AssertionError (a caller's session with a base_url) and more for requests it
-            # cannot make. Whether anything was sent is not known: request_sent stays true.
-            reason = _describe(exc, request)
-            error = TransportError(
-                f"{what}: {type(exc).__name__}: {reason}", method=method, path=path
-            )
+            error = _failure(exc, request, timeout)
+        finally:
+            if slots is not None:
+                slots.release()
         # Raised here, after the except clauses, so that the error has no __context__:
         # ``raise ... from None`` only hides the aiohttp exception, which keeps the
         # request's Authorization header in its request_info.
         raise error
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        cached = self._timeouts.get(seconds)
+        if cached is None:
+            if len(self._timeouts) > 64:
+                self._timeouts.clear()
+            cached = self._timeouts[seconds] = aiohttp.ClientTimeout(
+                total=seconds, sock_connect=min(seconds, self._connect_timeout)
+            )
+        return cached
 
     async def _read_limited(self, resp: aiohttp.ClientResponse) -> bytes:
         limit = self._max_response_bytes

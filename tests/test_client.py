@@ -607,3 +607,24 @@ async def test_optimize_all_keeps_input_order_and_many_yields_every_outcome(
     seen = [o.index async for o in client.optimize_many(requests.values(), concurrency=2)]
     assert sorted(i for i in seen if i is not None) == list(range(6))
     assert emu.tasks_created == 12
+
+
+async def test_a_client_queues_each_request_once(make_client: ClientFactory, emu: Emulator) -> None:
+    """A client's own transport keeps no queue of its own: the client's cap is the only one.
+
+    Requests wait for a connection on the client's cap (``max_connections``), before
+    the limiter; a second queue of the same size in the transport could never hold one
+    back, and would only cost every request a pass through it.
+    """
+    client = make_client(max_connections=3)
+    task_ids = [await client.submit(make_request()) for _ in range(6)]
+    snapshots = await asyncio.gather(*(client.get_task(task_id) for task_id in task_ids))
+
+    assert [s.task_id for s in snapshots] == task_ids
+    transport = client._core.transport
+    assert isinstance(transport, AiohttpTransport)
+    assert transport._slots is None
+    assert client._core.slots._value == 3  # every slot given back
+    connector = transport.connector
+    assert connector is not None
+    assert connector.limit == 3  # the pool the client's cap matches
