@@ -57,6 +57,8 @@ def detect_language(text: str) -> str:
     Latin letters (or none) give ``"en"``. A script cannot tell French from
     English: pass ``language`` yourself for other languages written in Latin letters.
     """
+    if text.isascii():  # the common case, in well under a microsecond: Latin or none
+        return "en"
     counts: collections.Counter[str] = collections.Counter()
     for ch in text:
         if not ch.isalpha():
