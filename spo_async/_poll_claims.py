@@ -4,8 +4,9 @@ Replicas of a web service that share a rate budget (:meth:`RequestLimiter.shared
 often wait on the same task: each of four replicas serving a long poll for one
 optimization would GET it four times as often as one. With a shared store, a look
 at a task goes through a *claim* first, in the task's record
-(``poll:<budget>:<task id>``; the budget names the API key, so an account never
-sees another's tasks):
+(``poll:<budget>:<task id>``; by default the budget is named after the API key,
+so an account never reads another's snapshots, unless a ``name=`` given to
+several keys says they share):
 
 - a snapshot another process published since this look began (or, for a task
   looked at before, within a quarter of the time since this process's previous
