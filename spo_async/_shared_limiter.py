@@ -56,7 +56,7 @@ from typing import Any, Final, TypeVar, cast
 
 import attrs
 
-from ._errors import ConfigurationError, TransportError
+from ._errors import ClientClosedError, ConfigurationError, TransportError
 from ._limiter import BudgetPolicy, BudgetState, Clock, RequestLimiter, Sleep, _Recent
 from ._poll_claims import PollClaims
 from ._shared_store import open_store
@@ -220,10 +220,23 @@ class SharedRequestLimiter(RequestLimiter):
         )
 
     async def _release(self) -> None:
-        """A client that used this limiter closed; the last one closes the connection."""
+        """A client that used this limiter closed; the last one closes the connection.
+
+        From then until a client binds it again, the gate refuses (see :meth:`_closed`).
+        """
         self._users = max(0, self._users - 1)
         if self._users == 0:
             await self.aclose()
+
+    def _closed(self) -> bool:
+        """Every client that used this limiter is closed.
+
+        Their requests still queued at the gate must not reopen the store's connection
+        after ``aclose`` (it would be left behind), nor take the fleet's budget for
+        requests the closed client will never send: they raise ClientClosedError, as
+        the client itself does, and what they heard waits for the next exchange.
+        """
+        return self._bound and self._users == 0
 
     async def aclose(self) -> None:
         """Close the store connection (a later request opens it again)."""
@@ -311,6 +324,8 @@ class SharedRequestLimiter(RequestLimiter):
                 await me
 
             while True:
+                if self._closed():
+                    raise ClientClosedError("the client using this rate budget is closed")
 
                 def take(
                     state: BudgetState, now: float, waited: bool = waited
@@ -366,7 +381,9 @@ class SharedRequestLimiter(RequestLimiter):
         self._pending.append(answer)
         if len(self._pending) > _MAX_PENDING:
             del self._pending[: len(self._pending) - _MAX_PENDING]
-        if self._waiters or (self._flusher is not None and not self._flusher.done()):
+        if self._closed() or self._waiters:
+            return
+        if self._flusher is not None and not self._flusher.done():
             return
         try:
             loop = asyncio.get_running_loop()

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 import pytest
 from spo_async import (
     AsyncSPOClient,
+    ClientClosedError,
     ConfigurationError,
     RequestLimiter,
     RetryPolicy,
@@ -345,6 +346,39 @@ async def test_the_last_client_to_close_closes_the_connection(
     await first.aclose()
     assert await open_connections(store) == 1
     await second.aclose()
+    assert await open_connections(store) == 0
+
+
+async def test_requests_queued_at_the_gate_when_their_client_closes_take_nothing(
+    store: str, budget: str, emu: Emulator, clock: ManualClock
+) -> None:
+    """Submits still waiting for the budget when the client closes fail typed, reopen nothing."""
+    released = asyncio.Event()
+
+    async def held_sleep(seconds: float) -> None:
+        await released.wait()  # the limiter's wait ends only when the test says so
+        clock.advance(seconds)
+
+    limiter = RequestLimiter.shared(store, name=budget, clock=clock)
+    client = AsyncSPOClient(
+        api_key=emu.api_key,
+        base_url=emu.base_url,
+        clock=clock,
+        sleep=held_sleep,
+        limiter=limiter,
+        retry=RetryPolicy(attempts=1),
+    )
+    submits = [asyncio.create_task(client.submit(make_request())) for _ in range(30)]
+    for _ in range(100_000):  # the slow start's first ten go at once; the rest wait
+        if sum(task.done() for task in submits) == 10:
+            break
+        await asyncio.sleep(0)
+    await client.aclose()
+    released.set()
+    outcomes = await asyncio.gather(*submits, return_exceptions=True)
+
+    assert sum(isinstance(o, ClientClosedError) for o in outcomes) == 20
+    assert len(emu.submits) == limiter.requests_sent == 10
     assert await open_connections(store) == 0
 
 
