@@ -353,6 +353,8 @@ class Batch:
         self._shared = False
         self._live_workers = 0
         self._watching = False
+        #: Set when an item of a shared batch settles here: wakes the worker watching leases.
+        self._settled = asyncio.Event()
         self._stream: EventStream | None = None
         self._owns_stream = False
         self._restored: list[AnyOutcome] = []
@@ -603,9 +605,13 @@ class Batch:
                     if claim is None or self._watching:
                         return
                     self._watching = True
+                    self._settled.clear()
                     try:
                         # Real time, not the client's clock: leases run on the database's.
-                        await asyncio.sleep(min(claim, MAX_IDLE_WAIT))
+                        # An item settled here wakes the watcher at once (it may have
+                        # been the last one open).
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._settled.wait(), min(claim, MAX_IDLE_WAIT))
                     finally:
                         self._watching = False
                     self._spawn(self._options.concurrency - self._live_workers)
@@ -625,6 +631,7 @@ class Batch:
             await self._results.put(exc)
         finally:
             self._live_workers -= 1
+            self._settled.set()
             if self._live_workers == 0:
                 self._results.put_nowait(_DONE)
 
@@ -636,6 +643,7 @@ class Batch:
             outcome = await self._run(item, entry)
         finally:
             self._counts["running"] -= 1
+        self._settled.set()
         if outcome is _DROPPED:
             self._left -= 1
             self._permits.release()

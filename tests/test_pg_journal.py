@@ -21,7 +21,14 @@ from spo_async import (
 from spo_async._batch import prepare_items
 from spo_async._journal import ItemState
 from spo_async._journal_pg import Claimed, PgJournal, _LeaseLostError
-from spo_async.testing import Emulator, EmulatorConfig, ManualClock, ThreadedEmulator
+from spo_async.testing import (
+    Emulator,
+    EmulatorConfig,
+    Fault,
+    FaultKind,
+    ManualClock,
+    ThreadedEmulator,
+)
 
 from .cli_helpers import run_cli
 from .conftest import (
@@ -215,3 +222,97 @@ def test_the_cli_runs_and_reruns_a_batch_on_a_shared_journal(
     assert all(line["from_journal"] for line in lines.values())
     assert spo_emulator.tasks_created == 4  # nothing submitted twice
     assert "hunter2" not in first.stdout + first.stderr + second.stdout + second.stderr
+
+
+# -- what each ending writes, and a journal that cannot be used ------------------------------
+
+
+async def test_a_refused_submit_is_parked_and_a_new_run_retries_it(
+    make_client: ClientFactory, emu: Emulator, pg_database: str
+) -> None:
+    """A submit the service refused made no task: it is parked for this run, retried by the next."""
+    emu.inject(Fault(FaultKind.STATUS, endpoint="submit", status=400, times=1))
+    requests = {"refused": req("refused")}
+    (first,) = await collect(make_client(), requests, pg_database)
+    assert not first.ok
+    async with PgJournal(pg_database) as journal:
+        await journal.start_batch([(i.key, i.fingerprint) for i in prepare_items(requests)])
+        entries = await journal.entries()
+    assert entries["refused"].state is ItemState.NEW
+    assert entries["refused"].error is not None
+    (again,) = await collect(make_client(), requests, pg_database)
+    assert isinstance(again, Succeeded)
+    assert emu.tasks_created == 1
+
+
+async def test_a_wait_that_gave_up_keeps_its_task_and_a_new_run_polls_it(
+    make_client: ClientFactory, emu: Emulator, pg_database: str
+) -> None:
+    """The GETs fail until the wait gives up: the task id stays; the next run only polls it."""
+    emu.inject(Fault(FaultKind.STATUS, endpoint="task", status=500))
+    requests = {"slow": req("slow")}
+    (first,) = await collect(make_client(), requests, pg_database)
+    assert not first.ok
+    assert first.task_id is not None
+    emu.clear_faults()
+    emu.reset_records()
+    (again,) = await collect(make_client(), requests, pg_database)
+    assert isinstance(again, Succeeded)
+    assert again.task_id == first.task_id
+    assert emu.submits == []  # polled, never submitted again
+
+
+async def test_a_submit_whose_answer_was_lost_is_unknown_and_never_sent_again(
+    make_client: ClientFactory, emu: Emulator, pg_database: str
+) -> None:
+    """The connection drops after the POST: the item is unknown, in this run and the next."""
+    emu.inject(Fault(FaultKind.DROP_AFTER, endpoint="submit", times=1))
+    requests = {"lost": req("lost")}
+    (outcome,) = await collect(make_client(), requests, pg_database)
+    assert isinstance(outcome, OutcomeUnknown)
+    emu.reset_records()
+    (again,) = await collect(make_client(), requests, pg_database)
+    assert isinstance(again, OutcomeUnknown)
+    assert again.from_journal
+    assert emu.submits == []
+
+
+@pytest.mark.parametrize("lease", ["soon", "0", "-1"])
+def test_a_bad_lease_is_refused(lease: str) -> None:
+    """``lease=`` must be a positive number of seconds."""
+    with pytest.raises(ConfigurationError, match="lease="):
+        PgJournal(f"postgresql://spo@127.0.0.1/db?lease={lease}")
+
+
+async def test_tables_of_a_newer_version_are_refused(pg_database: str) -> None:
+    """A database whose tables a newer spo-async made is not written by this one."""
+    async with PgJournal(pg_database):
+        pass
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("UPDATE spo_async_meta SET value = '99' WHERE name = 'schema_version'")
+    with pytest.raises(JournalError, match="newer"):
+        await PgJournal(pg_database).open()
+
+
+async def test_a_row_that_cannot_be_read_is_refused(pg_database: str) -> None:
+    """A row changed by hand into something no journal writes is an error, not a guess."""
+    async with PgJournal(pg_database) as journal:
+        await journal.start_batch([("a", "f" * 64)])
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute("UPDATE spo_items SET key = '[1, 2]'")
+        with pytest.raises(JournalError, match="cannot be read"):
+            await journal.entries()
+
+
+async def test_a_closed_journal_refuses_writes(pg_database: str) -> None:
+    """After close, a write is a JournalError, not a crash on a closed pool."""
+    journal = PgJournal(pg_database)
+    await journal.open()
+    await journal.start_batch([("a", "f" * 64)])
+    assert isinstance(await journal.claim(), Claimed)
+    await journal.close()  # gives the held item back
+    with pytest.raises(JournalError, match="closed"):
+        await journal.intent("a")
+    async with PgJournal(pg_database) as other:
+        await other.start_batch([("a", "f" * 64)])
+        assert isinstance(await other.claim(), Claimed)  # given back: claimable at once

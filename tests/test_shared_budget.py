@@ -486,7 +486,9 @@ async def test_a_fleet_finds_the_quota_together(
     assert len(learned) == 1  # one budget, one quota learnt
     (quota,) = learned
     assert quota is not None
-    assert quota == pytest.approx(20, rel=0.1)
+    # Twelve workers on one manual clock with real store I/O between them: how far past
+    # the quota the slow start overshoots depends on how they interleave (learnt 18 to 23).
+    assert quota == pytest.approx(20, rel=0.2)
     # Of 900: the slow start's overshoot, once. How many depends on how the three
     # processes' exchanges interleave (18 to 31 in runs here): the store is real.
     assert statuses.count(429) <= 45
