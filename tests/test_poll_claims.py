@@ -291,3 +291,35 @@ async def test_a_failed_get_releases_the_claim_at_once(store: str, clock: Manual
     finally:
         await close_first()
         await close_second()
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        b"not json {",
+        b"[1, 2]",
+        json.dumps({"snapshot": [1], "seen_at": 1e12, "terminal": True}).encode(),
+        json.dumps({"owner": "ghost", "until": "later"}).encode(),
+        json.dumps({"owner": "ghost", "until": True}).encode(),
+    ],
+)
+async def test_a_record_no_process_would_write_is_no_reason_to_wait(
+    store: str, clock: ManualClock, record: bytes
+) -> None:
+    """A garbled record neither answers the look nor holds it back: the process looks itself."""
+    budget = uuid.uuid4().hex
+    claims, close = await claims_on(store, budget, clock)
+    calls, fetch = counting(RUNNING)
+
+    def garbled(text: str | bytes | None, now: float) -> tuple[str, None]:
+        return record.decode(), None
+
+    try:
+        await claims._store.exchange(f"poll:{budget}:spo-1", garbled, clock(), ttl=60)
+        started = clock()
+        assert await claims.fetcher("spo-1", fetch, hold=5.0)() == RUNNING
+        assert calls == [1]
+        assert clock() == started
+        assert "budget=" in repr(claims)
+    finally:
+        await close()

@@ -8,6 +8,7 @@ way a fleet shares the store's clock, so nothing sleeps for real.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import sys
@@ -516,3 +517,26 @@ def test_the_cli_refuses_a_bad_limiter_uri_before_anything_is_sent() -> None:
     done = run_cli("optimize", "--emulator", "--limiter", "mysql://db", str(EXAMPLES / "poem.yaml"))
     assert done.returncode == 2
     assert "postgresql://" in done.stderr
+
+
+def _policy() -> BudgetPolicy:
+    return RequestLimiter()._policy
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"binding": "yes"},
+        {"sent": "1.0,2.0"},
+        {"rate": 0.0},
+        {"rate": "fast"},
+        {"next_at": True},
+        {"learned": "unknown"},
+    ],
+)
+def test_a_stored_state_with_a_wrong_field_starts_afresh(change: dict[str, object]) -> None:
+    """Each field is checked on the way in: one wrong value and the budget starts afresh."""
+    policy = _policy()
+    good = json.loads(encode_state(policy.new_state()))
+    text = json.dumps({**good, **change})
+    assert encode_state(decode_state(text, policy)) == encode_state(policy.new_state())
