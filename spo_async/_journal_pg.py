@@ -231,9 +231,11 @@ class PgJournal:
         try:
             await pool.open(wait=True, timeout=10.0)
         except Exception as exc:
+            failure = JournalError(f"cannot connect: {type(exc).__name__}", path=self.label)
+        if failure is not None:
             await pool.close()
             self._pool = None
-            raise JournalError(f"cannot connect: {type(exc).__name__}", path=self.label) from None
+            raise failure  # out of the except, as above
         async with self._transaction() as conn:
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             await conn.execute(_SCHEMA)

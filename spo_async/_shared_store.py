@@ -139,6 +139,10 @@ class PostgresStore:
                     await conn.execute(_EXPIRE)
             except (self._psycopg.Error, OSError) as exc:
                 failure = _unreachable(self._uri, exc)
+            except BaseException:
+                # Cancelled mid-exchange: the connection may be mid-query; start afresh.
+                await asyncio.shield(self._drop())
+                raise
             else:
                 return result
             await self._drop()
@@ -197,6 +201,9 @@ class RedisStore:
                         return result
             except (errors.RedisError, OSError) as exc:
                 failure = _unreachable(self._uri, exc)
+            except BaseException:
+                await asyncio.shield(self._drop())  # as PostgresStore.exchange does
+                raise
             await self._drop()
             raise failure  # out here: see the module
 

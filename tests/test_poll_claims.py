@@ -323,3 +323,21 @@ async def test_a_record_no_process_would_write_is_no_reason_to_wait(
         assert "budget=" in repr(claims)
     finally:
         await close()
+
+
+async def test_a_look_cancelled_mid_exchange_leaves_the_store_usable(
+    store: str, clock: ManualClock
+) -> None:
+    """Cancelling a look while it talks to the store costs its connection, not the next look."""
+    budget = uuid.uuid4().hex
+    claims, close = await claims_on(store, budget, clock)
+    calls, fetch = counting(RUNNING)
+    try:
+        look = asyncio.create_task(claims.fetcher("spo-1", fetch, hold=5.0)())
+        await asyncio.sleep(0)  # started: in the middle of its first exchange
+        look.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await look
+        assert await claims.fetcher("spo-1", fetch, hold=5.0)() == RUNNING
+    finally:
+        await close()
