@@ -339,5 +339,6 @@ async def test_a_look_cancelled_mid_exchange_leaves_the_store_usable(
         with pytest.raises(asyncio.CancelledError):
             await look
         assert await claims.fetcher("spo-1", fetch, hold=5.0)() == RUNNING
+        assert calls == [1]  # the cancelled look made no GET; the next one did
     finally:
         await close()
