@@ -333,7 +333,7 @@ async def test_a_look_cancelled_mid_exchange_leaves_the_store_usable(
     claims, close = await claims_on(store, budget, clock)
     calls, fetch = counting(RUNNING)
     try:
-        look = asyncio.create_task(claims.fetcher("spo-1", fetch, hold=5.0)())
+        look = asyncio.ensure_future(claims.fetcher("spo-1", fetch, hold=5.0)())
         await asyncio.sleep(0)  # started: in the middle of its first exchange
         look.cancel()
         with pytest.raises(asyncio.CancelledError):
