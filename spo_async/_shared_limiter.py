@@ -276,7 +276,9 @@ class SharedRequestLimiter(RequestLimiter):
         signals = 0
 
         def step(text: str | bytes | None, now: float) -> tuple[str, T]:
+            # Redis may run a step again (another process wrote first): count afresh.
             nonlocal signals
+            signals = 0
             state = decode_state(text, policy)
             for answer in answers:
                 if answer.latency is not None:
