@@ -45,7 +45,7 @@ import contextlib
 import enum
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final, Self, TypeAlias
 
 import attrs
@@ -318,6 +318,37 @@ class _ItemObserver:
             self._reporter.retrying(retry)
 
 
+class _Outcomes:
+    """What a plain ``async for`` over a batch iterates; dropping it (a ``break``) ends the batch.
+
+    The generator inside closes the batch once the event loop finalizes it, a few
+    steps after the ``break``. This wrapper says at once, as it is dropped, that the
+    batch's journal is ending, so a rerun on the same file on the next line waits
+    for the close instead of being refused as a second run.
+    """
+
+    __slots__ = ("_batch", "_outcomes", "_started")
+
+    def __init__(self, batch: Batch) -> None:
+        self._batch = batch
+        self._outcomes = batch._iterate()
+        self._started = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    def __anext__(self) -> Awaitable[AnyOutcome]:
+        self._started = True
+        return self._outcomes.__anext__()
+
+    async def aclose(self) -> None:
+        await self._outcomes.aclose()
+
+    def __del__(self) -> None:
+        if self._started:  # an iteration never started has nothing to close
+            self._batch._retire_journal()
+
+
 class Batch:
     """A batch of optimizations: iterate it for outcomes; leave it to stop it.
 
@@ -421,9 +452,9 @@ class Batch:
         await self.aclose()
 
     def __aiter__(self) -> AsyncIterator[AnyOutcome]:
-        return self._iterate()
+        return _Outcomes(self)
 
-    async def _iterate(self) -> AsyncIterator[AnyOutcome]:
+    async def _iterate(self) -> AsyncGenerator[AnyOutcome, None]:
         """The outcomes, closing the batch however the loop ends (``break`` included).
 
         A generator, so that the event loop closes it, and with it the batch, as soon
@@ -481,6 +512,7 @@ class Batch:
             await asyncio.shield(self._closing)
             return
         self._closing = asyncio.get_running_loop().create_future()
+        self._retire_journal()
         started = self._state is _State.RUNNING
         self._state = _State.CLOSED
         self._stopping = True
@@ -504,6 +536,11 @@ class Batch:
                 finished = self._left == 0 and not self._restored
                 await self._stream._close_within(None if finished else 0.0)
             self._closing.set_result(None)
+
+    def _retire_journal(self) -> None:
+        """Let a rerun of this process on the journal file wait for this batch to close."""
+        if isinstance(self._journal, Journal):
+            self._journal.retire()
 
     def __del__(self) -> None:
         # Dropped without being closed (the consumer is gone): stop the workers so

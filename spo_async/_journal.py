@@ -87,6 +87,7 @@ from ._journal_file import (
     load_entries,
     prepare_file,
     request_fingerprint,
+    retiring_holder,
     store_text,
 )
 from ._models import TaskResult
@@ -107,6 +108,36 @@ T = TypeVar("T")
 
 _Op = Callable[[sqlite3.Connection], Any]
 _Job = tuple[_Op, bool, concurrent.futures.Future[Any] | None]
+
+
+#: Seconds a new run waits for an ending run of this process to let go of its file.
+_HANDOVER_TIMEOUT = 60.0
+
+
+async def _handed_over(path: Path) -> None:
+    """Wait until no ending run of this process holds ``path``'s file (bounded).
+
+    A run still busy is not waited for: opening the file then is refused, as it
+    should be. Past the bound, the open goes ahead and is refused the same way.
+    """
+    held = retiring_holder(path)
+    if held is None:
+        return
+    loop = asyncio.get_running_loop()
+    released = loop.create_future()
+
+    def wake() -> None:
+        if not released.done():
+            released.set_result(None)
+
+    def from_any_thread() -> None:
+        with contextlib.suppress(RuntimeError):  # this loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(wake)
+
+    held.when_released(from_any_thread)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_HANDOVER_TIMEOUT):
+            await released
 
 
 class Journal:
@@ -131,6 +162,7 @@ class Journal:
         self._failure: JournalError | None = None
         self._held: HeldFile | None = None
         self._closed = False
+        self._retiring = False
 
     def __repr__(self) -> str:
         return f"<Journal {str(self.path)!r}>"
@@ -162,6 +194,7 @@ class Journal:
         """
         if self._thread is not None:
             raise JournalError("the journal is already open", path=self.path)
+        await _handed_over(self.path)
         started: concurrent.futures.Future[None] = concurrent.futures.Future()
         started.set_running_or_notify_cancel()  # from now on only the thread settles it
         self._accepting = True
@@ -184,10 +217,22 @@ class Journal:
         """
         if self._closed or self._thread is None:
             return
+        self.retire()
         self._closed = True
         self._stop_accepting()
         await asyncio.wrap_future(self._stopped)
         self._thread.join()
+
+    def retire(self) -> None:
+        """Say that this run is ending: a new run of this process on the file waits for it.
+
+        Without this, a rerun right after a batch's ``break`` would be refused as a
+        second run on the file while the first is still closing. Thread-safe.
+        """
+        self._retiring = True
+        held = self._held
+        if held is not None:
+            held.retiring = True
 
     def _stop_accepting(self) -> None:
         with self._gate:
@@ -254,6 +299,7 @@ class Journal:
             conn.close()
             held.release()
             raise
+        held.retiring = self._retiring
         self._held = held
         return conn
 

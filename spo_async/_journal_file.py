@@ -29,7 +29,7 @@ import stat
 import struct
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -247,6 +247,11 @@ class HeldFile:
         self.real_path = real_path
         self.created = created
         self._orphans: list[int] = []  # descriptors another opener left on this file
+        #: Set once the run holding the file has begun to close: a new run in this
+        #: process waits for it (see :func:`released`) instead of being refused.
+        self.retiring = False
+        self._released = False
+        self._on_release: list[Callable[[], None]] = []
 
     def relock(self) -> None:
         """Take the lock again where SQLite may have dropped it (not with OFD locks)."""
@@ -293,6 +298,18 @@ class HeldFile:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             self._orphans.clear()
+            self._released = True
+            callbacks, self._on_release = self._on_release, []
+        for callback in callbacks:
+            callback()
+
+    def when_released(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from whichever thread releases the file) once it is released."""
+        with _registry:
+            if not self._released:
+                self._on_release.append(callback)
+                return
+        callback()
 
 
 _LINKED = (
@@ -344,6 +361,18 @@ def hold_file(path: Path) -> HeldFile:
         _held_files[held.identity] = held
         _held_paths[real_path] = held
         return held
+
+
+def retiring_holder(path: Path) -> HeldFile | None:
+    """The run of this process that holds ``path``'s file and has begun to close, if any.
+
+    A rerun right after a ``break`` from a batch meets the old run still closing (the
+    event loop closes a dropped iterator a few steps later); it waits for that run
+    rather than be refused.
+    """
+    with _registry:
+        held = _held_paths.get(os.path.realpath(path))
+        return held if held is not None and held.retiring else None
 
 
 def _claim(fd: int, path: Path, real_path: str, *, created: bool) -> HeldFile:

@@ -210,6 +210,39 @@ async def test_a_second_journal_on_the_same_file_is_refused_by_any_name(
     assert str(other) in str(caught.value)
 
 
+async def test_a_run_that_is_closing_hands_the_file_over_to_the_next(path: Path) -> None:
+    """A second Journal waits for a first one that has begun to close, then opens the file."""
+    await write_batch(path)
+    first = Journal(path)
+    await first.open()
+    first.retire()  # what a batch says as soon as it ends (a ``break`` included)
+    second = Journal(path)
+    opening = asyncio.ensure_future(second.open())
+    for _ in range(20):  # many loop steps: still waiting, the first run holds the file
+        await asyncio.sleep(0)
+    assert not opening.done()
+    await first.close()
+    await opening
+    assert (await second.entries())["a"].task_id == "t-a"  # the first run's records
+    await second.close()
+
+
+async def test_waiting_for_a_run_that_is_closing_can_be_cancelled(path: Path) -> None:
+    """A new run cancelled while it waits leaves nothing behind: the file opens later as usual."""
+    await write_batch(path)
+    first = Journal(path)
+    await first.open()
+    first.retire()
+    opening = asyncio.ensure_future(Journal(path).open())
+    await asyncio.sleep(0)
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    await first.close()
+    async with Journal(path):
+        pass
+
+
 async def test_a_second_process_is_refused_through_a_symlink_both_ways(
     path: Path, tmp_path: Path, children: list[Child]
 ) -> None:
