@@ -35,7 +35,9 @@ is.
   it first said no (what was sent, less the 429s, plus the background's share of them,
   since a random 429 was admitted first) becomes :attr:`learned_rate`, and the budget
   drops to ``decrease_factor`` of it. It learns only when the budget was what held the
-  client back; otherwise it only slows down;
+  client back; otherwise it only slows down. After a ``Retry-After`` pause of a whole
+  window (a second) or more, the quota's window is empty, so the budget resumes at
+  ``1 - headroom`` of what it learnt rather than at ``decrease_factor`` of it;
 - the answers until ``decrease_cooldown`` after the pause are not evidence again: a
   burst of 429s is one signal, not fifty.
 
@@ -353,7 +355,12 @@ class BudgetPolicy:
                 min(2 * state.hold, _MAX_HOLD * self.probe_after) if same else self.probe_after
             )
             state.learned = learned
-            self._set_rate(state, now, learned * self.decrease_factor)
+            pause = 0.0 if retry_after is None else min(max(retry_after, 0.0), self.max_pause)
+            # A pause as long as the quota's window empties it: what the service admitted
+            # over a window is then safe to send again at once, less the headroom. A
+            # shorter pause (or none) resumes on a full window: cut the budget instead.
+            factor = 1.0 - self.headroom if pause >= _WINDOW else self.decrease_factor
+            self._set_rate(state, now, learned * factor)
         if retry_after is not None and retry_after > 0:
             pause = min(retry_after, self.max_pause)
             state.paused_until = max(state.paused_until, now + pause)
@@ -448,7 +455,7 @@ class RequestLimiter:
         burst: float | None = None,
         decrease_factor: float = 0.5,
         decrease_cooldown: float = 1.0,
-        growth_interval: float = 0.25,
+        growth_interval: float = 0.1,
         headroom: float = 0.02,
         probe_after: float = 60.0,
         max_pause: float = 120.0,
@@ -506,7 +513,7 @@ class RequestLimiter:
         burst: float | None = None,
         decrease_factor: float = 0.5,
         decrease_cooldown: float = 1.0,
-        growth_interval: float = 0.25,
+        growth_interval: float = 0.1,
         headroom: float = 0.02,
         probe_after: float = 60.0,
         max_pause: float = 120.0,

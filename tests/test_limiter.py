@@ -223,11 +223,28 @@ async def test_a_burst_of_429s_is_one_signal_that_pauses_everyone() -> None:
     learned = limiter.learned_rate
     assert learned is not None
     assert learned == pytest.approx(40, abs=1)
-    assert limiter.current_rate == pytest.approx(learned / 2)
+    # The pause outlasts the quota's one-second window, which is empty after it: the
+    # budget resumes just under what the service admitted, with no climb back.
+    assert limiter.current_rate == pytest.approx(learned * 0.98)
     assert limiter.paused_for == pytest.approx(2.0)
     paused_at = t.clock()
     sent = await drive(t, limiter, 10)
     assert min(sent.times) == pytest.approx(paused_at + 2.0)
+
+
+@pytest.mark.parametrize("retry_after", [None, 0.5])
+async def test_a_signal_without_a_whole_window_of_pause_halves_the_budget(
+    retry_after: float | None,
+) -> None:
+    """Without Retry-After, or with one shorter than the window, the budget is cut to half."""
+    t = Time()
+    limiter = t.limiter(rate=40)
+    await drive(t, limiter, 200)
+    for _ in range(20):
+        limiter.on_rate_limited(retry_after)
+    learned = limiter.learned_rate
+    assert learned == pytest.approx(40, abs=1)
+    assert limiter.current_rate == pytest.approx(learned / 2)
 
 
 async def test_retry_after_is_capped_at_max_pause() -> None:
@@ -246,7 +263,7 @@ async def test_after_a_signal_the_budget_recovers_gradually_and_holds_under_the_
     limiter = t.limiter(rate=40, probe_after=1_000)
     await drive(t, limiter, 200)
     for _ in range(5):
-        limiter.on_rate_limited(1.0)
+        limiter.on_rate_limited(None)  # no pause to empty the quota's window: a cut
     learned = limiter.learned_rate
     assert learned is not None
     sent = await drive(t, limiter, 1000)
