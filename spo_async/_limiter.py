@@ -82,6 +82,7 @@ manual clock drives its limiter with it too.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import math
@@ -142,10 +143,17 @@ class _Recent:
         self._times: collections.deque[float] = collections.deque()
 
     def add(self, now: float) -> None:
-        """Count one event at ``now``."""
+        """Count one event at ``now``, which may be earlier than the last one counted.
+
+        A shared budget hears another process's answers late: each keeps the time it
+        came, since moving it later would crowd the newest window past the quota.
+        """
         times = self._times
-        times.append(now)
-        horizon = now - 2 * _WINDOW
+        if not times or now >= times[-1]:
+            times.append(now)
+        else:
+            times.insert(bisect.bisect_right(times, now), now)
+        horizon = times[-1] - 2 * _WINDOW
         while times[0] <= horizon:
             times.popleft()
 
@@ -513,7 +521,7 @@ class RequestLimiter:
         burst: float | None = None,
         decrease_factor: float = 0.5,
         decrease_cooldown: float = 1.0,
-        growth_interval: float = 0.1,
+        growth_interval: float = 0.25,
         headroom: float = 0.02,
         probe_after: float = 60.0,
         max_pause: float = 120.0,
@@ -526,7 +534,10 @@ class RequestLimiter:
         to the fleet's 429s as one client's does. ``name`` picks the budget instead of
         the API key's; ``clock`` replaces the store's clock (tests only: every process of
         the budget must then share it). The other settings are :class:`RequestLimiter`'s;
-        give every process the same. Nothing connects until the first request; a store
+        give every process the same. Growth is slower by default (every 0.25 s, not
+        0.1 s): a fleet hears its 429s later, through the store, so a slow start that
+        doubled as fast would pass the quota further before it heard, and learn it less
+        exactly. Nothing connects until the first request; a store
         that cannot be reached then fails that request with
         :class:`~spo_async.TransportError` (nothing sent). The connection closes with
         the last client that used the limiter.

@@ -132,18 +132,12 @@ def _parse_state(text: str | bytes) -> BudgetState:
         if not isinstance(times, list):
             raise TypeError(f"{name} is not a list")
         recent = _Recent()
-        recent._times.extend(_number(t) for t in times)
+        recent._times.extend(sorted(_number(t) for t in times))  # counted in order
         fields[name] = recent
     state = BudgetState(**fields)
     if not (math.isfinite(state.rate) and state.rate > 0):
         raise ValueError("the rate is not a positive number")
     return state
-
-
-def _latest(state: BudgetState) -> float:
-    """The time of the newest answer the state holds (``-inf``: none)."""
-    times = [recent._times[-1] for recent in (state.accepted, state.refused) if recent._times]
-    return max(times, default=-math.inf)
 
 
 def _number(value: object) -> float:
@@ -284,9 +278,8 @@ class SharedRequestLimiter(RequestLimiter):
                 if answer.latency is not None:
                     policy.answered(state, answer.latency)
                 else:
-                    # At the time it came (windows count answers by their time), but not
-                    # before the fleet's latest: the windows are kept in order.
-                    at = min(now, max(answer.at, _latest(state)))
+                    # At the time it came: windows count answers by their time.
+                    at = min(now, answer.at)
                     signals += policy.on_answer(
                         state, at, limited=answer.limited, retry_after=answer.retry_after
                     )

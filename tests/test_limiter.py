@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from spo_async import ConfigurationError
-from spo_async._limiter import BudgetPolicy, RequestLimiter
+from spo_async._limiter import BudgetPolicy, RequestLimiter, _Recent
 from spo_async._sansio import build_task_request, parse_retry_after
 from spo_async.testing import Emulator, EmulatorConfig, ManualClock
 from spo_async.testing._quota import QuotaGate
@@ -403,3 +403,14 @@ async def test_the_quota_is_found_over_http(emu: Emulator, clock: ManualClock) -
     assert emu.quota.admitted + emu.quota.refused == 600
     assert emu.quota.refused <= 10
     assert limiter.learned_rate == pytest.approx(20, rel=0.1)
+
+
+def test_an_answer_heard_late_is_counted_at_the_time_it_came() -> None:
+    """Another process's answers reach a shared budget late: each counts in its own window."""
+    recent = _Recent()
+    for moment in (10.0, 10.5, 11.2):
+        recent.add(moment)
+    recent.add(10.1)  # heard after 11.2, came at 10.1
+    assert recent.count(10.6) == 3  # 10.0, 10.1, 10.5
+    assert recent.count(11.0) == 2  # 10.1, 10.5 (a window ending at 11.0 leaves 10.0 out)
+    assert recent.count(11.2) == 2  # 10.5, 11.2: not crowded into the newest window
