@@ -600,6 +600,10 @@ class Batch:
         journal = self._journal
         assert isinstance(journal, PgJournal)  # noqa: S101
         by_key = {item.key: item for item in self._items}
+        # Leaving wakes the watcher (the batch may be over), unless this worker leaves
+        # only because another one watches: waking it then would respawn the workers,
+        # which would find nothing and leave again, round and round.
+        wake = True
         try:
             while not self._stopping:
                 await self._permits.acquire()
@@ -611,6 +615,7 @@ class Batch:
                 if not isinstance(claim, Claimed):
                     self._permits.release()
                     if claim is None or self._watching:
+                        wake = claim is None
                         return
                     self._watching = True
                     self._settled.clear()
@@ -639,7 +644,8 @@ class Batch:
             await self._results.put(exc)
         finally:
             self._live_workers -= 1
-            self._settled.set()
+            if wake:
+                self._settled.set()
             if self._live_workers == 0:
                 self._results.put_nowait(_DONE)
 
