@@ -19,6 +19,7 @@ from spo_async import (
     OutcomeUnknown,
     SubmitOutcomeUnknownError,
     Succeeded,
+    TaskSubmitted,
 )
 from spo_async import _journal_pg as journal_pg
 from spo_async._batch import prepare_items
@@ -411,6 +412,41 @@ async def test_a_worker_never_takes_over_an_item_it_still_holds(pg_database: str
         assert not isinstance(await journal.claim(), Claimed)
 
 
+async def test_a_worker_whose_item_was_finished_by_another_leaves_it_to_that_one(
+    make_client: ClientFactory, emu: Emulator, pg_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Taken over and finished elsewhere while this worker polled: it reports nothing for it."""
+    requests = {"taken": req("taken"), "kept": req("kept")}
+
+    def finished_elsewhere(event: object) -> None:
+        # Its lease lapsed while it polled; another worker took the task over and finished it.
+        if isinstance(event, TaskSubmitted) and event.key == "taken":
+            with psycopg.connect(pg_database, autocommit=True) as conn:
+                conn.execute(
+                    "UPDATE spo_items SET state = 'finished', owner = NULL, lease_until = NULL "
+                    "WHERE key = '\"taken\"'"
+                )
+
+    outcomes = await collect(make_client(), requests, pg_database, on_event=finished_elsewhere)
+    assert [o.key for o in outcomes] == ["kept"]
+    assert "another worker reports it" in caplog.text
+    assert emu.tasks_created == 2
+
+
+async def test_an_intent_given_back_makes_the_item_new_again(pg_database: str) -> None:
+    """A submit that never left takes its intent back: the item can be submitted later."""
+    async with PgJournal(pg_database) as journal:
+        await journal.start_batch([("a", "f" * 64)])
+        assert isinstance(await journal.claim(), Claimed)
+        await journal.intent("a")
+        journal.revert_intent("a")  # queued: a cancelled submit cannot wait for it
+    async with PgJournal(pg_database) as journal:
+        await journal.start_batch([("a", "f" * 64)])
+        entry = (await journal.entries())["a"]
+    assert entry.state is ItemState.NEW
+    assert entry.submits == 1
+
+
 # -- closing, whatever happens -------------------------------------------------------------------
 
 
@@ -466,6 +502,22 @@ async def test_a_cancelled_close_still_closes_the_pool(postgres_uri: str, pg_dat
     await blocker.rollback()
     await blocker.close()
     drop_database(postgres_uri, pg_database)
+
+
+async def test_a_pool_close_whose_caller_is_cancelled_still_finishes(pg_database: str) -> None:
+    """Cancelling the wait for a pool's close does not stop the close: it ends first."""
+    journal = PgJournal(pg_database)
+    await journal.open()
+    pool = journal._pool
+    assert pool is not None
+    journal._pool = None  # closed here by hand, the way close() does
+    await journal.close()
+    closing = asyncio.create_task(journal_pg._close_pool(pool))
+    await asyncio.sleep(0)  # it has started closing
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert pool.closed
 
 
 async def test_a_cancelled_aclose_still_closes_the_journal_and_a_second_one_returns(
