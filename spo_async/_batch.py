@@ -525,17 +525,25 @@ class Batch:
                     worker.cancel()
             await asyncio.gather(*self._workers, return_exceptions=True)
         finally:
-            for worker in self._workers:
-                worker.cancel()
-            await asyncio.gather(*self._workers, return_exceptions=True)
-            if started:
-                self._report(force=True)
-            if self._journal is not None:
-                await self._journal.close()
-            if self._stream is not None and self._owns_stream:
-                finished = self._left == 0 and not self._restored
-                await self._stream._close_within(None if finished else 0.0)
-            self._closing.set_result(None)
+            # Each step runs even if the one before was cancelled (the journal's pool
+            # must close), and a second aclose() waiting on the first always returns.
+            try:
+                for worker in self._workers:
+                    worker.cancel()
+                try:
+                    await asyncio.gather(*self._workers, return_exceptions=True)
+                finally:
+                    if started:
+                        self._report(force=True)
+                    try:
+                        if self._journal is not None:
+                            await self._journal.close()
+                    finally:
+                        if self._stream is not None and self._owns_stream:
+                            finished = self._left == 0 and not self._restored
+                            await self._stream._close_within(None if finished else 0.0)
+            finally:
+                self._closing.set_result(None)
 
     def _retire_journal(self) -> None:
         """Let a rerun of this process on the journal file wait for this batch to close."""
@@ -629,6 +637,10 @@ class Batch:
         journal = self._journal
         assert isinstance(journal, PgJournal)  # noqa: S101
         by_key = {item.key: item for item in self._items}
+        # Leaving wakes the watcher (the batch may be over), unless this worker leaves
+        # only because another one watches: waking it then would respawn the workers,
+        # which would find nothing and leave again, round and round.
+        wake = True
         try:
             while not self._stopping:
                 await self._permits.acquire()
@@ -640,6 +652,7 @@ class Batch:
                 if not isinstance(claim, Claimed):
                     self._permits.release()
                     if claim is None or self._watching:
+                        wake = claim is None
                         return
                     self._watching = True
                     self._settled.clear()
@@ -668,7 +681,8 @@ class Batch:
             await self._results.put(exc)
         finally:
             self._live_workers -= 1
-            self._settled.set()
+            if wake:
+                self._settled.set()
             if self._live_workers == 0:
                 self._results.put_nowait(_DONE)
 
@@ -826,9 +840,12 @@ class Batch:
                 try:
                     await journal.task_id(key, task_id)
                 except _LeaseLostError:
+                    # PgJournal.task_id records an id that arrives after a takeover; this
+                    # is the row it could not explain (changed by hand, or a bug).
                     log.warning(
-                        "task %s (item %r) was created after this worker's lease lapsed; "
-                        "the worker that took the item over reports it as outcome unknown",
+                        "task %s (item %r) was created after this worker's lease lapsed and "
+                        "could not be recorded: the item's row changed in a way no takeover "
+                        "explains",
                         task_id,
                         key,
                         extra={"task_id": task_id},

@@ -20,7 +20,10 @@ a ``submitted`` item keeps its task id and the new owner only polls it; a
 ``submitting`` item (its owner died between the intent and the task id) turns
 ``unknown`` and is reported as outcome unknown, never submitted again. So at
 most one POST is ever made per item, whichever worker dies and whatever the
-clocks say.
+clocks say. If the owner was not dead but only late (its renewals failed for a
+lease) and its task id arrives after the takeover, the id is recorded all the
+same and that worker polls the task: the journal keeps the real outcome, while
+the worker that took the item over has already reported it as unknown.
 
 Items that end with an error (the submit was refused, the wait gave up) are
 *parked*: no worker of this run picks them up again. A worker that starts the
@@ -137,6 +140,27 @@ def split_uri(uri: str) -> tuple[str, dict[str, str], str]:
     return conninfo, ours, display_uri(uri)
 
 
+async def _close_pool(pool: AsyncConnectionPool[Any]) -> None:
+    """Close a pool even if the caller is cancelled meanwhile (then re-raise the cancel).
+
+    The close runs as its own task: a cancellation stops the waiting, not the close,
+    and the first cancellation still waits for it (psycopg-pool bounds it with its
+    own timeout) so that whoever cancelled finds the connections closed.
+    """
+    closing = asyncio.ensure_future(pool.close())
+    _closing_pools.add(closing)
+    closing.add_done_callback(_closing_pools.discard)
+    try:
+        await asyncio.shield(closing)
+    except asyncio.CancelledError:
+        await asyncio.wait({closing})
+        raise
+
+
+#: Pool closes under way (a strong reference, so that none is collected half-way).
+_closing_pools: set[asyncio.Future[None]] = set()
+
+
 class _LeaseLostError(JournalError):
     """The worker no longer holds the item: its lease lapsed and another worker took it."""
 
@@ -229,13 +253,26 @@ class PgJournal:
         )
         self._pool = pool
         try:
+            await self._open_pool(pool)
+            await self._create_tables()
+        except BaseException:
+            # No server, tables this version cannot use, a cancelled open: the pool is
+            # closed here, since a caller whose open() failed has nothing to close.
+            await self.close()
+            raise
+        self._renewer = asyncio.create_task(self._renew_forever(), name="spo-async lease renewer")
+
+    async def _open_pool(self, pool: AsyncConnectionPool[Any]) -> None:
+        failure: JournalError | None = None
+        try:
             await pool.open(wait=True, timeout=10.0)
         except Exception as exc:
             failure = JournalError(f"cannot connect: {type(exc).__name__}", path=self.label)
         if failure is not None:
-            await pool.close()
-            self._pool = None
             raise failure  # out of the except, as above
+
+    async def _create_tables(self) -> None:
+        """Create the tables if missing (one worker at a time); refuse those of a newer version."""
         async with self._transaction() as conn:
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             await conn.execute(_SCHEMA)
@@ -245,36 +282,47 @@ class PgJournal:
             )
             cur = await conn.execute("SELECT value FROM spo_async_meta WHERE name='schema_version'")
             row = await cur.fetchone()
-        if row is None or int(row[0]) > PG_SCHEMA_VERSION:
-            await self.close()
+        version = row[0] if row is not None else None
+        if not (isinstance(version, str) and version.isdigit()):
             raise JournalError(
-                f"the tables were made by a newer spo-async (schema {row and row[0]}): upgrade",
+                f"the tables have no readable schema version ({version!r}); "
+                "they were not made by spo-async",
                 path=self.label,
             )
-        self._renewer = asyncio.create_task(self._renew_forever(), name="spo-async lease renewer")
+        if int(version) > PG_SCHEMA_VERSION:
+            raise JournalError(
+                f"the tables were made by a newer spo-async (schema {version}): upgrade",
+                path=self.label,
+            )
 
     async def close(self) -> None:
-        """Finish queued writes, give back every held item, stop renewing, disconnect."""
-        if self._renewer is not None:
-            self._renewer.cancel()
-            await asyncio.gather(self._renewer, return_exceptions=True)
-            self._renewer = None
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        if self._held and self.batch is not None:
-            # Items still held go back now rather than when the lease lapses.
-            with contextlib.suppress(Exception):
-                async with pool.connection() as conn:
-                    await conn.execute(
-                        "UPDATE spo_items SET owner = NULL, lease_until = NULL "
-                        "WHERE batch = %s AND owner = %s AND key = ANY(%s)",
-                        (self.batch, self.owner, list(self._held)),
-                    )
-        self._held.clear()
-        await pool.close()
+        """Finish queued writes, give back every held item, stop renewing, disconnect.
+
+        The pool is closed whatever happens, a cancellation included: a cancelled
+        close skips the polite part (queued writes, giving items back, whose leases
+        then lapse) but still closes the pool's connections and its tasks.
+        """
+        try:
+            if self._renewer is not None:
+                self._renewer.cancel()
+                await asyncio.gather(self._renewer, return_exceptions=True)
+                self._renewer = None
+            if self._background:
+                await asyncio.gather(*self._background, return_exceptions=True)
+            if self._pool is not None and self._held and self.batch is not None:
+                # Items still held go back now rather than when the lease lapses.
+                with contextlib.suppress(Exception):
+                    async with self._pool.connection() as conn:
+                        await conn.execute(
+                            "UPDATE spo_items SET owner = NULL, lease_until = NULL "
+                            "WHERE batch = %s AND owner = %s AND key = ANY(%s)",
+                            (self.batch, self.owner, list(self._held)),
+                        )
+        finally:
+            self._held.clear()
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                await _close_pool(pool)
 
     @contextlib.asynccontextmanager
     async def _connection(self, *, transaction: bool = False) -> Any:
@@ -291,10 +339,23 @@ class PgJournal:
                     yield conn
         except (psycopg.Error, UnicodeError) as exc:
             # UnicodeError: text the database cannot store (a lone surrogate from the service).
-            failure = JournalError(f"a database call failed ({exc})", path=self.label)
+            # Only the error's class and SQLSTATE: the driver's text may quote the conninfo.
+            code = getattr(exc, "sqlstate", None)
+            failure = JournalError(
+                f"a database call failed ({type(exc).__name__}"
+                + (f", SQLSTATE {code})" if code else ")"),
+                path=self.label,
+            )
         else:
             return
-        raise failure  # out of the except: the driver's error is not even our context
+        # Raised outside the except, and its context cleared on the way: this generator
+        # runs inside the caller's ``async with`` exit, where the driver's error is still
+        # the exception being handled, and would become the JournalError's __context__.
+        try:
+            raise failure
+        except JournalError:
+            failure.__context__ = None
+            raise
 
     def _transaction(self) -> Any:
         return self._connection(transaction=True)
@@ -303,23 +364,32 @@ class PgJournal:
         """Renew the held items' leases every third of a lease (real time: the database's)."""
         while True:
             await asyncio.sleep(self.lease / 3)
-            if not self._held or self.batch is None:
-                continue
-            sent = set(self._held)
             try:
-                async with self._connection() as conn:
-                    cur = await conn.execute(
-                        "UPDATE spo_items SET lease_until = now() + %s * interval '1 second' "
-                        "WHERE batch = %s AND owner = %s AND key = ANY(%s) RETURNING key",
-                        (self.lease, self.batch, self.owner, list(sent)),
-                    )
-                    kept = {row[0] for row in await cur.fetchall()}
+                await self.renew()
             except JournalError as exc:
                 log.warning("could not renew leases: %s", exc)
-                continue
-            # Items given back while the renewal ran are not lost; only those still held.
-            for lost in (sent & self._held) - kept:
-                log.warning("lost the lease on item %s: another worker has it", lost)
+
+    async def renew(self) -> set[str]:
+        """Extend the lease of every item held now; the (stored) keys of those found lost.
+
+        An item is lost when another worker took it over after its lease lapsed;
+        a lapsed lease nobody took is simply extended (the database's ``now()``).
+        """
+        if not self._held or self.batch is None:
+            return set()
+        sent = set(self._held)
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "UPDATE spo_items SET lease_until = now() + %s * interval '1 second' "
+                "WHERE batch = %s AND owner = %s AND key = ANY(%s) RETURNING key",
+                (self.lease, self.batch, self.owner, list(sent)),
+            )
+            kept = {row[0] for row in await cur.fetchall()}
+        # Items given back while the renewal ran are not lost; only those still held.
+        lost = (sent & self._held) - kept
+        for key in lost:
+            log.warning("lost the lease on item %s: another worker has it", key)
+        return lost
 
     # -- the batch ---------------------------------------------------------------------
 
@@ -384,7 +454,9 @@ class PgJournal:
         """Take the next item: a :class:`Claimed`, else seconds to wait, else ``None`` (done).
 
         A ``submitted`` item of a dead worker comes back with its task id (poll
-        it); a ``submitting`` one comes back settled as ``unknown``.
+        it); a ``submitting`` one comes back settled as ``unknown``. An item this
+        worker still holds is never taken over by it, even with a lapsed lease (its
+        renewals failed): one of this worker's tasks is still on it.
         """
         async with self._connection() as conn:
             cur = await conn.execute(
@@ -393,6 +465,7 @@ class PgJournal:
                     SELECT key FROM spo_items
                     WHERE batch = %(b)s AND state IN {_OPEN} AND NOT parked
                       AND (lease_until IS NULL OR lease_until < now())
+                      AND (owner IS DISTINCT FROM %(me)s OR NOT key = ANY(%(held)s))
                     ORDER BY idx LIMIT 1 FOR UPDATE SKIP LOCKED)
                 UPDATE spo_items i SET
                     owner = CASE WHEN i.state = 'submitting' THEN NULL ELSE %(me)s END,
@@ -404,7 +477,13 @@ class PgJournal:
                 FROM pick WHERE i.batch = %(b)s AND i.key = pick.key
                 RETURNING {", ".join("i." + c for c in _COLUMNS.split(", "))}
                 """,  # noqa: S608 - fixed SQL
-                {"b": self.batch, "me": self.owner, "lease": self.lease, "lapsed": _LAPSED},
+                {
+                    "b": self.batch,
+                    "me": self.owner,
+                    "held": list(self._held),
+                    "lease": self.lease,
+                    "lapsed": _LAPSED,
+                },
             )
             row = await cur.fetchone()
             if row is not None:
@@ -465,8 +544,49 @@ class PgJournal:
         self._queue(self._write(key, "state = 'new'"))
 
     async def task_id(self, key: BatchKey, task_id: str) -> None:
-        """Commit the task id the submit returned."""
-        await self._write(key, "state = 'submitted', task_id = %s, status = NULL", task_id)
+        """Commit the task id the submit returned; this worker then polls the task.
+
+        The task exists and is paid for, so its id is recorded even when this worker
+        lost the item meanwhile: its lease lapsed between the intent and the answer,
+        and another worker's claim settled the item as ``unknown`` (and reported it
+        so). The item then becomes ``submitted`` with that id, held again by this
+        worker, which polls the task and reports its outcome: the journal ends with
+        the real outcome, and no worker can submit the item again (only a ``new``
+        item takes an intent). Raises _LeaseLostError only if the row holds
+        something no lapsed submit leads to (it has a task id, or is not
+        ``submitting``/``unknown``); the id is then lost but for the caller's log.
+        """
+        try:
+            await self._write(key, "state = 'submitted', task_id = %s, status = NULL", task_id)
+        except _LeaseLostError:
+            if not await self._take_back(key, task_id):
+                raise
+            log.warning(
+                "task %s (item %r) was created after this worker's lease lapsed, and another "
+                "worker may have reported the item as outcome unknown; the task id is recorded "
+                "and this worker polls it",
+                task_id,
+                key,
+                extra={"task_id": task_id},
+            )
+
+    async def _take_back(self, key: BatchKey, task_id: str) -> bool:
+        """Record ``task_id`` on an item whose in-flight submit was taken over; hold it again."""
+        stored = json.dumps(key)
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "UPDATE spo_items SET state = 'submitted', task_id = %s, status = NULL, "
+                "error = NULL, owner = %s, lease_until = now() + %s * interval '1 second', "
+                "updated_at = now() "
+                "WHERE batch = %s AND key = %s AND task_id IS NULL "
+                "AND state IN ('submitting', 'unknown') "
+                "AND (lease_until IS NULL OR lease_until < now())",
+                (task_id, self.owner, self.lease, self.batch, stored),
+            )
+            if cur.rowcount != 1:
+                return False
+        self._held.add(stored)
+        return True
 
     async def submit_failed(self, key: BatchKey, error: BaseException) -> None:
         """No task was made: the item is parked, for a later run to submit again."""
