@@ -191,7 +191,7 @@ async def test_an_unreadable_snapshot_is_ignored(
     calls, fetch = counting(RUNNING)
 
     def garbled(text: str | bytes | None, now: float) -> tuple[str, None]:
-        record = {"snapshot": {"status": "no such"}, "seen_at": now + 100, "terminal": True}
+        record = {"snapshot": {"status": "no such"}, "seen_at": now, "terminal": True}
         return json.dumps(record), None
 
     try:
