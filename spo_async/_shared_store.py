@@ -248,10 +248,13 @@ def _check_postgres(uri: str) -> None:
     try:
         psycopg.conninfo.conninfo_to_dict(driver_uri(uri))
     except psycopg.Error:
-        raise ConfigurationError(
-            f"the shared store URI {display_uri(uri)} is not one libpq can read: an unknown "
-            "option, or a character that must be percent-encoded (in the password too)"
-        ) from None
+        pass  # raised below, so that libpq's message (it quotes the URI) is not the context
+    else:
+        return
+    raise ConfigurationError(
+        f"the shared store URI {display_uri(uri)} is not one libpq can read: an unknown "
+        "option, or a character that must be percent-encoded (in the password too)"
+    )
 
 
 def _check_redis(uri: str) -> None:
@@ -263,13 +266,15 @@ def _check_redis(uri: str) -> None:
         pool.make_connection()  # type: ignore[no-untyped-call]
     except (ValueError, TypeError) as exc:
         said = str(exc)
-        query = uri.partition("?")[2].partition("#")[0]
-        names = urllib.parse.parse_qs(query, keep_blank_values=True)
-        bad = [name for name in names if f"'{name}'" in said] or ["(see redis-py's from_url)"]
-        raise ConfigurationError(
-            f"the shared store URI {display_uri(uri)} has an option redis cannot use: "
-            f"{', '.join(bad)}"
-        ) from None
+    else:
+        return
+    # Out here, as for libpq: only the names of the options redis-py named are repeated.
+    query = uri.partition("?")[2].partition("#")[0]
+    names = urllib.parse.parse_qs(query, keep_blank_values=True)
+    bad = [name for name in names if f"'{name}'" in said] or ["(see redis-py's from_url)"]
+    raise ConfigurationError(
+        f"the shared store URI {display_uri(uri)} has an option redis cannot use: {', '.join(bad)}"
+    )
 
 
 def open_store(uri: str, kind: StoreKind) -> SharedStore:
