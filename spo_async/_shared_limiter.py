@@ -35,8 +35,11 @@ while the store was away is applied at its next exchange (up to
 :data:`_MAX_PENDING` answers).
 
 A state the store holds that cannot be read (written by a newer version, or by
-hand) is replaced by a fresh budget, with a warning: a fresh budget slow-starts,
-which is safe; refusing every request would not be.
+hand, or with numbers no process writes: an infinity where none belongs, a number
+too large for a float) is replaced by a fresh budget, with a warning: a fresh budget
+slow-starts, which is safe; refusing every request would not be. A pause or a
+schedule further ahead than this process's settings allow is cut back to what they
+allow (``paused_until: 1e308`` pauses for ``max_pause``, not for ever).
 
 **Settings.** Each process brings its own :class:`~spo_async._limiter.BudgetPolicy`
 (its ``RequestLimiter.shared(...)`` arguments) to the shared state: give every
@@ -398,6 +401,9 @@ class SharedRequestLimiter(RequestLimiter):
         try:
             waited = self._waiters[0] is not me
             if waited:
+                # Queued behind this process's own requests, for the pause they wait out at
+                # least: a poll's claim must last that long (see _poll_claims.keep_claim).
+                await keep_claim(self.paused_for)
                 await me
 
             while True:
@@ -412,13 +418,15 @@ class SharedRequestLimiter(RequestLimiter):
                         policy.take(state, now, waited=waited)
                     return delay, now < state.paused_until
 
+                # The request may leave now: a poll's claim must last for its GET. (Before
+                # the exchange: once it took a slot, nothing may stop the request leaving.)
+                await keep_claim(0.0)
                 # Shielded: a caller cancelled mid-exchange leaves the store consistent.
                 delay, paused = await asyncio.shield(self._exchange(take))
-                # A poll's claim must outlast the wait here and the GET after it.
-                await keep_claim(max(0.0, delay))
                 if delay <= 0:
                     break
                 waited = waited or not paused  # held back by the rate, not a pause
+                await keep_claim(delay)  # ... and for the wait before it
                 await self._sleep(delay)
         finally:
             self._leave(me)
