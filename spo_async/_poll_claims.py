@@ -22,10 +22,21 @@ So the processes' schedules still decide when each wants to know more, each wait
 keeps its own deadline, events and retry policy, and one GET in flight at a time
 serves them all.
 
+**A claim lasts while its holder waits at the budget.** The GET of a claim may
+first wait at the shared budget's gate (a fleet-wide ``Retry-After`` pause of up to
+two minutes, or its turn at the rate), longer than the request timeout the claim is
+held for. The gate extends the claim of the request it holds back (:func:`keep_claim`,
+found through a context variable set around the claim's GET), so the hold counts
+from when the GET leaves, and the other processes wait for its snapshot instead of
+queueing GETs of their own behind the same pause; while the fleet is paused they
+look at the claim once the pause ends rather than every few milliseconds.
+
 **When the store fails**, the look falls back to a plain GET, with one warning per
 client: a GET is idempotent, so the worst case is the requests the claims would
 have saved, never a failed wait. A published snapshot that cannot be read (written
-by hand, or by another version) is ignored the same way.
+by hand, or by another version) is ignored the same way, and so is a record no
+process would write (times that are not finite numbers, a claim held further ahead
+than any hold, a snapshot seen in the future): it never makes a process wait.
 """
 
 from __future__ import annotations
@@ -35,13 +46,14 @@ import logging
 import math
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, Final
 
 from ._errors import SPOError, TransportError
 from ._models import TaskResult
 from ._shared_store import SharedStore
 
-__all__ = ["PollClaims"]
+__all__ = ["PollClaims", "keep_claim"]
 
 log = logging.getLogger("spo_async")
 
@@ -52,6 +64,14 @@ _FRESH_SHARE: Final = 0.25
 _WAIT_STEP: Final = 0.05
 #: A task's record is forgotten a day after its last change.
 _TTL: Final = 24 * 3600.0
+#: A claim held further ahead than this (or than the reader's own hold, if longer) was
+#: written by no process: a hold is a request timeout, extended at most by a pause.
+_LONGEST_HOLD: Final = 3600.0
+#: How far ahead of the reader's clock a snapshot's time may be (a clock stepped back).
+_CLOCK_SLACK: Final = 60.0
+#: The gate extends a claim only when it would otherwise end this share of a hold
+#: before the GET's own timeout: most requests pass the gate without an extra exchange.
+_EXTEND_SHARE: Final = 0.25
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -68,12 +88,15 @@ class PollClaims:
         store_clock: Clock | None,
         clock: Clock,
         sleep: Sleep,
+        paused_for: Callable[[], float] | None = None,
     ) -> None:
         self._store = store
         self._budget = budget
         self._store_clock = store_clock
         self._clock = clock
         self._sleep = sleep
+        #: Seconds until the budget's current pause ends (no GET leaves before then).
+        self._paused_for = paused_for
         #: Who this process is, in the records: random, so two processes never agree.
         self._me = uuid.uuid4().hex
         self._warned = False
@@ -120,7 +143,7 @@ class PollClaims:
             nonlocal began
             if began is None:
                 began = now
-            record = _read(text)
+            record = _read(text, now, hold)
             snapshot, seen = record.get("snapshot"), record.get("seen_at", -math.inf)
             if snapshot is not None and (
                 record.get("terminal") is True or seen >= began - fresh_for
@@ -140,16 +163,30 @@ class PollClaims:
                     return result
                 decision = "poll"  # unreadable: look for ourselves (the claim is not ours)
             if decision == "wait":
-                await self._sleep(min(float(value), _WAIT_STEP))
+                await self._sleep(self._wait_step(float(value)))
                 continue
             break
+        held = _Held(self, name, hold)
+        token = _HELD.set(held)
         try:
             result = await fetch()
         except BaseException:
             await self._settle(name, None)
             raise
+        finally:
+            _HELD.reset(token)
         await self._settle(name, result)
         return result
+
+    def _wait_step(self, left: float) -> float:
+        """How long to sleep before looking at another process's claim again.
+
+        Short steps, so its snapshot is used soon after it is published; but while
+        the fleet's budget is paused no GET can leave, so nothing is published before
+        the pause ends (the claim's end comes first if it is sooner).
+        """
+        paused = self._paused_for() if self._paused_for is not None else 0.0
+        return min(left, max(_WAIT_STEP, paused))
 
     async def _settle(self, name: str, result: TaskResult | None) -> None:
         """Publish ``result`` (if any) and release the claim; a store error is only logged."""
@@ -158,7 +195,7 @@ class PollClaims:
         terminal = result is not None and result.is_terminal
 
         def publish(text: str | bytes | None, now: float) -> tuple[str, None]:
-            record = _read(text)
+            record = _read(text, now, 0.0)
             if snapshot is not None and record.get("seen_at", -math.inf) <= now:
                 record.update(snapshot=snapshot, seen_at=now, terminal=terminal)
             if record.get("owner") == me:
@@ -185,6 +222,56 @@ class PollClaims:
             log.warning("%s: polling directly until it is back", error)
 
 
+class _Held:
+    """The claim of the look whose GET is under way in this task, as the gate sees it."""
+
+    def __init__(self, claims: PollClaims, name: str, hold: float) -> None:
+        self._claims = claims
+        self._name = name
+        self._hold = hold
+        #: When the claim ends, on this process's clock (an estimate: the store's
+        #: clock decides, but the two move alike between two exchanges).
+        self._until = claims._clock() + hold
+
+    async def cover(self, wait: float) -> None:
+        """Make the claim last a hold after a GET that leaves in ``wait`` seconds."""
+        claims, hold = self._claims, self._hold
+        if claims._clock() + wait + hold <= self._until + _EXTEND_SHARE * hold:
+            return
+        me = claims._me
+
+        def extend(text: str | bytes | None, now: float) -> tuple[str, bool]:
+            record = _read(text, now, wait + hold)
+            if record.get("owner") != me:
+                return _write(record), False  # taken over: nothing of ours to extend
+            record["until"] = max(float(record.get("until", now)), now + wait + hold)
+            return _write(record), True
+
+        try:
+            ours = await claims._exchange(self._name, extend)
+        except _StoreDownError as down:
+            claims._warn(down.error)
+            ours = False
+        # Once not ours (or the store is away), stop trying: the GET goes on regardless.
+        self._until = claims._clock() + wait + hold if ours else float("inf")
+
+
+#: The claim whose GET is under way in the current task (read by the budget's gate).
+_HELD: ContextVar[_Held | None] = ContextVar("spo_async_poll_claim", default=None)
+
+
+async def keep_claim(wait: float) -> None:
+    """The gate holds this task's request back ``wait`` seconds: keep its claim that long.
+
+    Called by the shared budget's gate before each wait and as the request leaves
+    (``wait=0``); nothing happens outside a claimed GET, or when the claim already
+    lasts long enough (most requests).
+    """
+    held = _HELD.get()
+    if held is not None:
+        await held.cover(wait)
+
+
 class _StoreDownError(Exception):
     """Internal: the store failed; the look goes on without it."""
 
@@ -193,20 +280,38 @@ class _StoreDownError(Exception):
         self.error = error
 
 
-def _read(text: str | bytes | None) -> dict[str, Any]:
-    """A task's record, or an empty one if there is none or it cannot be read."""
+def _read(text: str | bytes | None, now: float, hold: float) -> dict[str, Any]:
+    """A task's record, or an empty one if there is none or no process would write it.
+
+    Its times must be finite numbers (a JSON ``Infinity``, ``1e999`` or a 400-digit
+    integer are not), the snapshot seen no later than ``now`` (give or take a clock
+    step), and the claim held no further ahead than the longest hold (``hold``, the
+    reader's own, if longer): else every waiter would wait for ever, or use a
+    snapshot that is never replaced.
+    """
     if not text:
         return {}
     try:
         record = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     if not isinstance(record, dict):
         return {}
-    for field in ("seen_at", "until"):
-        value = record.get(field)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            del record[field]
+    limits = {"seen_at": now + _CLOCK_SLACK, "until": now + max(hold, _LONGEST_HOLD)}
+    for field, latest in limits.items():
+        if field not in record:
+            continue
+        value = record[field]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            del record[field]  # a type no process writes: as if it were not there
+            continue
+        try:
+            number = float(value)
+        except OverflowError:
+            return {}
+        if not (math.isfinite(number) and number <= latest):
+            return {}
+        record[field] = number
     return record
 
 

@@ -35,8 +35,11 @@ while the store was away is applied at its next exchange (up to
 :data:`_MAX_PENDING` answers).
 
 A state the store holds that cannot be read (written by a newer version, or by
-hand) is replaced by a fresh budget, with a warning: a fresh budget slow-starts,
-which is safe; refusing every request would not be.
+hand, or with numbers no process writes: an infinity where none belongs, a number
+too large for a float) is replaced by a fresh budget, with a warning: a fresh budget
+slow-starts, which is safe; refusing every request would not be. A pause or a
+schedule further ahead than this process's settings allow is cut back to what they
+allow (``paused_until: 1e308`` pauses for ``max_pause``, not for ever).
 
 **Settings.** Each process brings its own :class:`~spo_async._limiter.BudgetPolicy`
 (its ``RequestLimiter.shared(...)`` arguments) to the shared state: give every
@@ -57,9 +60,17 @@ from typing import Any, Final, TypeVar, cast
 import attrs
 
 from ._errors import ClientClosedError, ConfigurationError, TransportError
-from ._limiter import BudgetPolicy, BudgetState, Clock, RequestLimiter, Sleep, _Recent
-from ._poll_claims import PollClaims
-from ._shared_store import open_store
+from ._limiter import (
+    _INITIAL_BURST,
+    BudgetPolicy,
+    BudgetState,
+    Clock,
+    RequestLimiter,
+    Sleep,
+    _Recent,
+)
+from ._poll_claims import PollClaims, keep_claim
+from ._shared_store import check_uri, open_store
 from ._store_uri import StoreKind, display_uri
 
 __all__ = ["SharedRequestLimiter", "budget_name", "decode_state", "encode_state"]
@@ -104,26 +115,54 @@ def encode_state(state: BudgetState) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
-def decode_state(text: str | bytes | None, policy: BudgetPolicy) -> BudgetState:
-    """The state ``text`` holds, or a fresh one if there is none or it cannot be read."""
+#: Fields that may be minus infinity ("never yet"), and the one that may be plus
+#: infinity ("no probe planned"); every other number must be finite.
+_MAY_BE_PAST: Final = frozenset(
+    {"next_at", "paused_until", "quiet_until", "grown_at", "pressed_at"}
+)
+_MAY_BE_NEVER: Final = frozenset({"probe_at"})
+#: How far ahead of the store's clock a recorded time may be (a clock stepped back).
+_CLOCK_SLACK: Final = 60.0
+
+
+def decode_state(
+    text: str | bytes | None, policy: BudgetPolicy, now: float | None = None
+) -> BudgetState:
+    """The state ``text`` holds, or a fresh one if there is none or it cannot be read.
+
+    A state no process would write (a non-number, an infinity where none belongs, a
+    number too large for a float, JSON nested too deep, request times ahead of
+    ``now``) is replaced by a fresh budget, with a warning. Given ``now``, a pause
+    or a schedule further ahead than this process's settings allow is cut back to
+    what they allow, so a record saying ``paused_until: 1e308`` never stops the fleet.
+    """
     if not text:
         return policy.new_state()
     try:
-        return _parse_state(text)
-    except (ValueError, KeyError, TypeError) as exc:
+        state = _parse_state(text)
+        if now is not None:
+            _bound(state, policy, now)
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         log.warning("the shared rate budget held an unreadable state (%s): starting afresh", exc)
         return policy.new_state()
+    return state
 
 
 def _parse_state(text: str | bytes) -> BudgetState:
-    """The state ``text`` holds; ValueError, KeyError or TypeError if it holds none."""
+    """The state ``text`` holds; ValueError, KeyError or TypeError if it holds none.
+
+    OverflowError and RecursionError too (an integer too large for a float, JSON
+    nested too deep): :func:`decode_state` catches them all.
+    """
     data = json.loads(text)
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
         raise ValueError("not a budget of this version")
-    fields: dict[str, Any] = {name: _number(data[name]) for name in _NUMBER_FIELDS}
+    fields: dict[str, Any] = {name: _field(name, data[name]) for name in _NUMBER_FIELDS}
+    if fields["admitted_before"] < 0:
+        raise ValueError("admitted_before is negative")
     fields["admitted_before"] = int(fields["admitted_before"])
     learned = data["learned"]
-    fields["learned"] = None if learned is None else _number(learned)
+    fields["learned"] = None if learned is None else _finite(learned)
     if not isinstance(data["binding"], bool):
         raise TypeError("binding is not a boolean")
     fields["binding"] = data["binding"]
@@ -132,17 +171,50 @@ def _parse_state(text: str | bytes) -> BudgetState:
         if not isinstance(times, list):
             raise TypeError(f"{name} is not a list")
         recent = _Recent()
-        recent._times.extend(sorted(_number(t) for t in times))  # counted in order
+        recent._times.extend(sorted(_finite(t) for t in times))  # counted in order
         fields[name] = recent
     state = BudgetState(**fields)
-    if not (math.isfinite(state.rate) and state.rate > 0):
+    if not state.rate > 0:
         raise ValueError("the rate is not a positive number")
     return state
 
 
+def _bound(state: BudgetState, policy: BudgetPolicy, now: float) -> None:
+    """Hold ``state`` to what ``policy`` could have written by ``now`` (see decode_state)."""
+    for name in _RECENT_FIELDS:
+        times = getattr(state, name)._times
+        if times and max(times) > now + _CLOCK_SLACK:
+            raise ValueError(f"{name} holds a time ahead of the store's clock")
+    state.rate = max(state.rate, policy.min_rate)
+    state.paused_until = min(state.paused_until, now + policy.max_pause)
+    # A take leaves next_at at most a burst's worth of intervals ahead of now.
+    burst = max(policy.burst or 0.0, _INITIAL_BURST)
+    state.next_at = min(state.next_at, now + (burst + 1.0) / state.rate)
+
+
+def _field(name: str, value: object) -> float:
+    """A number field of the state: finite, or the one infinity ``name`` may hold."""
+    number = _number(value)
+    if math.isfinite(number) or (
+        (number < 0 and name in _MAY_BE_PAST) or (number > 0 and name in _MAY_BE_NEVER)
+    ):
+        return number
+    raise ValueError(f"{name} is {number}")
+
+
+def _finite(value: object) -> float:
+    number = _number(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{number} is not a finite number")
+    return number
+
+
 def _number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ValueError(f"{value!r} is not a number")
+    """``value`` as a float; OverflowError for an integer too large for one."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"a {type(value).__name__} is not a number")
+    if isinstance(value, float) and math.isnan(value):
+        raise ValueError("NaN is not a number")
     return float(value)
 
 
@@ -175,6 +247,7 @@ class SharedRequestLimiter(RequestLimiter):
         super().__init__(**settings)
         self._store_uri = self._uri = uri
         self._store = open_store(uri, kind)
+        check_uri(uri, kind)  # now, not at the first request
         self._name = name
         self._named = name is not None
         self._store_clock = clock
@@ -210,7 +283,12 @@ class SharedRequestLimiter(RequestLimiter):
         if self._name is None:
             return None
         return PollClaims(
-            self._store, self._name, store_clock=self._store_clock, clock=clock, sleep=sleep
+            self._store,
+            self._name,
+            store_clock=self._store_clock,
+            clock=clock,
+            sleep=sleep,
+            paused_for=lambda: self.paused_for,
         )
 
     async def _release(self) -> None:
@@ -273,7 +351,7 @@ class SharedRequestLimiter(RequestLimiter):
             # Redis may run a step again (another process wrote first): count afresh.
             nonlocal signals
             signals = 0
-            state = decode_state(text, policy)
+            state = decode_state(text, policy, now)
             for answer in answers:
                 if answer.latency is not None:
                     policy.answered(state, answer.latency)
@@ -316,6 +394,9 @@ class SharedRequestLimiter(RequestLimiter):
         try:
             waited = self._waiters[0] is not me
             if waited:
+                # Queued behind this process's own requests, for the pause they wait out at
+                # least: a poll's claim must last that long (see _poll_claims.keep_claim).
+                await keep_claim(self.paused_for)
                 await me
 
             while True:
@@ -330,11 +411,15 @@ class SharedRequestLimiter(RequestLimiter):
                         policy.take(state, now, waited=waited)
                     return delay, now < state.paused_until
 
+                # The request may leave now: a poll's claim must last for its GET. (Before
+                # the exchange: once it took a slot, nothing may stop the request leaving.)
+                await keep_claim(0.0)
                 # Shielded: a caller cancelled mid-exchange leaves the store consistent.
                 delay, paused = await asyncio.shield(self._exchange(take))
                 if delay <= 0:
                     break
                 waited = waited or not paused  # held back by the rate, not a pause
+                await keep_claim(delay)  # ... and for the wait before it
                 await self._sleep(delay)
         finally:
             self._leave(me)

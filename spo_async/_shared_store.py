@@ -18,7 +18,10 @@ on a manual clock). Every record expires ``ttl`` seconds after its last change.
 
 A store that cannot be reached raises :class:`~spo_async.TransportError`
 (``request_sent=False``) naming the store without its password; the driver's own
-error is not even its context, since it may quote the connection string.
+error is not even its context, since it may quote the connection string. A URI whose
+options the driver cannot use (``?socket_timeout=abc``, an unknown option) raises
+:class:`~spo_async.ConfigurationError` instead (:func:`check_uri`): when the limiter
+is built, and again before each connection, never as the driver's ``ValueError``.
 """
 
 from __future__ import annotations
@@ -26,17 +29,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from ._errors import ConfigurationError, TransportError
-from ._store_uri import StoreKind, display_uri
+from ._store_uri import StoreKind, display_uri, driver_uri
 
 if TYPE_CHECKING:
     import psycopg
     import redis.asyncio
 
-__all__ = ["SharedStore", "Step", "open_store"]
+__all__ = ["SharedStore", "Step", "check_uri", "open_store"]
 
 T = TypeVar("T")
 
@@ -59,6 +63,12 @@ _UPDATE: Final = """UPDATE spo_async_shared
 _EXPIRE: Final = "DELETE FROM spo_async_shared WHERE expires_at < clock_timestamp()"
 #: One exchange in this many also deletes the expired records (PostgreSQL).
 _SWEEP_ONE_IN: Final = 1000
+
+#: What every Redis client of a store is given besides the URI.
+_REDIS_OPTIONS: Final[dict[str, Any]] = {
+    "socket_connect_timeout": _CONNECT_TIMEOUT,
+    "client_name": "spo-async-shared",
+}
 
 _EXTRAS: Final[dict[StoreKind, str]] = {
     "postgresql": "pip install 'spo-async[postgres]'",
@@ -105,8 +115,9 @@ class PostgresStore:
         return f"<PostgresStore {display_uri(self._uri)}>"
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        _check_postgres(self._uri)
         conn = await self._psycopg.AsyncConnection.connect(
-            self._uri,
+            driver_uri(self._uri),
             autocommit=True,
             connect_timeout=_CONNECT_TIMEOUT,
             application_name="spo-async shared",
@@ -180,10 +191,9 @@ class RedisStore:
         async with self._lock:
             try:
                 if self._client is None:
+                    _check_redis(self._uri)
                     self._client = self._redis.asyncio.Redis.from_url(
-                        self._uri.replace("valkey", "redis", 1),
-                        socket_connect_timeout=_CONNECT_TIMEOUT,
-                        client_name="spo-async-shared",
+                        driver_uri(self._uri), **_REDIS_OPTIONS
                     )
                 async with self._client.pipeline(transaction=True) as pipe:
                     while True:
@@ -216,6 +226,55 @@ class RedisStore:
     async def aclose(self) -> None:
         async with self._lock:
             await self._drop()
+
+
+def check_uri(uri: str, kind: StoreKind) -> None:
+    """Raise :class:`ConfigurationError` if the driver could not use ``uri``'s options.
+
+    Checked without a connection: libpq's parser (unknown options, unencoded
+    characters) or redis-py's (option values, unknown options). The message names
+    the URI without its password and never quotes the driver, whose messages may
+    quote the connection string, password included.
+    """
+    if kind == "postgresql":
+        _check_postgres(uri)
+    else:
+        _check_redis(uri)
+
+
+def _check_postgres(uri: str) -> None:
+    import psycopg.conninfo  # noqa: PLC0415 - an optional extra, imported by open_store first
+
+    try:
+        psycopg.conninfo.conninfo_to_dict(driver_uri(uri))
+    except psycopg.Error:
+        pass  # raised below, so that libpq's message (it quotes the URI) is not the context
+    else:
+        return
+    raise ConfigurationError(
+        f"the shared store URI {display_uri(uri)} is not one libpq can read: an unknown "
+        "option, or a character that must be percent-encoded (in the password too)"
+    )
+
+
+def _check_redis(uri: str) -> None:
+    import redis.asyncio  # noqa: PLC0415 - an optional extra, imported by open_store first
+
+    try:
+        pool = redis.asyncio.ConnectionPool.from_url(driver_uri(uri), **_REDIS_OPTIONS)
+        # Unknown options reach the connection's constructor only here (no I/O yet).
+        pool.make_connection()  # type: ignore[no-untyped-call]
+    except (ValueError, TypeError) as exc:
+        said = str(exc)
+    else:
+        return
+    # Out here, as for libpq: only the names of the options redis-py named are repeated.
+    query = uri.partition("?")[2].partition("#")[0]
+    names = urllib.parse.parse_qs(query, keep_blank_values=True)
+    bad = [name for name in names if f"'{name}'" in said] or ["(see redis-py's from_url)"]
+    raise ConfigurationError(
+        f"the shared store URI {display_uri(uri)} has an option redis cannot use: {', '.join(bad)}"
+    )
 
 
 def open_store(uri: str, kind: StoreKind) -> SharedStore:

@@ -20,9 +20,13 @@ from typing import Any
 
 import pytest
 from spo_async import AsyncSPOClient, OptimizationRequest, QAPair
+from spo_async.cli._safe import is_database, shown_argument, without_passwords
 from spo_async.testing import EmulatorConfig, Fault, FaultKind, TaskOutcome, ThreadedEmulator
 
 from tests.cli_helpers import EXAMPLES, ROOT, cli, cli_env, run_cli
+from tests.servers import pg_database, postgres_uri
+
+__all__ = ["pg_database", "postgres_uri"]  # fixtures, imported for pytest
 
 QA = [{"question": "A text", "answer": "A line"}]
 #: Terminal control a hostile or broken service could send: retitle the window, clear
@@ -207,6 +211,92 @@ def test_ctrl_c_in_the_first_moments_of_a_batch_never_shows_a_traceback(
         assert done.returncode == 130, (delay, done.stderr)
         assert "Traceback" not in done.stderr, (delay, done.stderr)
         assert "interrupted" in done.stderr, (delay, done.stderr)
+
+
+# -- passwords in URIs -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argument", "shown"),
+    [
+        ("postgresql://spo:hunter2@db/app", "postgresql://spo@db/app"),
+        ("--journal=postgresql://spo:hunter2@db/app", "--journal=postgresql://spo@db/app"),
+        ("--jour=POSTGRES://spo:hunter2@db/app", "--jour=POSTGRES://spo@db/app"),  # abbreviated
+        ("--limiter=Redis://:hunter2@cache:6379/0", "--limiter=Redis://cache:6379/0"),
+        ("valkeys://:hunter2@valkey.internal/0", "valkeys://valkey.internal/0"),
+        ("--limiter=redis://u:12345/hunter2@cache/0", "--limiter=<a malformed URI>"),
+        ("--base-url=https://me:hunter2@gateway.example", "--base-url=https://me@gateway.example"),
+        ("rows.jsonl", "rows.jsonl"),
+        ("--journal=j.db", "--journal=j.db"),
+    ],
+)
+def test_every_form_of_a_uri_argument_is_shown_without_its_password(
+    argument: str, shown: str
+) -> None:
+    """Its own token or after '=', in any case, of any scheme: only the password goes."""
+    assert shown_argument(argument) == shown
+
+
+def test_a_parser_message_quoting_a_uri_drops_its_password() -> None:
+    """argparse repeats arguments it refuses (an ambiguous abbreviation, say): not the password."""
+    message = "error: ambiguous option: --j=postgresql://spo:hunter2@db/app could match --journal"
+    assert without_passwords(message) == (
+        "error: ambiguous option: --j=postgresql://spo@db/app could match --journal"
+    )
+
+
+@pytest.mark.parametrize(
+    "value", ["postgresql://db", "POSTGRES://db", "redis://c", "Rediss://c", "VALKEY://c",
+              "valkeys://c"],
+)  # fmt: skip
+def test_every_store_scheme_names_a_database_in_any_case(value: str) -> None:
+    """A --journal or --limiter value in any accepted scheme is a database, not a file name."""
+    assert is_database(value)
+
+
+def with_password(uri: str) -> str:
+    """``uri`` (the test server's, which trusts its users) with a password it ignores."""
+    scheme, _, rest = uri.partition("://")
+    user, _, where = rest.partition("@")
+    return f"{scheme}://{user}:hunter2@{where}"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("as_json", [False, True])
+def test_the_resume_command_never_shows_a_password_in_any_form_of_uri(
+    spo_emulator: ThreadedEmulator, pg_database: str, tmp_path: Path, as_json: bool
+) -> None:
+    """--journal=URI and --limiter=URI (any case) are printed without the password, human or JSON.
+
+    The output is a full disk, so the batch ends with the command that resumes it.
+    """
+    source = tmp_path / "in.jsonl"
+    write_rows(source, ["Summarize."] + [f"SLOW {i}" for i in range(2)])
+    uri = with_password(pg_database)
+    limiter = "POSTGRESQL" + uri[uri.index("://") :]
+    flags, env = service(spo_emulator)
+    json_flag = ["--json"] if as_json else []
+    done = run_cli("batch", str(source), "-o", "/dev/full", f"--journal={uri}",
+                   f"--limiter={limiter}", *json_flag, *flags, env=env, timeout=60)  # fmt: skip
+
+    assert done.returncode == 4, done.stderr
+    assert "hunter2" not in done.stdout + done.stderr
+    shown = pg_database.partition("://")[2]
+    resume = json.loads(done.stdout)["resume"] if as_json else done.stderr
+    assert f"--journal=postgresql://{shown}" in resume
+    assert f"--limiter=POSTGRESQL://{shown}" in resume
+
+
+def test_a_refused_argument_with_a_uri_is_repeated_without_its_password() -> None:
+    """The parser's message names the argument it refused, on stderr and in --json, unhidden."""
+    args = ("batch", str(EXAMPLES / "batch.jsonl"), "--j=postgresql://spo:hunter2@db/app")
+    human = run_cli(*args)
+    machine = run_cli(*args, "--json")
+
+    assert (human.returncode, machine.returncode) == (2, 2)
+    assert "ambiguous option: --j=postgresql://spo@db/app" in human.stderr
+    assert "hunter2" not in human.stdout + human.stderr + machine.stdout + machine.stderr
+    assert "--j=postgresql://spo@db/app" in json.loads(machine.stdout)["error"]["message"]
 
 
 # -- text from the service ----------------------------------------------------------------

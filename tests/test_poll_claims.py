@@ -191,7 +191,7 @@ async def test_an_unreadable_snapshot_is_ignored(
     calls, fetch = counting(RUNNING)
 
     def garbled(text: str | bytes | None, now: float) -> tuple[str, None]:
-        record = {"snapshot": {"status": "no such"}, "seen_at": now + 100, "terminal": True}
+        record = {"snapshot": {"status": "no such"}, "seen_at": now, "terminal": True}
         return json.dumps(record), None
 
     try:
@@ -301,6 +301,17 @@ async def test_a_failed_get_releases_the_claim_at_once(store: str, clock: Manual
         json.dumps({"snapshot": [1], "seen_at": 1e12, "terminal": True}).encode(),
         json.dumps({"owner": "ghost", "until": "later"}).encode(),
         json.dumps({"owner": "ghost", "until": True}).encode(),
+        # Claims no process would hold: for ever, or for longer than any hold.
+        b'{"owner": "ghost", "until": Infinity}',
+        b'{"owner": "ghost", "until": 1e999}',
+        b'{"owner": "ghost", "until": 1e308}',
+        b'{"owner": "ghost", "until": 1' + b"0" * 400 + b"}",
+        b'{"owner": "ghost", "until": NaN}',
+        # Snapshots from the far future, which would never be replaced.
+        json.dumps({"snapshot": RUNNING.to_dict(), "seen_at": 1e308}).encode(),
+        b'{"snapshot": {"status": "processing"}, "seen_at": 1' + b"0" * 400 + b"}",
+        b'{"snapshot": {"status": "processing"}, "seen_at": Infinity}',
+        b"[" * 100_000 + b"]" * 100_000,  # too deep for the JSON reader
     ],
 )
 async def test_a_record_no_process_would_write_is_no_reason_to_wait(
@@ -323,6 +334,91 @@ async def test_a_record_no_process_would_write_is_no_reason_to_wait(
         assert "budget=" in repr(claims)
     finally:
         await close()
+
+
+class SharedTime:
+    """One manual clock for processes that wait differently: see the test below.
+
+    ``moving`` sleeps as :class:`VirtualTime` does (the clock jumps by the wait);
+    ``patient`` waits for the other processes' waits to carry the clock past its end,
+    as a process stuck at the gate would while the others go on.
+    """
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self._moved = asyncio.Event()
+        #: Set once a patient process waits.
+        self.waiting = asyncio.Event()
+
+    async def moving(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
+        await asyncio.sleep(0)
+
+    async def patient(self, seconds: float) -> None:
+        end = self.clock() + seconds
+        self.waiting.set()
+        while self.clock() < end:
+            await self._moved.wait()
+
+
+async def test_a_claim_lasts_while_its_holder_waits_at_the_budget(
+    store: str, clock: ManualClock
+) -> None:
+    """A GET held back by a fleet-wide Retry-After pause keeps its claim: one GET, not two.
+
+    The claim is held for the request timeout (5 s here); the pause is 100 s. Had the
+    claim lapsed at the gate, the second process would claim the task too and GET it
+    as the pause ended, as the first one does.
+    """
+    budget = uuid.uuid4().hex
+    time = SharedTime(clock)
+    first, second = (
+        RequestLimiter.shared(store, name=budget, clock=clock, max_pause=120) for _ in range(2)
+    )
+    first._bind(clock, time.patient)  # its wait at the gate lasts as long as the others'
+    second._bind(clock, time.moving)
+    gets: list[str] = []
+
+    def fetch_as(name: str, limiter: RequestLimiter) -> Callable[[], Awaitable[TaskResult]]:
+        async def fetch() -> TaskResult:
+            async with limiter.slot():
+                gets.append(name)
+                return RUNNING
+
+        return fetch
+
+    try:
+        async with first.slot():  # a burst answered 429 with Retry-After: 100 (load)
+            pass
+        for _ in range(20):
+            first.on_rate_limited(100.0)
+        second.on_success()  # the second hears the fleet's state at its next exchange
+        for limiter in (first, second):
+            flusher = getattr(limiter, "_flusher", None)
+            assert flusher is not None
+            await flusher  # it has told the store
+        assert second.paused_for == pytest.approx(100.0)
+
+        first_claims = first._poll_claims(clock, time.patient)
+        second_claims = second._poll_claims(clock, time.moving)
+        assert first_claims is not None
+        assert second_claims is not None
+        first_look = asyncio.ensure_future(
+            first_claims.fetcher("spo-1", fetch_as("first", first), hold=5.0)()
+        )
+        await time.waiting.wait()  # the first has claimed the task and waits at the gate
+        second_look = await second_claims.fetcher("spo-1", fetch_as("second", second), hold=5.0)()
+        await time.moving(200.0)  # past any pause: the first ends, whatever it waits for
+
+        assert await first_look == RUNNING
+        assert second_look == RUNNING
+        assert gets == ["first"]  # the second used the first one's snapshot
+        assert clock() >= 1_100.0  # and nobody sent before the pause ended
+    finally:
+        for limiter in (first, second):
+            await limiter._release()
 
 
 async def test_a_look_cancelled_mid_exchange_leaves_the_store_usable(

@@ -28,7 +28,8 @@ from spo_async import (
 from spo_async._limiter import BudgetPolicy
 from spo_async._sansio import build_task_request, parse_retry_after
 from spo_async._shared_limiter import budget_name, decode_state, encode_state
-from spo_async._store_uri import display_uri
+from spo_async._shared_store import open_store
+from spo_async._store_uri import display_uri, driver_uri, store_kind
 from spo_async.testing import Emulator, EmulatorConfig, ManualClock
 from spo_async.transport import AiohttpTransport
 
@@ -440,6 +441,109 @@ def test_a_uri_is_shown_without_its_password() -> None:
     assert shown == "postgresql://spo@db.internal:5433/app?sslmode=require"
 
 
+MALFORMED = "<a malformed URI>"
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        # Well formed: the password goes, everything else stays as written.
+        ("redis://:hunter2@cache:6379/0", "redis://cache:6379/0"),
+        ("REDIS://u:hunter2@Cache.Internal/0", "REDIS://u@Cache.Internal/0"),
+        ("valkeys://:hunter2@valkey.internal:6380", "valkeys://valkey.internal:6380"),
+        ("postgresql://u:hunter2@[::1]:5432/app", "postgresql://u@[::1]:5432/app"),
+        ("postgresql://u:hunter2@h1:5432,h2:5433/app", "postgresql://u@h1:5432,h2:5433/app"),
+        ("postgresql://u:hunter%2F2@db/app", "postgresql://u@db/app"),
+        ("postgresql://u:p@hunter2@db/app", "postgresql://u@db/app"),
+        (
+            "postgresql:///app?host=/run/pg&sslpassword=hunter2",
+            "postgresql:///app?host=%2Frun%2Fpg",
+        ),
+        ("postgres://db/app?batch=nightly", "postgres://db/app?batch=nightly"),
+        # A password with an unencoded '/', '?' or '#' ends the address early: the '@'
+        # comes after it, and the password would be read as a host and a port.
+        ("redis://u:12345/abc@cache:6379/0", MALFORMED),
+        ("postgresql://u:9876?x@db/app", MALFORMED),
+        ("redis://u:hun#ter2@cache", MALFORMED),
+        ("redis://u:hunter2/x@y@cache", MALFORMED),
+        ("redis://:hunter2", MALFORMED),  # no '@' at all: a "port" that is not a number
+        # Whitespace and control characters: not a URI anything would read as one.
+        ("redis://u:hunter 2@cache", MALFORMED),
+        ("redis://u:hunter\n2@cache", MALFORMED),
+        ("redis://[::1@cache", MALFORMED),
+        ("hunter2", MALFORMED),
+    ],
+)
+def test_every_shape_of_uri_is_shown_without_its_password(uri: str, shown: str) -> None:
+    """Shown as written but for its password; a URI that cannot be taken apart, not at all."""
+    assert display_uri(uri) == shown
+    assert "hunter" not in display_uri(uri)
+
+
+@pytest.mark.parametrize(
+    ("uri", "read_as"),
+    [
+        ("valkey://valkey.internal:6379/0", "redis://valkey.internal:6379/0"),
+        ("VALKEYS://:pw@valkey-1/0", "rediss://:pw@valkey-1/0"),
+        ("redis://valkey@cache/0", "redis://valkey@cache/0"),
+        ("Redis://cache/0?client_name=valkey", "redis://cache/0?client_name=valkey"),
+        ("POSTGRESQL://db/app", "postgresql://db/app"),
+        ("Postgres://db/app", "postgres://db/app"),
+    ],
+)
+def test_only_the_scheme_is_rewritten_for_the_driver(uri: str, read_as: str) -> None:
+    """valkey:// is redis:// to redis-py, in any case; a host or user named valkey stays."""
+    assert driver_uri(uri) == read_as
+    assert store_kind(uri, what="uri") == ("redis" if "redis" in read_as else "postgresql")
+
+
+async def test_a_scheme_in_capitals_reaches_the_store(store: str, budget: str) -> None:
+    """REDIS://, VALKEY:// and POSTGRESQL:// name the same store as their lower case."""
+    schemes = ["VALKEY", "Redis"] if store.startswith("redis") else ["POSTGRESQL", "Postgres"]
+    for scheme in schemes:
+        uri = scheme + store[store.index("://") :]
+        limiter = RequestLimiter.shared(uri, name=budget)
+        vt = VirtualTime()
+        limiter._bind(vt.clock, vt.sleep)
+        try:
+            async with limiter.slot():
+                pass
+        finally:
+            await limiter._release()
+        assert limiter.requests_sent == 1
+
+
+@pytest.mark.parametrize(
+    "options",
+    ["socket_timeout=abc", "no_such_option=1", "db=first"],
+)
+async def test_a_redis_option_it_cannot_use_is_a_configuration_error(
+    redis_uri: str, options: str
+) -> None:
+    """Said when the limiter is made, naming the option, never the password."""
+    uri = redis_uri.replace("redis://", "redis://:hunter2@", 1) + "?" + options
+    with pytest.raises(ConfigurationError, match="option redis cannot use") as caught:
+        RequestLimiter.shared(uri)
+    assert options.partition("=")[0] in str(caught.value)
+    assert not any("hunter2" in text for text in exception_texts(caught.value))
+    # A store opened directly says the same at its first exchange (no connection made).
+    store = open_store(uri, "redis")
+    try:
+        with pytest.raises(ConfigurationError, match="option redis cannot use"):
+            await store.exchange("n", lambda text, now: ("x", None), None, ttl=1)
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("uri", ["postgresql://u:hunter2@db/app?no_such_option=1",
+                                 "postgresql://u:hunter 2@db/app"])  # fmt: skip
+def test_a_postgres_uri_libpq_cannot_read_is_a_configuration_error(uri: str) -> None:
+    """libpq's own message may quote the password: the error says what is wrong without it."""
+    with pytest.raises(ConfigurationError, match="not one libpq can read") as caught:
+        RequestLimiter.shared(uri)
+    assert not any("hunter" in text for text in exception_texts(caught.value))
+
+
 # -- over HTTP --------------------------------------------------------------------------------
 
 
@@ -536,11 +640,70 @@ def _policy() -> BudgetPolicy:
         {"rate": "fast"},
         {"next_at": True},
         {"learned": "unknown"},
+        # Numbers no process writes: infinities where none belongs, and too large to be floats.
+        {"admitted_before": 1e999},
+        {"admitted_before": 10**400},
+        {"admitted_before": -1},
+        {"hold": float("inf")},
+        {"rate": float("inf")},
+        {"learned": float("inf")},
+        {"paused_until": float("inf")},
+        {"probe_at": -float("inf")},
+        {"evidence": float("nan")},
+        {"sent": [1.0, 10**400]},
+        {"refused": [float("inf")]},
     ],
 )
-def test_a_stored_state_with_a_wrong_field_starts_afresh(change: dict[str, object]) -> None:
+def test_a_stored_state_with_a_wrong_field_starts_afresh(
+    change: dict[str, object], caplog: pytest.LogCaptureFixture
+) -> None:
     """Each field is checked on the way in: one wrong value and the budget starts afresh."""
     policy = _policy()
     good = json.loads(encode_state(policy.new_state()))
     text = json.dumps({**good, **change})
-    assert encode_state(decode_state(text, policy)) == encode_state(policy.new_state())
+    with caplog.at_level(logging.WARNING, logger="spo_async"):
+        assert encode_state(decode_state(text, policy)) == encode_state(policy.new_state())
+    assert caplog.text.count("starting afresh") == 1
+
+
+def test_a_stored_state_nested_too_deep_starts_afresh(caplog: pytest.LogCaptureFixture) -> None:
+    """JSON deeper than the reader recurses is one more unreadable state, not a crash."""
+    policy = _policy()
+    with caplog.at_level(logging.WARNING, logger="spo_async"):
+        state = decode_state("[" * 100_000 + "]" * 100_000, policy)
+    assert encode_state(state) == encode_state(policy.new_state())
+    assert "starting afresh" in caplog.text
+
+
+def test_a_stored_pause_or_schedule_too_far_ahead_is_cut_to_what_the_settings_allow() -> None:
+    """paused_until: 1e308 would stop the fleet for ever: it is cut to max_pause from now."""
+    policy = _policy()
+    good = json.loads(encode_state(policy.new_state()))
+    text = json.dumps({**good, "paused_until": 1e308, "next_at": 1e308, "rate": 1e-300})
+    state = decode_state(text, policy, 1_000.0)
+    assert state.paused_until == 1_000.0 + policy.max_pause
+    assert state.rate == policy.min_rate
+    assert state.next_at <= 1_000.0 + 11 / policy.min_rate
+    assert decode_state(text, policy).paused_until == 1e308  # without a time, as stored
+
+
+async def test_a_fleet_paused_for_ever_by_a_stored_state_waits_max_pause_at_most(
+    store: str, budget: str, vt: VirtualTime
+) -> None:
+    """A hand-written state in the store pauses the next request for max_pause, no longer."""
+    policy = _policy()
+    good = json.loads(encode_state(policy.new_state()))
+    hostile = json.dumps({**good, "paused_until": 1e308})
+    writer = open_store(store, store_kind(store, what="uri"))
+    try:
+        await writer.exchange(f"budget:{budget}", lambda t, n: (hostile, None), None, ttl=60)
+    finally:
+        await writer.aclose()
+    limiter = RequestLimiter.shared(store, name=budget, clock=vt.clock, max_pause=30.0)
+    limiter._bind(vt.clock, vt.sleep)
+    try:
+        async with limiter.slot():
+            pass
+    finally:
+        await limiter._release()
+    assert sum(vt.sleeps) == pytest.approx(30.0)

@@ -19,6 +19,7 @@ from ._exit import ERROR, INTERRUPTED, USAGE, InputError, UsageError
 from ._parser import build_parser
 from ._report import RunState, error_object, print_json, say, silence_stdout
 from ._runtime import Output, quiet_library_logs
+from ._safe import without_passwords
 
 __all__ = ["run"]
 
@@ -50,7 +51,12 @@ _BATCH_KEYS: Final = (
 
 
 def _usage(state: RunState, exc: UsageError) -> int:
-    """A command line the parser refused: its line, and with --json the usual object."""
+    """A command line the parser refused: its line, and with --json the usual object.
+
+    The parser may quote an argument (``ambiguous option: --j=postgresql://...``):
+    any URI in its message is shown without its password.
+    """
+    exc = UsageError(without_passwords(str(exc)))
     print(exc, file=sys.stderr, flush=True)
     if state.json:
         keys = _BATCH_KEYS if state.argv[:1] == ["batch"] else _SINGLE_KEYS

@@ -37,7 +37,7 @@ from ._commands import overrides, timeout_option
 from ._exit import ERROR, INTERRUPTED, batch_exit_code, exit_code_for
 from ._report import RunState, describe, error_object, print_json, program, say, show_command
 from ._runtime import Output, open_client
-from ._safe import is_database, short_id, without_password
+from ._safe import is_database, short_id, shown_argument, without_password
 from ._settings import BatchRow, load_batch
 
 __all__ = ["batch"]
@@ -128,8 +128,9 @@ class _Run:
         """The command that resumes the batch: this one again, when it has a journal."""
         if self.args.journal is None or self.args.emulator:
             return None
-        # A database URI is shown without its password (PGPASSWORD or ~/.pgpass supply it).
-        argv = [without_password(a) if is_database(a) else a for a in self.argv]
+        # Every URI is shown without its password (PGPASSWORD or ~/.pgpass supply it),
+        # whether its own argument or after an option's '='.
+        argv = [shown_argument(a) for a in self.argv]
         return f"{program()} {shlex.join(argv)}"
 
     def _list(self, ids: list[str], what: str) -> None:

@@ -37,7 +37,7 @@ from spo_async import (
 )
 
 from ._exit import ERROR, FAILED, INTERRUPTED, OK, REFUSED, TIMEOUT, exit_code_for
-from ._safe import printable, short_id, shorten
+from ._safe import printable, short_id, shorten, shown_argument
 
 __all__ = [
     "API_KEY_VARIABLES",
@@ -138,7 +138,8 @@ class RunState:
         """The command that waits for the task again, when it is worth printing."""
         if self.task_id is None or self.emulated or not _queryable(self.task_id):
             return None
-        return f"{program()} {shlex.join(['wait', self.task_id, *self.wait_options])}"
+        options = [shown_argument(option) for option in self.wait_options]  # a --base-url's
+        return f"{program()} {shlex.join(['wait', self.task_id, *options])}"
 
 
 def _queryable(task_id: str) -> bool:

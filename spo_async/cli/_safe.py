@@ -14,10 +14,19 @@ kept private to the command line until then, and can be pointed at it.
 from __future__ import annotations
 
 import re
-import urllib.parse
 from typing import Final
 
-__all__ = ["is_database", "printable", "short_id", "shorten", "without_password"]
+from spo_async._store_uri import SCHEMES, display_uri
+
+__all__ = [
+    "is_database",
+    "printable",
+    "short_id",
+    "shorten",
+    "shown_argument",
+    "without_password",
+    "without_passwords",
+]
 
 #: C0 controls (but tab and newline, which may be kept), DEL, C1 controls, and the
 #: Unicode characters that reorder or hide text: bidi embeddings, overrides and
@@ -63,9 +72,14 @@ def short_id(task_id: str) -> str:
     return printable(f"{head}…{tail}") + f" ({len(task_id)} characters)"
 
 
-#: How a ``--journal`` or ``--limiter`` value names a database rather than a file.
-DATABASE_SCHEMES: Final = ("postgresql://", "postgres://", "redis://", "rediss://", "valkey://")
-_SECRET_PARAMS: Final = frozenset({"password", "sslpassword"})
+#: How a ``--journal`` or ``--limiter`` value names a database rather than a file (in
+#: any case: schemes are case-insensitive).
+DATABASE_SCHEMES: Final = tuple(f"{scheme}://" for scheme in SCHEMES)
+
+#: A URI inside a command-line argument (``--journal=postgresql://...``): the rest of it.
+_URI_IN_ARGUMENT: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://.*", re.DOTALL)
+#: A URI inside a message (``ambiguous option: --j=redis://...``): up to the next space.
+_URI_IN_TEXT: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S*")
 
 
 def is_database(value: str | None) -> bool:
@@ -77,14 +91,23 @@ def without_password(uri: str) -> str:
     """``uri`` with its password taken out (address and query), for what is printed.
 
     A resume command printed so still works where the password comes from elsewhere
-    (``PGPASSWORD``, ``~/.pgpass``).
+    (``PGPASSWORD``, ``~/.pgpass``). A URI that cannot be taken apart with certainty
+    (a password with an unencoded ``/``, say) is shown as ``<a malformed URI>``: the
+    library's own :func:`~spo_async._store_uri.display_uri`.
     """
-    try:
-        parts = urllib.parse.urlsplit(uri)
-        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    except ValueError:
-        return "<a malformed URI>"
-    netloc = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}@" if parts.username else ""
-    kept = urllib.parse.urlencode([(k, v) for k, v in query if k.lower() not in _SECRET_PARAMS])
-    return urllib.parse.urlunsplit((parts.scheme, user + netloc, parts.path, kept, ""))
+    return display_uri(uri)
+
+
+def shown_argument(argument: str) -> str:
+    """A command-line argument as it may be printed: any URI in it without its password.
+
+    Every form a URI takes on a command line: its own token (``--journal URI``),
+    after an option (``--journal=URI``, or an abbreviation argparse accepts, such as
+    ``--jour=URI``), in any case (``POSTGRESQL://``), of any scheme (``--base-url``).
+    """
+    return _URI_IN_ARGUMENT.sub(lambda match: without_password(match.group()), argument, 1)
+
+
+def without_passwords(text: str) -> str:
+    """``text`` (an argparse message quoting arguments) with every URI's password taken out."""
+    return _URI_IN_TEXT.sub(lambda match: without_password(match.group()), text)
