@@ -243,6 +243,7 @@ async def test_a_signal_without_a_whole_window_of_pause_halves_the_budget(
     for _ in range(20):
         limiter.on_rate_limited(retry_after)
     learned = limiter.learned_rate
+    assert learned is not None
     assert learned == pytest.approx(40, abs=1)
     assert limiter.current_rate == pytest.approx(learned / 2)
 
