@@ -480,33 +480,6 @@ def test_the_names_users_rely_on_stay() -> None:
 # -- 11. the layout shows it -------------------------------------------------------------------
 
 
-def _imports(path: pathlib.Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-    return found
-
-
-def _is_private(module: str) -> bool:
-    """Whether a module path has a private part (``_x``); dunders like ``__main__`` are public."""
-    return any(p.startswith("_") and not p.startswith("__") for p in module.split("."))
-
-
-def test_the_cli_uses_only_public_names() -> None:
-    """The command line is built on ``spo_async``'s public modules, like any user program."""
-    for path in (PACKAGE / "cli").glob("*.py"):
-        private = {
-            m
-            for m in _imports(path)
-            if m.startswith("spo_async.") and not m.startswith("spo_async.cli") and _is_private(m)
-        }
-        assert not private, f"{path.name} imports {sorted(private)}"
-
-
 def test_every_exception_class_lives_in_the_errors_module() -> None:
     """One place to read the whole error tree: no exception is defined anywhere else."""
     for path in PACKAGE.glob("_*.py"):
