@@ -85,10 +85,11 @@ log = logging.getLogger("spo_async")
 
 _QUEUED = -1  # the boundary "submitted": a task before it has started
 _INF = math.inf
-#: Round 1 runs one LLM stage of three, but how long each stage takes is not
-#: known: until measured, its share of a later round is taken between 0.1 and 1 (the
-#: middle and the half-width); once measured, never surer than ±0.01.
-_FIRST_SHARE, _FIRST_SHARE_SPREAD, _SHARE_FLOOR = 0.55, 0.45, 0.01
+#: Round 1 runs one LLM stage of a later round's three (it executes the prompt; nothing
+#: is written or judged), so until measured its share of a later round is taken between
+#: 0.15 and 0.65 (the middle and the half-width): stages of unequal length, not equal
+#: thirds. Once measured, never surer than ±0.01.
+_FIRST_SHARE, _FIRST_SHARE_SPREAD, _SHARE_FLOOR = 0.4, 0.25, 0.01
 #: How far one later round of a task may run from the task's pace (a fraction of it).
 _ROUND_SLACK = 0.01
 #: The prior range's relative half-width around a single sample; divided by the count.
@@ -96,11 +97,18 @@ _SPREAD = 0.5
 #: A task's own bounds on its round length, tight enough to share (max / min).
 _SHARE_RATIO, _LEARN_RATIO = 1.1, 1.25
 #: Tasks that aim early, and by how much of the learnt range's low edge.
-_EXPLORE, _EXPLORE_BY = 0.25, 0.2
+_EXPLORE, _EXPLORE_BY = 0.1, 0.2
 #: A task this much slower than the slowest seen counts as stalled: looks back off.
 _STALLED = 1.5
-#: How much more rarely than the scout the other tasks of a model never seen look.
-_SPARSE = 4.0
+#: How much more rarely than the scout the other tasks of a model never seen look:
+#: each look comes this many times as long after their stage began as the last. In
+#: completion mode the end is at least three rounds away while round 1 is not seen, so
+#: they can wait longer than when each round's lag counts.
+_SPARSE = {PollMode.COMPLETION: 6.0, PollMode.PROGRESS: 4.0}
+#: While a model has fewer finished tasks than this, completion mode aims at this many
+#: times ``completion_lag``: the windows are wide then, and a look saved is worth more
+#: than a look's worth of lag. (The targets allow 0.15 round cold, 0.10 warm.)
+_COLD_TASKS, _COLD_LAG = 8, 1.5
 #: What the cache file holds at most, and its format name.
 _CACHE_MODELS, _CACHE_SAMPLES, _CACHE_BYTES = 64, 64, 256 * 1024
 _CACHE_FORMAT = "spo-async schedule"
@@ -304,7 +312,7 @@ class AdaptiveSchedule:
             if model.scout is None or model.scout not in self._tasks:
                 model.scout = state.task_id
             if model.scout != state.task_id:
-                wait *= _SPARSE - 1.0  # look four times later than now, not twice
+                wait *= _SPARSE[state.mode] - 1.0  # e.g. six times as late, not twice
         return wait
 
     def task_finished(self, state: PollState) -> None:
@@ -615,6 +623,8 @@ class AdaptiveSchedule:
         lo_t, hi_t = self._window(track, target, now, pace, shape=shape, queue=queue)
         round_time = (pace[0] + pace[1]) / 2
         step = 2.0 * (self.completion_lag if completion else self.progress_lag) * round_time
+        if completion and len(model.tasks) < _COLD_TASKS:
+            step *= _COLD_LAG
         start = max(now, lo_t)
         if prior is not None and own[0] > _STALLED * prior[1]:
             # Far slower than any task seen: stalled. How late it is, by the slowest pace.
