@@ -241,7 +241,9 @@ async def trace(args: argparse.Namespace) -> dict[str, Any]:
             return delay
 
         def task_finished(self, state: PollState) -> None:
-            inner.task_finished(state)
+            finished = getattr(inner, "task_finished", None)
+            if finished is not None:
+                finished(state)
 
     recording = Recording()
     progress = args.mode == "progress"
