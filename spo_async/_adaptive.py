@@ -18,7 +18,8 @@ minutes.
    started (left ``queue``), ``k`` round ``k`` ended; the last one is the end. A
    boundary lies between the last look that did not show it and the first that
    did. Round 1 only runs the prompt, so it lasts a *share* of a
-   round; a task's later rounds take about the same time, its *pace*. Every pair
+   round (taken between 0.15 and 0.65 until measured: one stage of three);
+   a task's later rounds take about the same time, its *pace*. Every pair
    of bracketed boundaries bounds the pace (:meth:`AdaptiveSchedule._own_range`),
    and so does a look that has not seen the next boundary yet.
 
@@ -29,8 +30,11 @@ minutes.
    shares its pace as soon as its own looks pin it, so the other running tasks
    of the model use it on their next look. The span of those paces (widened as
    for a uniform sample, more so when there are few) is the prior range of a new
-   task's pace, narrowed by the task's own brackets as they come. With
-   ``persist`` the finished tasks are kept in a small file between processes.
+   task's pace, narrowed by the task's own brackets as they come. The time
+   tasks spend in ``queue`` is the common part of their start's brackets (a
+   late look widens a bracket, it does not move the queue time), and nothing
+   while no task was ever seen queued. With ``persist`` the finished tasks
+   are kept in a small file between processes.
 
 3. **It picks each look from a window.** The target is the next round in
    *progress* mode (someone watches the rounds) and the end of the task in
@@ -40,7 +44,10 @@ minutes.
    middle of a middle round's window (completion) or of the target's own
    (progress, while the round after it is uncertain) halves the pace range for
    the rest of the task. A task past its window, or far slower than any seen,
-   is looked at less and less often, in proportion to how late it is.
+   is looked at less and less often, in proportion to how late it is. While
+   fewer than eight tasks of the model have finished, completion mode steps
+   by 1.8 times as much: the windows are wide then, and the lag allowed a
+   first task (0.15 round) is wider than a known model's (0.10).
 
 4. **It finds the pace from scratch in a few looks.** On a model it has never
    seen, a task doubles the time it has spent in its current stage at each look,
@@ -49,7 +56,7 @@ minutes.
    that way (the *scout*); the others look four times more rarely until a task
    has pinned the pace, then use it.
 
-A quarter of the tasks (chosen at random) aim their first look in each window a
+A tenth of the tasks (chosen at random) aim their first look in each window a
 little early: without that, tasks faster than any seen so far would only ever
 be seen late, never teach the schedule that they exist, and the learnt range
 would drift towards slow tasks. The first look at a task this client has just
@@ -85,10 +92,11 @@ log = logging.getLogger("spo_async")
 
 _QUEUED = -1  # the boundary "submitted": a task before it has started
 _INF = math.inf
-#: Round 1 runs one LLM stage of three, but how long each stage takes is not
-#: known: until measured, its share of a later round is taken between 0.1 and 1 (the
-#: middle and the half-width); once measured, never surer than ±0.01.
-_FIRST_SHARE, _FIRST_SHARE_SPREAD, _SHARE_FLOOR = 0.55, 0.45, 0.01
+#: Round 1 runs one LLM stage of a later round's three (it executes the prompt; nothing
+#: is written or judged), so until measured its share of a later round is taken between
+#: 0.15 and 0.65 (the middle and the half-width): stages of unequal length, not equal
+#: thirds. Once measured, never surer than ±0.01.
+_FIRST_SHARE, _FIRST_SHARE_SPREAD, _SHARE_FLOOR = 0.4, 0.25, 0.01
 #: How far one later round of a task may run from the task's pace (a fraction of it).
 _ROUND_SLACK = 0.01
 #: The prior range's relative half-width around a single sample; divided by the count.
@@ -96,11 +104,15 @@ _SPREAD = 0.5
 #: A task's own bounds on its round length, tight enough to share (max / min).
 _SHARE_RATIO, _LEARN_RATIO = 1.1, 1.25
 #: Tasks that aim early, and by how much of the learnt range's low edge.
-_EXPLORE, _EXPLORE_BY = 0.25, 0.2
+_EXPLORE, _EXPLORE_BY = 0.1, 0.2
 #: A task this much slower than the slowest seen counts as stalled: looks back off.
 _STALLED = 1.5
 #: How much more rarely than the scout the other tasks of a model never seen look.
 _SPARSE = 4.0
+#: While a model has fewer finished tasks than this, completion mode steps by this many
+#: times as much as ``completion_lag`` asks: the windows are wide then, and a look saved
+#: is worth more than a little lag (a first task is allowed 0.15 round, 0.10 after).
+_COLD_TASKS, _COLD_LAG = 8, 1.8
 #: What the cache file holds at most, and its format name.
 _CACHE_MODELS, _CACHE_SAMPLES, _CACHE_BYTES = 64, 64, 256 * 1024
 _CACHE_FORMAT = "spo-async schedule"
@@ -342,11 +354,9 @@ class AdaptiveSchedule:
         return ordered[len(ordered) // 2]
 
     def queue_seconds(self) -> float | None:
-        """The median learnt time a task spends in ``queue``, if any."""
-        if not self._queue:
-            return None
-        ordered = sorted((lo + hi) / 2 for lo, hi in self._queue)
-        return ordered[len(ordered) // 2]
+        """The learnt time a task spends in ``queue`` (the middle of its range), if any."""
+        known = self._queue_range()
+        return None if known is None else (known[0] + known[1]) / 2
 
     def save(self) -> None:
         """Write what was learnt to ``persist`` now (done after each finished task anyway)."""
@@ -455,8 +465,24 @@ class AdaptiveSchedule:
         return share, spread, slack
 
     def _queue_range(self) -> tuple[float, float] | None:
-        """Where the time in ``queue`` of a task should lie: the times seen, widened."""
-        return _span((lo + hi) / 2 for lo, hi in self._queue)
+        """Where the time in ``queue`` of a task should lie.
+
+        Brackets that all overlap fit one queue time: their common part. A first look
+        that came late (behind a burst of submits, say) gives a loose bracket; it
+        still bounds the time, where its middle would be a wrong sample. Brackets that
+        do not overlap show a queue that varies: the middles of the tighter half, widened.
+        """
+        if not self._queue:
+            return None
+        lo = max(a for a, _ in self._queue)
+        hi = min(z for _, z in self._queue)
+        if lo == 0.0:
+            return 0.0, 0.0  # no task was ever seen queued: none waits long enough to matter
+        if lo <= hi:
+            return lo, hi
+        widths = sorted(z - a for a, z in self._queue)
+        tight = widths[len(widths) // 2]
+        return _span((a + z) / 2 for a, z in self._queue if z - a <= tight)
 
     def _bracket(
         self, track: _Track, j: int, queue: tuple[float, float] | None
@@ -615,6 +641,8 @@ class AdaptiveSchedule:
         lo_t, hi_t = self._window(track, target, now, pace, shape=shape, queue=queue)
         round_time = (pace[0] + pace[1]) / 2
         step = 2.0 * (self.completion_lag if completion else self.progress_lag) * round_time
+        if completion and len(model.tasks) < _COLD_TASKS:
+            step *= _COLD_LAG
         start = max(now, lo_t)
         if prior is not None and own[0] > _STALLED * prior[1]:
             # Far slower than any task seen: stalled. How late it is, by the slowest pace.
@@ -674,10 +702,11 @@ class AdaptiveSchedule:
         learnt = self._learn_share(track, model, stage, queue) or learnt
         submitted = track.hi[_QUEUED]
         if submitted > -_INF and 0 in track.hi and track.lo[0] > -_INF:
-            # Only a bracket that pins the queue: a loose one would widen every window.
+            # A loose bracket bounds the queue time too (see _queue_range); one that holds
+            # the whole range known already adds nothing, and would push out tight ones.
             q_lo, q_hi = max(track.lo[0] - submitted, 0.0), track.hi[0] - submitted
-            pinned = total is not None and q_hi - q_lo <= 0.1 * total / rounds
-            if q_hi <= 2.05 * q_lo or pinned:
+            known = self._queue_range()
+            if known is None or not q_lo <= known[0] <= known[1] <= q_hi:
                 self._queue.append((q_lo, q_hi))
                 learnt = True
         return learnt
