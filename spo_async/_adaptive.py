@@ -30,7 +30,11 @@ minutes.
    shares its pace as soon as its own looks pin it, so the other running tasks
    of the model use it on their next look. The span of those paces (widened as
    for a uniform sample, more so when there are few) is the prior range of a new
-   task's pace, narrowed by the task's own brackets as they come. The time
+   task's pace, narrowed by the task's own brackets as they come. Until the first
+   task of a model ends, running tasks also share the times from their start to
+   each boundary they saw precisely (*marks*): a task's next boundary is where the
+   others' same boundary fell, whatever round 1's share, so the fastest tasks of a
+   first wave aim the looks of the slower ones. The time
    tasks spend in ``queue`` is the common part of their start's brackets (a
    late look widens a bracket, it does not move the queue time), and nothing
    while no task was ever seen queued. With ``persist`` the finished tasks
@@ -44,7 +48,8 @@ minutes.
    middle of a middle round's window (completion) or of the target's own
    (progress, while the round after it is uncertain) halves the pace range for
    the rest of the task. A task past its window, or far slower than any seen,
-   is looked at less and less often, in proportion to how late it is. While
+   is looked at less and less often, in proportion to how late it is; inside a
+   window, looks in progress mode keep at least one lag apart. While
    fewer than eight tasks of the model have finished, completion mode steps
    by 1.8 times as much: the windows are wide then, and the lag allowed a
    first task (0.15 round) is wider than a known model's (0.10).
@@ -53,8 +58,9 @@ minutes.
    seen, a task doubles the time it has spent in its current stage at each look,
    starting from ``floor`` (the one constant in seconds, 0.25 s) and stopping as
    soon as two boundaries bound the pace. Only one task of the model searches
-   that way (the *scout*); the others look four times more rarely until a task
-   has pinned the pace, then use it.
+   that way (the *scout*); the others look four times more rarely (three in
+   progress mode) until a task has pinned the pace or marked their next boundary,
+   then use it.
 
 A tenth of the tasks (chosen at random) aim their first look in each window a
 little early: without that, tasks faster than any seen so far would only ever
@@ -107,8 +113,14 @@ _SHARE_RATIO, _LEARN_RATIO = 1.1, 1.25
 _EXPLORE, _EXPLORE_BY = 0.1, 0.2
 #: A task this much slower than the slowest seen counts as stalled: looks back off.
 _STALLED = 1.5
-#: How much more rarely than the scout the other tasks of a model never seen look.
-_SPARSE = 4.0
+#: How much more rarely than the scout the other tasks of a model never seen look, in
+#: completion and in progress mode (where their first rounds count as much as the end).
+_SPARSE = {PollMode.COMPLETION: 4.0, PollMode.PROGRESS: 3.0}
+#: A start-to-boundary time another running task showed, precise enough to share (max / min).
+_MARK_RATIO = 1.5
+#: In progress mode, the shortest gap between looks inside a window, in steps (a window
+#: nearly used up is looked at once more at its end, not ever closer to it).
+_MIN_GAP = 0.5
 #: While a model has fewer finished tasks than this, completion mode steps by this many
 #: times as much as ``completion_lag`` asks: the windows are wide then, and a look saved
 #: is worth more than a little lag (a first task is allowed 0.15 round, 0.10 after).
@@ -147,6 +159,50 @@ def _span(samples: Iterable[float]) -> tuple[float, float] | None:
     return max(xs[0] - widen, 0.0), xs[-1] + widen
 
 
+def _spread_of(bounds: list[tuple[float, float]]) -> tuple[float, float, float]:
+    """The middle of bounded samples, and a range that should hold the next sample.
+
+    The samples' own bounds, widened as :func:`_span` widens (at least ``_SPREAD / n``
+    of the median): a few samples from tasks whose pace differs by tens of percent.
+    """
+    n = len(bounds)
+    middle = sorted((a + z) / 2 for a, z in bounds)[n // 2]
+    widen = _SPREAD * middle / n
+    return middle, max(min(a for a, _ in bounds) - widen, 0.0), max(z for _, z in bounds) + widen
+
+
+def _progress_look(
+    now: float, window: tuple[float, float], step: float, following: tuple[float, float] | None
+) -> float:
+    """Where in the target's window to look next, in progress mode.
+
+    A window wider than two steps, or followed by a next round's still wider than
+    two steps (``following``; ``None`` after the last round), is split: the look
+    halves it. A narrow one is looked at most of the way in. Looks inside a window
+    keep ``_MIN_GAP`` step apart: a window nearly used up is looked at at its end,
+    not ever closer to it (after which the task is late, and looks back off).
+    """
+    start, end = window
+    width = max(end - start, 0.0)
+    if width > 2 * step or (
+        following is not None and following[1] - max(following[0], now) > 2 * step
+    ):
+        at = start + min(width / 2, step)
+    elif width <= step:
+        # Most of a narrow window, not all: the few it misses cost a second look,
+        # the many it sees are seen sooner (what a search over the pace finds best).
+        at = start + _NARROW * width
+    else:
+        at = start + step
+    return max(at, min(now + _MIN_GAP * step, end))
+
+
+def _narrowed(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """The part of range ``a`` inside ``b``; all of ``a`` if they do not meet."""
+    lo, hi = max(a[0], b[0]), min(a[1], b[1])
+    return (lo, hi) if lo <= hi else a
+
+
 def _overlap(intervals: Iterable[tuple[float, float]]) -> tuple[float, float]:
     """The range covered by the most intervals: robust to a few that miss the truth."""
     ends = sorted([(a, 0) for a, _ in intervals] + [(b, 1) for _, b in intervals])
@@ -171,7 +227,7 @@ _Shape = tuple[float, float, float]
 class _Model:
     """What was learnt about one model."""
 
-    __slots__ = ("firsts", "live", "scout", "slack", "tasks")
+    __slots__ = ("firsts", "live", "marks", "scout", "slack", "tasks")
 
     def __init__(self, window: int) -> None:
         #: The last finished tasks: their rounds and their time from start to end. Kept
@@ -183,6 +239,8 @@ class _Model:
         self.slack: collections.deque[float] = collections.deque(maxlen=2 * window)
         #: Running tasks whose own looks pinned their round length.
         self.live: dict[str, float] = {}
+        #: Running tasks' times from their start to each boundary they showed (bounds).
+        self.marks: dict[int, dict[str, tuple[float, float]]] = collections.defaultdict(dict)
         #: The task searching for the round length while nothing is known.
         self.scout: str | None = None
 
@@ -193,6 +251,12 @@ class _Model:
     def prior(self, first: float) -> tuple[float, float] | None:
         """The range that should hold a new task's round length."""
         return _span([*self.paces(first), *self.live.values()])
+
+    def drop(self, task_id: str) -> None:
+        """Forget what a running task shared."""
+        self.live.pop(task_id, None)
+        for marks in self.marks.values():
+            marks.pop(task_id, None)
 
 
 class _Track:
@@ -257,7 +321,7 @@ class AdaptiveSchedule:
     #: The same for every round, the last included, in progress mode. Looks inside a
     #: window step by twice this, but a window narrower than a step is looked at 70 %
     #: into it, so the mean delay comes out lower (about 0.09 round with the default).
-    progress_lag: float = attrs.field(default=0.16, validator=_check_lag)
+    progress_lag: float = attrs.field(default=0.13, validator=_check_lag)
     #: Seconds: the first gap of the search on a model never seen. The one constant in
     #: seconds; the search doubles it, so it costs one look per doubling of the round.
     floor: float = attrs.field(default=0.25, validator=attrs.validators.gt(0))
@@ -320,7 +384,7 @@ class AdaptiveSchedule:
             if model.scout is None or model.scout not in self._tasks:
                 model.scout = state.task_id
             if model.scout != state.task_id:
-                wait *= _SPARSE - 1.0  # look four times later than now, not twice
+                wait *= _SPARSE[state.mode] - 1.0  # look three or four times later, not twice
         return wait
 
     def task_finished(self, state: PollState) -> None:
@@ -332,7 +396,7 @@ class AdaptiveSchedule:
         track = self._tasks.pop(state.task_id, None)
         model = self._models.get(state.model)
         if model is not None:
-            model.live.pop(state.task_id, None)
+            model.drop(state.task_id)
         last = state.last
         if track is None or model is None or last is None or not last.is_terminal or last.failed:
             return
@@ -347,7 +411,7 @@ class AdaptiveSchedule:
         """Drop what is tracked about one task (what it taught about its model stays)."""
         self._tasks.pop(task_id, None)
         for model in self._models.values():
-            model.live.pop(task_id, None)
+            model.drop(task_id)
 
     def round_seconds(self, model: str | None) -> float | None:
         """The median learnt duration of a round after the first on ``model``, if any."""
@@ -624,15 +688,15 @@ class AdaptiveSchedule:
         shape = self._shape(model)
         queue = self._queue_range()
         own = self._own_range(track, now, shape, queue)
-        if share:  # what the rounds seen say (not a late round), once it pins the pace
-            seen = self._own_range(track, now, shape, queue, done=True)
-            if seen[0] > 0 and seen[1] <= _SHARE_RATIO * seen[0]:
-                model.live[state.task_id] = (seen[0] + seen[1]) / 2
+        if share:
+            self._share(state.task_id, track, model, now, shape=shape, queue=queue)
         prior = model.prior(shape[0])
         if prior is not None and track.explore:
             prior = (prior[0] * (1 - _EXPLORE_BY), prior[1])
         pace = self._pace(own, prior)
-        if pace[1] == _INF or pace[1] <= 0:
+        progress = state.mode is PollMode.PROGRESS
+        marked = self._marked(track, model, shape, queue) if share and progress else None
+        if (pace[1] == _INF or pace[1] <= 0) and marked is None:
             return None
         if track.stage == _QUEUED and queue is None and state.polls > 0:
             return None  # how long tasks queue is not known yet: search
@@ -642,8 +706,13 @@ class AdaptiveSchedule:
             completion = False  # round 1's share is not known yet: look for round 1 too
         target = rounds if completion and rounds is not None else max(track.stage + 1, 1)
         last = rounds is None or target >= rounds
-        lo_t, hi_t = self._window(track, target, now, pace, shape=shape, queue=queue)
-        round_time = (pace[0] + pace[1]) / 2
+        if marked is not None and (pace[1] == _INF or pace[1] <= 0):
+            lo_t, hi_t, round_time = marked  # no pace yet: where the others' marks say
+        else:
+            lo_t, hi_t = self._window(track, target, now, pace, shape=shape, queue=queue)
+            round_time = (pace[0] + pace[1]) / 2
+            if marked is not None and target == track.stage + 1:  # both, where they agree
+                lo_t, hi_t = _narrowed((lo_t, hi_t), marked[:2])
         step = 2.0 * (self.completion_lag if completion else self.progress_lag) * round_time
         if completion and len(model.tasks) < _COLD_TASKS:
             step *= _COLD_LAG
@@ -659,28 +728,96 @@ class AdaptiveSchedule:
             if began > -_INF:
                 hi_t = min(hi_t, now + max(now - began, step))
                 width = max(hi_t - start, 0.0)
-        if completion and rounds is not None and width > 2 * step:
-            # Split the pace range through a middle round, never past the end's window.
+        if completion:
             split = None
-            for j in range(max(track.stage + 1, 1), rounds):
-                a, z = self._window(track, j, now, pace, shape=shape, queue=queue)
-                a = max(a, now)
-                middle = (a + z) / 2
-                if z - a > step and now < middle <= lo_t + step / 2:
-                    split = middle
-            if split is not None:
-                return split
-        elif not completion and width > 2 * step:
-            return start + min(width / 2, step)
-        elif not completion and not last:
-            a, z = self._window(track, target + 1, now, pace, shape=shape, queue=queue)
-            if z - max(a, now) > 2 * step:  # the next round is still uncertain: split here
-                return start + min(width / 2, step)
-        if not completion and width <= step:
-            # Most of a narrow window, not all: the few it misses cost a second look,
-            # the many it sees are seen sooner (what a search over the pace finds best).
-            return start + _NARROW * width
-        return start + min(width, step)
+            if rounds is not None and width > 2 * step:
+                split = self._split(
+                    track,
+                    rounds,
+                    now,
+                    pace,
+                    shape=shape,
+                    queue=queue,
+                    by=lo_t + step / 2,
+                    step=step,
+                )
+            return start + min(width, step) if split is None else split
+        nxt = None if last else self._window(track, target + 1, now, pace, shape=shape, queue=queue)
+        return _progress_look(now, (start, hi_t), step, nxt)
+
+    def _split(
+        self,
+        track: _Track,
+        rounds: int,
+        now: float,
+        pace: tuple[float, float],
+        *,
+        shape: _Shape,
+        queue: tuple[float, float] | None,
+        by: float,
+        step: float,
+    ) -> float | None:
+        """A look that splits the pace range through a middle round (completion mode).
+
+        The middle of the last middle round's window wider than a step, if it falls
+        before ``by`` (never past the end's window); else ``None``.
+        """
+        split = None
+        for j in range(max(track.stage + 1, 1), rounds):
+            a, z = self._window(track, j, now, pace, shape=shape, queue=queue)
+            a = max(a, now)
+            middle = (a + z) / 2
+            if z - a > step and now < middle <= by:
+                split = middle
+        return split
+
+    def _share(
+        self,
+        task_id: str,
+        track: _Track,
+        model: _Model,
+        now: float,
+        *,
+        shape: _Shape,
+        queue: tuple[float, float] | None,
+    ) -> None:
+        """Share what the task's looks showed with the other running tasks of its model.
+
+        Its pace once the rounds seen pin it (not a late round: only boundaries seen),
+        and the times from its start to each boundary it has shown precisely.
+        """
+        seen = self._own_range(track, now, shape, queue, done=True)
+        if seen[0] > 0 and seen[1] <= _SHARE_RATIO * seen[0]:
+            model.live[task_id] = (seen[0] + seen[1]) / 2
+        if 0 not in track.hi:
+            return
+        lo_0, hi_0 = self._bracket(track, 0, queue)
+        for j in range(1, track.stage + 1):
+            if lo_0 > -_INF and j in track.lo and track.lo[j] > hi_0:
+                low, high = track.lo[j] - hi_0, track.hi[j] - lo_0
+                if high <= _MARK_RATIO * low:
+                    model.marks[j][task_id] = (low, high)
+
+    def _marked(
+        self, track: _Track, model: _Model, shape: _Shape, queue: tuple[float, float] | None
+    ) -> tuple[float, float, float] | None:
+        """Where the task's next boundary is by the marks other running tasks shared.
+
+        Only while no task of the model has finished (then the paces learnt say more):
+        the first wave of a model never seen. A task's time from its start to boundary
+        ``k`` is ``(k - 1 + share) * pace``: the same boundary of the others says where
+        this one is without knowing round 1's share, and as soon as the fastest task
+        shows it. Returns the window and a round length to step by, or ``None``.
+        """
+        target = max(track.stage + 1, 1)
+        marks = model.marks.get(target)
+        if model.tasks or not marks or 0 not in track.hi:
+            return None
+        lo_0, hi_0 = self._bracket(track, 0, queue)
+        if lo_0 == -_INF:
+            return None
+        middle, low, high = _spread_of(list(marks.values()))
+        return lo_0 + low, hi_0 + high, middle / (target - 1 + shape[0])
 
     # -- learning ----------------------------------------------------------------------------
 

@@ -277,13 +277,56 @@ def searching(task_id: str, t: float, polls: int, mode: PollMode) -> PollState:
     )
 
 
-def test_while_one_task_searches_the_others_of_its_model_look_rarely() -> None:
-    """The first task searches by doubling; the others look four times as late."""
+@pytest.mark.parametrize(("mode", "later"), [(PollMode.COMPLETION, 4.0), (PollMode.PROGRESS, 3.0)])
+def test_while_one_task_searches_the_others_of_its_model_look_rarely(
+    mode: PollMode, later: float
+) -> None:
+    """The first task searches by doubling; the others look four (progress: three) times as late."""
     schedule = adaptive()
-    scout = schedule.next_delay(searching("scout", 1.0, 2, PollMode.PROGRESS))
-    other = schedule.next_delay(searching("other", 1.0, 2, PollMode.PROGRESS))
+    scout = schedule.next_delay(searching("scout", 1.0, 2, mode))
+    other = schedule.next_delay(searching("other", 1.0, 2, mode))
     assert scout == pytest.approx(1.0)  # doubles the time since the start
-    assert other == pytest.approx(3.0)
+    assert other == pytest.approx(later - 1.0)
+
+
+def looked(task_id: str, t: float, polls: int, rounds_seen_at: tuple[float, ...]) -> PollState:
+    """A look in progress mode at a task of the model "new", submitted and started at 0."""
+    return PollState(
+        task_id=task_id,
+        polls=polls,
+        elapsed=t,
+        last=processing(task_id, len(rounds_seen_at)),
+        model="new",
+        round_seen_at=rounds_seen_at,
+        started_at=0.0,
+        max_rounds=4,
+        mode=PollMode.PROGRESS,
+        submitted_at=0.0,
+    )
+
+
+def test_in_a_first_wave_the_round_one_another_task_showed_aims_the_next_look() -> None:
+    """A task that has not seen round 1 looks where another running task's round 1 fell."""
+    schedule = adaptive()
+    schedule.next_delay(looked("scout", 0.0, 1, ()))  # the first to search: the scout
+    schedule.next_delay(looked("other", 0.0, 1, ()))
+    schedule.next_delay(looked("scout", 3.0, 2, ()))
+    schedule.next_delay(looked("scout", 3.5, 3, (3.5,)))  # round 1 ended 3.0 to 3.5 in
+    at = 2.0 + schedule.next_delay(looked("other", 2.0, 2, ()))
+    assert 2.0 < at < 3.75  # not at 6.0, three times as late (see the test above)
+    # What the scout showed goes when it ends: the other task searches on its own again.
+    schedule.forget("scout")
+    assert 2.0 + schedule.next_delay(looked("other", 2.0, 2, ())) == pytest.approx(4.0)
+
+
+def test_a_task_not_seen_at_the_end_of_its_window_is_not_looked_at_ever_closer() -> None:
+    """Looks inside a window keep half a step apart: the window's end, then a back-off."""
+    schedule = adaptive()
+    run_many(schedule, 10, mode=PollMode.PROGRESS)
+    slow = FakeTask(0.0, (0.33, 1.33, 2.9, 3.9))  # round 3 far later than round 2 says
+    looks = simulate(schedule, slow, mode=PollMode.PROGRESS).looks
+    gaps = [b - a for a, b in itertools.pairwise(looks) if 1.33 < a < 2.9]
+    assert min(gaps) > 0.05  # a tenth of the default step (0.26 round), and more
 
 
 def run_wave(
