@@ -67,7 +67,10 @@ little early: without that, tasks faster than any seen so far would only ever
 be seen late, never teach the schedule that they exist, and the learnt range
 would drift towards slow tasks. The first look at a task this client has just
 submitted (``PollState.submitted_at``) on a known model is planned like the
-others; any other first look is at once.
+others; on a model never seen it is the search's first gap (one to two
+``floor``, drawn at random: a first wave then looks at many different times, so
+its fastest tasks mark the boundaries for the others early, and the search's
+looks of its tasks do not all coincide); any other first look is at once.
 
 The caller's deadline caps every delay in the polling layer. Everything random
 comes from ``rng``: pass a seeded :class:`random.Random` for reproducible delays.
@@ -108,7 +111,7 @@ _ROUND_SLACK = 0.01
 #: The prior range's relative half-width around a single sample; divided by the count.
 _SPREAD = 0.5
 #: A task's own bounds on its round length, tight enough to share (max / min).
-_SHARE_RATIO, _LEARN_RATIO = 1.1, 1.25
+_SHARE_RATIO, _LEARN_RATIO = 1.5, 1.25
 #: Tasks that aim early, and by how much of the learnt range's low edge.
 _EXPLORE, _EXPLORE_BY = 0.1, 0.2
 #: A task this much slower than the slowest seen counts as stalled: looks back off.
@@ -326,7 +329,8 @@ class AdaptiveSchedule:
     #: seconds; the search doubles it, so it costs one look per doubling of the round.
     floor: float = attrs.field(default=0.25, validator=attrs.validators.gt(0))
     #: Delay before the first look. ``None``: at once, unless the task was just submitted
-    #: (``PollState.submitted_at``) on a model already known: then when it may first move.
+    #: (``PollState.submitted_at``): then when it may first move on a model already known,
+    #: and one to two ``floor`` later (drawn at random) on a model never seen.
     first: float | None = attrs.field(default=None)
     #: Where to keep what was learnt between processes (see the class docstring).
     persist: Path | None = attrs.field(default=None, converter=_persist_converter)
@@ -673,8 +677,12 @@ class AdaptiveSchedule:
     def _first_delay(self, state: PollState, model: _Model) -> float:
         if self.first is not None:
             return self.first
-        if state.submitted_at is None or model.prior(self._shape(model)[0]) is None:
+        if state.submitted_at is None:
             return 0.0
+        if model.prior(self._shape(model)[0]) is None:
+            # A model never seen: the search's first gap, not at once. Where in it is drawn
+            # at random, so that the tasks of a first wave look at different times.
+            return self.floor * (1.0 + self.rng.random())
         track = _Track(state.elapsed, 0, 0.0, False)
         track.lo[_QUEUED] = track.hi[_QUEUED] = state.submitted_at
         at = self._plan(state, track, model, share=False)

@@ -189,10 +189,19 @@ def processing(task_id: str = "t", rounds: int = 0) -> TaskResult:
 # -- the first look --------------------------------------------------------------------------
 
 
-def test_first_look_is_at_once_on_a_model_never_seen() -> None:
-    """Knowing nothing, the schedule looks at a task as soon as the wait begins."""
-    state = PollState(task_id="t", polls=0, elapsed=0.0, last=None, model=MODEL, submitted_at=0.0)
-    assert adaptive().next_delay(state) == 0.0
+def test_first_look_on_a_model_never_seen_is_the_search_s_first_gap() -> None:
+    """Knowing nothing, the first look is one to two floors after the submit, drawn at random."""
+    schedule = adaptive()
+    delays = [
+        schedule.next_delay(
+            PollState(
+                task_id=f"t{i}", polls=0, elapsed=0.0, last=None, model=MODEL, submitted_at=0.0
+            )
+        )
+        for i in range(20)
+    ]
+    assert all(0.25 <= d < 0.5 for d in delays)
+    assert max(delays) - min(delays) > 0.15  # a first wave does not look all at once
 
 
 def test_first_look_waits_for_the_first_round_once_the_model_is_known() -> None:
