@@ -90,7 +90,8 @@ class Budget:
         self.binding = self.binding or go > t
         if go - self.grown_at >= self.grow_every:
             self.grown_at = max(self.grown_at + self.grow_every, go - self.grow_every)
-            if self.binding:
+            if self.binding:  # the requests already spaced ahead are re-spaced at the new rate
+                self.next_at = go + max(self.next_at - go, 0.0) / 2.0
                 self.rate *= 2.0
             self.binding = False
         return go

@@ -27,7 +27,8 @@ minutes.
    every wait of a client. Per model it keeps the last ``window`` finished tasks
    (rounds and time from start to end, so that a better estimate of round 1's
    share reinterprets them all) and where their round 1 ended; a running task
-   shares its pace as soon as its own looks pin it, so the other running tasks
+   shares its pace as soon as its own looks bound it within a factor of two
+   (the middle of the bounds), so the other running tasks
    of the model use it on their next look. The span of those paces (widened as
    for a uniform sample, more so when there are few) is the prior range of a new
    task's pace, narrowed by the task's own brackets as they come. Until the first
@@ -58,9 +59,10 @@ minutes.
    seen, a task doubles the time it has spent in its current stage at each look,
    starting from ``floor`` (the one constant in seconds, 0.25 s) and stopping as
    soon as two boundaries bound the pace. Only one task of the model searches
-   that way (the *scout*); the others look four times more rarely (three in
-   progress mode) until a task has pinned the pace or marked their next boundary,
-   then use it.
+   that way in completion mode (the *scout*); the others look four times more
+   rarely until a task has pinned the pace, then use it. In progress mode, where
+   every round counts as much as the end, every task searches until the pace is
+   bounded or another task has marked its next boundary.
 
 A tenth of the tasks (chosen at random) aim their first look in each window a
 little early: without that, tasks faster than any seen so far would only ever
@@ -110,15 +112,17 @@ _FIRST_SHARE, _FIRST_SHARE_SPREAD, _SHARE_FLOOR = 0.4, 0.25, 0.01
 _ROUND_SLACK = 0.01
 #: The prior range's relative half-width around a single sample; divided by the count.
 _SPREAD = 0.5
-#: A task's own bounds on its round length, tight enough to share (max / min).
-_SHARE_RATIO, _LEARN_RATIO = 1.5, 1.25
+#: A running task's own bounds on its round length, close enough to share their middle
+#: (max / min): loose, since the prior widens every sample, and a first wave gains more
+#: from samples early than from exact ones late; and close enough to learn from at its end.
+_SHARE_RATIO, _LEARN_RATIO = 2.0, 1.25
 #: Tasks that aim early, and by how much of the learnt range's low edge.
 _EXPLORE, _EXPLORE_BY = 0.1, 0.2
 #: A task this much slower than the slowest seen counts as stalled: looks back off.
 _STALLED = 1.5
 #: How much more rarely than the scout the other tasks of a model never seen look, in
-#: completion and in progress mode (where their first rounds count as much as the end).
-_SPARSE = {PollMode.COMPLETION: 4.0, PollMode.PROGRESS: 3.0}
+#: completion mode (in progress mode each round counts as much as the end: all search).
+_SPARSE = 4.0
 #: A start-to-boundary time another running task showed, precise enough to share (max / min).
 _MARK_RATIO = 1.5
 #: In progress mode, the shortest gap between looks inside a window, in steps (a window
@@ -324,7 +328,7 @@ class AdaptiveSchedule:
     #: The same for every round, the last included, in progress mode. Looks inside a
     #: window step by twice this, but a window narrower than a step is looked at 70 %
     #: into it, so the mean delay comes out lower (about 0.09 round with the default).
-    progress_lag: float = attrs.field(default=0.13, validator=_check_lag)
+    progress_lag: float = attrs.field(default=0.15, validator=_check_lag)
     #: Seconds: the first gap of the search on a model never seen. The one constant in
     #: seconds; the search doubles it, so it costs one look per doubling of the round.
     floor: float = attrs.field(default=0.25, validator=attrs.validators.gt(0))
@@ -384,11 +388,12 @@ class AdaptiveSchedule:
         wait = now - began
         if wait < self.floor:
             wait = self.floor * (1.0 + track.phase)
-        if (state.max_rounds or 0) >= 4:  # shorter tasks may end before a rare look
+        # Shorter tasks may end before a rare look; in progress mode each round counts.
+        if (state.max_rounds or 0) >= 4 and state.mode is PollMode.COMPLETION:
             if model.scout is None or model.scout not in self._tasks:
                 model.scout = state.task_id
             if model.scout != state.task_id:
-                wait *= _SPARSE[state.mode] - 1.0  # look three or four times later, not twice
+                wait *= _SPARSE - 1.0  # look four times later than now, not twice
         return wait
 
     def task_finished(self, state: PollState) -> None:
