@@ -327,7 +327,7 @@ class AdaptiveSchedule:
     completion_lag: float = attrs.field(default=0.09, validator=_check_lag)
     #: The same for every round, the last included, in progress mode. Looks inside a
     #: window step by twice this, but a window narrower than a step is looked at 70 %
-    #: into it, so the mean delay comes out lower (about 0.09 round with the default).
+    #: into it, so the mean delay comes out lower (about 0.1 round with the default).
     progress_lag: float = attrs.field(default=0.15, validator=_check_lag)
     #: Seconds: the first gap of the search on a model never seen. The one constant in
     #: seconds; the search doubles it, so it costs one look per doubling of the round.
