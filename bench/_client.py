@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-import attrs
 import psutil  # type: ignore[import-untyped]
 from _baseline import RoundAware
 from spo_async import AsyncSPOClient, OptimizationRequest, QAPair, RoundCompleted, TaskResult
@@ -184,32 +183,6 @@ async def wait(client: AsyncSPOClient, task_id: str, schedule: Any, on_event: An
     return await view.wait_for_result(task_id, on_event=on_event)
 
 
-class SubmitTimes:
-    """Fills ``PollState.submitted_at`` when the client leaves it empty.
-
-    The bench submits each task right before it waits, so the schedule may plan
-    its first look; a client that fills the field itself makes this a no-op.
-    """
-
-    def __init__(self, inner: Any, clock: Callable[[], float]) -> None:
-        self.inner = inner
-        self.clock = clock
-        self.submitted: dict[str, float] = {}
-
-    def next_delay(self, state: PollState) -> float:
-        if state.submitted_at is None and state.task_id in self.submitted:
-            began = self.clock() - state.elapsed
-            state = attrs.evolve(state, submitted_at=self.submitted[state.task_id] - began)
-        delay: float = self.inner.next_delay(state)
-        return delay
-
-    def task_finished(self, state: PollState) -> None:
-        self.submitted.pop(state.task_id, None)
-        finished = getattr(self.inner, "task_finished", None)
-        if finished is not None:
-            finished(state)
-
-
 async def schedules(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Waves of tasks on one client, its clock running ``--scale`` times faster than real."""
     scale = args.scale
@@ -221,9 +194,6 @@ async def schedules(args: argparse.Namespace) -> list[dict[str, Any]]:
         await asyncio.sleep(seconds / scale)
 
     chosen = schedule_named(args.schedule, args.cache or None, args.mode)
-    marker: SubmitTimes | None = None
-    if args.submit_times:
-        marker = chosen = SubmitTimes(chosen or AdaptiveSchedule(), clock)
     progress = args.mode == "progress"
     out: list[dict[str, Any]] = []
     client = AsyncSPOClient(
@@ -233,8 +203,6 @@ async def schedules(args: argparse.Namespace) -> list[dict[str, Any]]:
 
         async def one(wave: int, i: int) -> None:
             task_id = await client.submit(request(f"{args.schedule} {wave}.{i}", args.rounds))
-            if marker is not None:
-                marker.submitted[task_id] = clock()
             seen: dict[int, float] = {}
 
             def on_event(event: Any) -> None:
@@ -262,7 +230,6 @@ async def trace(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(seconds / scale)
 
     inner = schedule_named(args.schedule, None, args.mode) or AdaptiveSchedule()
-    marked = SubmitTimes(inner, clock)
     looks: list[float] = []
     plotted = ""
 
@@ -270,10 +237,13 @@ async def trace(args: argparse.Namespace) -> dict[str, Any]:
         def next_delay(self, state: PollState) -> float:
             if state.task_id == plotted and state.polls > 0:  # polls == 0: before any look
                 looks.append(time.monotonic())
-            return marked.next_delay(state)
+            delay: float = inner.next_delay(state)
+            return delay
 
         def task_finished(self, state: PollState) -> None:
-            marked.task_finished(state)
+            finished = getattr(inner, "task_finished", None)
+            if finished is not None:
+                finished(state)
 
     recording = Recording()
     progress = args.mode == "progress"
@@ -283,14 +253,12 @@ async def trace(args: argparse.Namespace) -> dict[str, Any]:
 
         async def run(name: str) -> str:
             task_id = await client.submit(request(name, args.rounds))
-            marked.submitted[task_id] = clock()
             await wait(client, task_id, recording, (lambda _e: None) if progress else None)
             return task_id
 
         for _ in range(args.warmup):
             await asyncio.gather(*(run("warm-up") for _ in range(args.tasks)))
         plotted = await client.submit(request("plotted task", args.rounds))
-        marked.submitted[plotted] = clock()
         await wait(client, plotted, recording, (lambda _e: None) if progress else None)
         looks.append(time.monotonic())
     return {"task_id": plotted, "looks": looks}
@@ -311,7 +279,6 @@ def main() -> None:
     parser.add_argument("--mode", choices=["completion", "progress"], default="completion")
     parser.add_argument("--waves", type=int, default=3)
     parser.add_argument("--cache", default="")
-    parser.add_argument("--submit-times", action="store_true")
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
     command = {"overhead": overhead, "schedules": schedules, "trace": trace}[args.command]

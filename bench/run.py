@@ -204,12 +204,11 @@ SCHED_ROUNDS, SCHED_TASKS, SCHED_WAVES = 4, 20, 3
 #: The client's clock runs this many times faster than real time, so the same 1 s rounds
 #: look like rounds of 2 s or 30 s to the schedule (every constant of the SDK included).
 SCHED_SCALES = {"2 s": 2.0, "30 s": 30.0}
-#: The rows: the client's default schedule, the same with ``PollState.submitted_at``
-#: filled (the bench knows each task was just submitted), the round-aware baseline, and
-#: the web app's fixed 5 s.
+#: The rows: the client's default schedule (the client fills ``PollState.submitted_at``
+#: for the tasks it submitted, so the first look is planned), the round-aware baseline,
+#: and the web app's fixed 5 s.
 SCHED_ROWS = {
     "default": ["--schedule=default"],
-    "default, submitted_at known": ["--schedule=default", "--submit-times"],
     "baseline: last round + median, then steps": ["--schedule=baseline"],
     "fixed 5 s (302.AI web app)": ["--schedule=fixed"],
 }
@@ -337,7 +336,6 @@ def bench_second_process(repeats: int, tasks: int) -> dict[str, Any]:
                         f"--scale={scale}",
                         f"--mode={mode}",
                         f"--rounds={SCHED_ROUNDS}",
-                        "--submit-times",
                     ]
                     client(*common, f"--cache={cache}", f"--tasks={tasks}", "--waves=1")
                     cached = [

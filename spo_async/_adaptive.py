@@ -18,7 +18,8 @@ minutes.
    started (left ``queue``), ``k`` round ``k`` ended; the last one is the end. A
    boundary lies between the last look that did not show it and the first that
    did. Round 1 only runs the prompt, so it lasts a *share* of a
-   round; a task's later rounds take about the same time, its *pace*. Every pair
+   round (taken between 0.15 and 0.65 until measured: one stage of three);
+   a task's later rounds take about the same time, its *pace*. Every pair
    of bracketed boundaries bounds the pace (:meth:`AdaptiveSchedule._own_range`),
    and so does a look that has not seen the next boundary yet.
 
@@ -26,11 +27,19 @@ minutes.
    every wait of a client. Per model it keeps the last ``window`` finished tasks
    (rounds and time from start to end, so that a better estimate of round 1's
    share reinterprets them all) and where their round 1 ended; a running task
-   shares its pace as soon as its own looks pin it, so the other running tasks
+   shares its pace as soon as its own looks bound it within a factor of two
+   (the middle of the bounds), so the other running tasks
    of the model use it on their next look. The span of those paces (widened as
    for a uniform sample, more so when there are few) is the prior range of a new
-   task's pace, narrowed by the task's own brackets as they come. With
-   ``persist`` the finished tasks are kept in a small file between processes.
+   task's pace, narrowed by the task's own brackets as they come. Until the first
+   task of a model ends, running tasks also share the times from their start to
+   each boundary they saw precisely (*marks*): a task's next boundary is where the
+   others' same boundary fell, whatever round 1's share, so the fastest tasks of a
+   first wave aim the looks of the slower ones. The time
+   tasks spend in ``queue`` is the common part of their start's brackets (a
+   late look widens a bracket, it does not move the queue time), and nothing
+   while no task was ever seen queued. With ``persist`` the finished tasks
+   are kept in a small file between processes.
 
 3. **It picks each look from a window.** The target is the next round in
    *progress* mode (someone watches the rounds) and the end of the task in
@@ -40,21 +49,30 @@ minutes.
    middle of a middle round's window (completion) or of the target's own
    (progress, while the round after it is uncertain) halves the pace range for
    the rest of the task. A task past its window, or far slower than any seen,
-   is looked at less and less often, in proportion to how late it is.
+   is looked at less and less often, in proportion to how late it is; inside a
+   window, looks in progress mode keep at least one lag apart. While
+   fewer than eight tasks of the model have finished, completion mode steps
+   by 1.8 times as much: the windows are wide then, and the lag allowed a
+   first task (0.15 round) is wider than a known model's (0.10).
 
 4. **It finds the pace from scratch in a few looks.** On a model it has never
    seen, a task doubles the time it has spent in its current stage at each look,
    starting from ``floor`` (the one constant in seconds, 0.25 s) and stopping as
    soon as two boundaries bound the pace. Only one task of the model searches
-   that way (the *scout*); the others look four times more rarely until a task
-   has pinned the pace, then use it.
+   that way in completion mode (the *scout*); the others look four times more
+   rarely until a task has pinned the pace, then use it. In progress mode, where
+   every round counts as much as the end, every task searches until the pace is
+   bounded or another task has marked its next boundary.
 
-A quarter of the tasks (chosen at random) aim their first look in each window a
+A tenth of the tasks (chosen at random) aim their first look in each window a
 little early: without that, tasks faster than any seen so far would only ever
 be seen late, never teach the schedule that they exist, and the learnt range
 would drift towards slow tasks. The first look at a task this client has just
 submitted (``PollState.submitted_at``) on a known model is planned like the
-others; any other first look is at once.
+others; on a model never seen it is the search's first gap (one to two
+``floor``, drawn at random: a first wave then looks at many different times, so
+its fastest tasks mark the boundaries for the others early, and the search's
+looks of its tasks do not all coincide); any other first look is at once.
 
 The caller's deadline caps every delay in the polling layer. Everything random
 comes from ``rng``: pass a seeded :class:`random.Random` for reproducible delays.
@@ -85,22 +103,37 @@ log = logging.getLogger("spo_async")
 
 _QUEUED = -1  # the boundary "submitted": a task before it has started
 _INF = math.inf
-#: Round 1 runs one LLM stage of three, but how long each stage takes is not
-#: known: until measured, its share of a later round is taken between 0.1 and 1 (the
-#: middle and the half-width); once measured, never surer than ±0.01.
-_FIRST_SHARE, _FIRST_SHARE_SPREAD, _SHARE_FLOOR = 0.55, 0.45, 0.01
+#: Round 1 runs one LLM stage of a later round's three (it executes the prompt; nothing
+#: is written or judged), so until measured its share of a later round is taken between
+#: 0.15 and 0.65 (the middle and the half-width): stages of unequal length, not equal
+#: thirds. Once measured, never surer than ±0.01.
+_FIRST_SHARE, _FIRST_SHARE_SPREAD, _SHARE_FLOOR = 0.4, 0.25, 0.01
 #: How far one later round of a task may run from the task's pace (a fraction of it).
 _ROUND_SLACK = 0.01
 #: The prior range's relative half-width around a single sample; divided by the count.
 _SPREAD = 0.5
-#: A task's own bounds on its round length, tight enough to share (max / min).
-_SHARE_RATIO, _LEARN_RATIO = 1.1, 1.25
+#: A running task's own bounds on its round length, close enough to share their middle
+#: (max / min): loose, since the prior widens every sample, and a first wave gains more
+#: from samples early than from exact ones late; and close enough to learn from at its end.
+_SHARE_RATIO, _LEARN_RATIO = 2.0, 1.25
 #: Tasks that aim early, and by how much of the learnt range's low edge.
-_EXPLORE, _EXPLORE_BY = 0.25, 0.2
+_EXPLORE, _EXPLORE_BY = 0.1, 0.2
 #: A task this much slower than the slowest seen counts as stalled: looks back off.
 _STALLED = 1.5
-#: How much more rarely than the scout the other tasks of a model never seen look.
+#: How much more rarely than the scout the other tasks of a model never seen look, in
+#: completion mode (in progress mode each round counts as much as the end: all search).
 _SPARSE = 4.0
+#: A start-to-boundary time another running task showed, precise enough to share (max / min).
+_MARK_RATIO = 1.5
+#: In progress mode, the shortest gap between looks inside a window, in steps (a window
+#: nearly used up is looked at once more at its end, not ever closer to it).
+_MIN_GAP = 0.5
+#: While a model has fewer finished tasks than this, completion mode steps by this many
+#: times as much as ``completion_lag`` asks: the windows are wide then, and a look saved
+#: is worth more than a little lag (a first task is allowed 0.15 round, 0.10 after).
+_COLD_TASKS, _COLD_LAG = 8, 1.8
+#: In progress mode, how far into a window narrower than a step the look goes.
+_NARROW = 0.7
 #: What the cache file holds at most, and its format name.
 _CACHE_MODELS, _CACHE_SAMPLES, _CACHE_BYTES = 64, 64, 256 * 1024
 _CACHE_FORMAT = "spo-async schedule"
@@ -133,6 +166,50 @@ def _span(samples: Iterable[float]) -> tuple[float, float] | None:
     return max(xs[0] - widen, 0.0), xs[-1] + widen
 
 
+def _spread_of(bounds: list[tuple[float, float]]) -> tuple[float, float, float]:
+    """The middle of bounded samples, and a range that should hold the next sample.
+
+    The samples' own bounds, widened as :func:`_span` widens (at least ``_SPREAD / n``
+    of the median): a few samples from tasks whose pace differs by tens of percent.
+    """
+    n = len(bounds)
+    middle = sorted((a + z) / 2 for a, z in bounds)[n // 2]
+    widen = _SPREAD * middle / n
+    return middle, max(min(a for a, _ in bounds) - widen, 0.0), max(z for _, z in bounds) + widen
+
+
+def _progress_look(
+    now: float, window: tuple[float, float], step: float, following: tuple[float, float] | None
+) -> float:
+    """Where in the target's window to look next, in progress mode.
+
+    A window wider than two steps, or followed by a next round's still wider than
+    two steps (``following``; ``None`` after the last round), is split: the look
+    halves it. A narrow one is looked at most of the way in. Looks inside a window
+    keep ``_MIN_GAP`` step apart: a window nearly used up is looked at at its end,
+    not ever closer to it (after which the task is late, and looks back off).
+    """
+    start, end = window
+    width = max(end - start, 0.0)
+    if width > 2 * step or (
+        following is not None and following[1] - max(following[0], now) > 2 * step
+    ):
+        at = start + min(width / 2, step)
+    elif width <= step:
+        # Most of a narrow window, not all: the few it misses cost a second look,
+        # the many it sees are seen sooner (what a search over the pace finds best).
+        at = start + _NARROW * width
+    else:
+        at = start + step
+    return max(at, min(now + _MIN_GAP * step, end))
+
+
+def _narrowed(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """The part of range ``a`` inside ``b``; all of ``a`` if they do not meet."""
+    lo, hi = max(a[0], b[0]), min(a[1], b[1])
+    return (lo, hi) if lo <= hi else a
+
+
 def _overlap(intervals: Iterable[tuple[float, float]]) -> tuple[float, float]:
     """The range covered by the most intervals: robust to a few that miss the truth."""
     ends = sorted([(a, 0) for a, _ in intervals] + [(b, 1) for _, b in intervals])
@@ -157,7 +234,7 @@ _Shape = tuple[float, float, float]
 class _Model:
     """What was learnt about one model."""
 
-    __slots__ = ("firsts", "live", "scout", "slack", "tasks")
+    __slots__ = ("firsts", "live", "marks", "scout", "slack", "tasks")
 
     def __init__(self, window: int) -> None:
         #: The last finished tasks: their rounds and their time from start to end. Kept
@@ -169,6 +246,8 @@ class _Model:
         self.slack: collections.deque[float] = collections.deque(maxlen=2 * window)
         #: Running tasks whose own looks pinned their round length.
         self.live: dict[str, float] = {}
+        #: Running tasks' times from their start to each boundary they showed (bounds).
+        self.marks: dict[int, dict[str, tuple[float, float]]] = collections.defaultdict(dict)
         #: The task searching for the round length while nothing is known.
         self.scout: str | None = None
 
@@ -179,6 +258,12 @@ class _Model:
     def prior(self, first: float) -> tuple[float, float] | None:
         """The range that should hold a new task's round length."""
         return _span([*self.paces(first), *self.live.values()])
+
+    def drop(self, task_id: str) -> None:
+        """Forget what a running task shared."""
+        self.live.pop(task_id, None)
+        for marks in self.marks.values():
+            marks.pop(task_id, None)
 
 
 class _Track:
@@ -240,13 +325,16 @@ class AdaptiveSchedule:
     #: The mean delay aimed at between the end of the task and the look that sees it, as a
     #: fraction of a round, in completion mode (nobody watches the rounds).
     completion_lag: float = attrs.field(default=0.09, validator=_check_lag)
-    #: The same for every round, the last included, in progress mode.
-    progress_lag: float = attrs.field(default=0.12, validator=_check_lag)
+    #: The same for every round, the last included, in progress mode. Looks inside a
+    #: window step by twice this, but a window narrower than a step is looked at 70 %
+    #: into it, so the mean delay comes out lower (about 0.1 round with the default).
+    progress_lag: float = attrs.field(default=0.15, validator=_check_lag)
     #: Seconds: the first gap of the search on a model never seen. The one constant in
     #: seconds; the search doubles it, so it costs one look per doubling of the round.
     floor: float = attrs.field(default=0.25, validator=attrs.validators.gt(0))
     #: Delay before the first look. ``None``: at once, unless the task was just submitted
-    #: (``PollState.submitted_at``) on a model already known: then when it may first move.
+    #: (``PollState.submitted_at``): then when it may first move on a model already known,
+    #: and one to two ``floor`` later (drawn at random) on a model never seen.
     first: float | None = attrs.field(default=None)
     #: Where to keep what was learnt between processes (see the class docstring).
     persist: Path | None = attrs.field(default=None, converter=_persist_converter)
@@ -300,7 +388,8 @@ class AdaptiveSchedule:
         wait = now - began
         if wait < self.floor:
             wait = self.floor * (1.0 + track.phase)
-        if (state.max_rounds or 0) >= 4:  # shorter tasks may end before a rare look
+        # Shorter tasks may end before a rare look; in progress mode each round counts.
+        if (state.max_rounds or 0) >= 4 and state.mode is PollMode.COMPLETION:
             if model.scout is None or model.scout not in self._tasks:
                 model.scout = state.task_id
             if model.scout != state.task_id:
@@ -316,7 +405,7 @@ class AdaptiveSchedule:
         track = self._tasks.pop(state.task_id, None)
         model = self._models.get(state.model)
         if model is not None:
-            model.live.pop(state.task_id, None)
+            model.drop(state.task_id)
         last = state.last
         if track is None or model is None or last is None or not last.is_terminal or last.failed:
             return
@@ -331,7 +420,7 @@ class AdaptiveSchedule:
         """Drop what is tracked about one task (what it taught about its model stays)."""
         self._tasks.pop(task_id, None)
         for model in self._models.values():
-            model.live.pop(task_id, None)
+            model.drop(task_id)
 
     def round_seconds(self, model: str | None) -> float | None:
         """The median learnt duration of a round after the first on ``model``, if any."""
@@ -342,11 +431,9 @@ class AdaptiveSchedule:
         return ordered[len(ordered) // 2]
 
     def queue_seconds(self) -> float | None:
-        """The median learnt time a task spends in ``queue``, if any."""
-        if not self._queue:
-            return None
-        ordered = sorted((lo + hi) / 2 for lo, hi in self._queue)
-        return ordered[len(ordered) // 2]
+        """The learnt time a task spends in ``queue`` (the middle of its range), if any."""
+        known = self._queue_range()
+        return None if known is None else (known[0] + known[1]) / 2
 
     def save(self) -> None:
         """Write what was learnt to ``persist`` now (done after each finished task anyway)."""
@@ -455,8 +542,24 @@ class AdaptiveSchedule:
         return share, spread, slack
 
     def _queue_range(self) -> tuple[float, float] | None:
-        """Where the time in ``queue`` of a task should lie: the times seen, widened."""
-        return _span((lo + hi) / 2 for lo, hi in self._queue)
+        """Where the time in ``queue`` of a task should lie.
+
+        Brackets that all overlap fit one queue time: their common part. A first look
+        that came late (behind a burst of submits, say) gives a loose bracket; it
+        still bounds the time, where its middle would be a wrong sample. Brackets that
+        do not overlap show a queue that varies: the middles of the tighter half, widened.
+        """
+        if not self._queue:
+            return None
+        lo = max(a for a, _ in self._queue)
+        hi = min(z for _, z in self._queue)
+        if lo == 0.0:
+            return 0.0, 0.0  # no task was ever seen queued: none waits long enough to matter
+        if lo <= hi:
+            return lo, hi
+        widths = sorted(z - a for a, z in self._queue)
+        tight = widths[len(widths) // 2]
+        return _span((a + z) / 2 for a, z in self._queue if z - a <= tight)
 
     def _bracket(
         self, track: _Track, j: int, queue: tuple[float, float] | None
@@ -579,8 +682,12 @@ class AdaptiveSchedule:
     def _first_delay(self, state: PollState, model: _Model) -> float:
         if self.first is not None:
             return self.first
-        if state.submitted_at is None or model.prior(self._shape(model)[0]) is None:
+        if state.submitted_at is None:
             return 0.0
+        if model.prior(self._shape(model)[0]) is None:
+            # A model never seen: the search's first gap, not at once. Where in it is drawn
+            # at random, so that the tasks of a first wave look at different times.
+            return self.floor * (1.0 + self.rng.random())
         track = _Track(state.elapsed, 0, 0.0, False)
         track.lo[_QUEUED] = track.hi[_QUEUED] = state.submitted_at
         at = self._plan(state, track, model, share=False)
@@ -594,15 +701,15 @@ class AdaptiveSchedule:
         shape = self._shape(model)
         queue = self._queue_range()
         own = self._own_range(track, now, shape, queue)
-        if share:  # what the rounds seen say (not a late round), once it pins the pace
-            seen = self._own_range(track, now, shape, queue, done=True)
-            if seen[0] > 0 and seen[1] <= _SHARE_RATIO * seen[0]:
-                model.live[state.task_id] = (seen[0] + seen[1]) / 2
+        if share:
+            self._share(state.task_id, track, model, now, shape=shape, queue=queue)
         prior = model.prior(shape[0])
         if prior is not None and track.explore:
             prior = (prior[0] * (1 - _EXPLORE_BY), prior[1])
         pace = self._pace(own, prior)
-        if pace[1] == _INF or pace[1] <= 0:
+        progress = state.mode is PollMode.PROGRESS
+        marked = self._marked(track, model, shape, queue) if share and progress else None
+        if (pace[1] == _INF or pace[1] <= 0) and marked is None:
             return None
         if track.stage == _QUEUED and queue is None and state.polls > 0:
             return None  # how long tasks queue is not known yet: search
@@ -612,9 +719,16 @@ class AdaptiveSchedule:
             completion = False  # round 1's share is not known yet: look for round 1 too
         target = rounds if completion and rounds is not None else max(track.stage + 1, 1)
         last = rounds is None or target >= rounds
-        lo_t, hi_t = self._window(track, target, now, pace, shape=shape, queue=queue)
-        round_time = (pace[0] + pace[1]) / 2
+        if marked is not None and (pace[1] == _INF or pace[1] <= 0):
+            lo_t, hi_t, round_time = marked  # no pace yet: where the others' marks say
+        else:
+            lo_t, hi_t = self._window(track, target, now, pace, shape=shape, queue=queue)
+            round_time = (pace[0] + pace[1]) / 2
+            if marked is not None and target == track.stage + 1:  # both, where they agree
+                lo_t, hi_t = _narrowed((lo_t, hi_t), marked[:2])
         step = 2.0 * (self.completion_lag if completion else self.progress_lag) * round_time
+        if completion and len(model.tasks) < _COLD_TASKS:
+            step *= _COLD_LAG
         start = max(now, lo_t)
         if prior is not None and own[0] > _STALLED * prior[1]:
             # Far slower than any task seen: stalled. How late it is, by the slowest pace.
@@ -627,29 +741,113 @@ class AdaptiveSchedule:
             if began > -_INF:
                 hi_t = min(hi_t, now + max(now - began, step))
                 width = max(hi_t - start, 0.0)
-        if completion and rounds is not None and width > 2 * step:
-            # Split the pace range through a middle round, never past the end's window.
+        if completion:
             split = None
-            for j in range(max(track.stage + 1, 1), rounds):
-                a, z = self._window(track, j, now, pace, shape=shape, queue=queue)
-                a = max(a, now)
-                middle = (a + z) / 2
-                if z - a > step and now < middle <= lo_t + step / 2:
-                    split = middle
-            if split is not None:
-                return split
-        elif not completion and width > 2 * step:
-            return start + min(width / 2, step)
-        elif not completion and not last:
-            a, z = self._window(track, target + 1, now, pace, shape=shape, queue=queue)
-            if z - max(a, now) > 2 * step:  # the next round is still uncertain: split here
-                return start + min(width / 2, step)
-        return start + min(width, step)
+            if rounds is not None and width > 2 * step:
+                split = self._split(
+                    track,
+                    rounds,
+                    now,
+                    pace,
+                    shape=shape,
+                    queue=queue,
+                    by=lo_t + step / 2,
+                    step=step,
+                )
+            return start + min(width, step) if split is None else split
+        nxt = None if last else self._window(track, target + 1, now, pace, shape=shape, queue=queue)
+        return _progress_look(now, (start, hi_t), step, nxt)
+
+    def _split(
+        self,
+        track: _Track,
+        rounds: int,
+        now: float,
+        pace: tuple[float, float],
+        *,
+        shape: _Shape,
+        queue: tuple[float, float] | None,
+        by: float,
+        step: float,
+    ) -> float | None:
+        """A look that splits the pace range through a middle round (completion mode).
+
+        The middle of the last middle round's window wider than a step, if it falls
+        before ``by`` (never past the end's window); else ``None``.
+        """
+        split = None
+        for j in range(max(track.stage + 1, 1), rounds):
+            a, z = self._window(track, j, now, pace, shape=shape, queue=queue)
+            a = max(a, now)
+            middle = (a + z) / 2
+            if z - a > step and now < middle <= by:
+                split = middle
+        return split
+
+    def _share(
+        self,
+        task_id: str,
+        track: _Track,
+        model: _Model,
+        now: float,
+        *,
+        shape: _Shape,
+        queue: tuple[float, float] | None,
+    ) -> None:
+        """Share what the task's looks showed with the other running tasks of its model.
+
+        Its pace once the rounds seen pin it (not a late round: only boundaries seen),
+        and the times from its start to each boundary it has shown precisely.
+        """
+        seen = self._own_range(track, now, shape, queue, done=True)
+        if seen[0] > 0 and seen[1] <= _SHARE_RATIO * seen[0]:
+            model.live[task_id] = (seen[0] + seen[1]) / 2
+        if 0 not in track.hi:
+            return
+        lo_0, hi_0 = self._bracket(track, 0, queue)
+        for j in range(1, track.stage + 1):
+            if lo_0 > -_INF and j in track.lo and track.lo[j] > hi_0:
+                low, high = track.lo[j] - hi_0, track.hi[j] - lo_0
+                if high <= _MARK_RATIO * low:
+                    model.marks[j][task_id] = (low, high)
+
+    def _marked(
+        self, track: _Track, model: _Model, shape: _Shape, queue: tuple[float, float] | None
+    ) -> tuple[float, float, float] | None:
+        """Where the task's next boundary is by the marks other running tasks shared.
+
+        Only while no task of the model has finished (then the paces learnt say more):
+        the first wave of a model never seen. A task's time from its start to boundary
+        ``k`` is ``(k - 1 + share) * pace``: the same boundary of the others says where
+        this one is without knowing round 1's share, and as soon as the fastest task
+        shows it. Returns the window and a round length to step by, or ``None``.
+        """
+        target = max(track.stage + 1, 1)
+        marks = model.marks.get(target)
+        if model.tasks or not marks or 0 not in track.hi:
+            return None
+        lo_0, hi_0 = self._bracket(track, 0, queue)
+        if lo_0 == -_INF:
+            return None
+        middle, low, high = _spread_of(list(marks.values()))
+        return lo_0 + low, hi_0 + high, middle / (target - 1 + shape[0])
 
     # -- learning ----------------------------------------------------------------------------
 
     def _learn(self, track: _Track, model: _Model, stage: int) -> bool:
         """Take a finished task's processing time, round-1 share and queue time; True if any."""
+        # The queue first: a task never seen queued started at its submit, which pins its
+        # start even when its first look came late (the first task of a model included).
+        learnt = False
+        submitted = track.hi[_QUEUED]
+        if submitted > -_INF and 0 in track.hi and track.lo[0] > -_INF:
+            # A loose bracket bounds the queue time too (see _queue_range); one that holds
+            # the whole range known already adds nothing, and would push out tight ones.
+            q_lo, q_hi = max(track.lo[0] - submitted, 0.0), track.hi[0] - submitted
+            known = self._queue_range()
+            if known is None or not q_lo <= known[0] <= known[1] <= q_hi:
+                self._queue.append((q_lo, q_hi))
+                learnt = True
         shape = self._shape(model)
         queue = self._queue_range()
         rounds = stage - 1 + shape[0]  # the task's length in rounds, from its start
@@ -671,16 +869,7 @@ class AdaptiveSchedule:
         if total is not None and learnt:
             model.tasks.append((stage, total))
             self._learn_slack(track, model, stage, total / rounds)
-        learnt = self._learn_share(track, model, stage, queue) or learnt
-        submitted = track.hi[_QUEUED]
-        if submitted > -_INF and 0 in track.hi and track.lo[0] > -_INF:
-            # Only a bracket that pins the queue: a loose one would widen every window.
-            q_lo, q_hi = max(track.lo[0] - submitted, 0.0), track.hi[0] - submitted
-            pinned = total is not None and q_hi - q_lo <= 0.1 * total / rounds
-            if q_hi <= 2.05 * q_lo or pinned:
-                self._queue.append((q_lo, q_hi))
-                learnt = True
-        return learnt
+        return self._learn_share(track, model, stage, queue) or learnt
 
     @staticmethod
     def _learn_slack(track: _Track, model: _Model, stage: int, pace: float) -> None:

@@ -10,6 +10,7 @@ schedule spends on real HTTP is measured in ``bench/``, not here.
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
 import json
 import random
@@ -188,10 +189,19 @@ def processing(task_id: str = "t", rounds: int = 0) -> TaskResult:
 # -- the first look --------------------------------------------------------------------------
 
 
-def test_first_look_is_at_once_on_a_model_never_seen() -> None:
-    """Knowing nothing, the schedule looks at a task as soon as the wait begins."""
-    state = PollState(task_id="t", polls=0, elapsed=0.0, last=None, model=MODEL, submitted_at=0.0)
-    assert adaptive().next_delay(state) == 0.0
+def test_first_look_on_a_model_never_seen_is_the_search_s_first_gap() -> None:
+    """Knowing nothing, the first look is one to two floors after the submit, drawn at random."""
+    schedule = adaptive()
+    delays = [
+        schedule.next_delay(
+            PollState(
+                task_id=f"t{i}", polls=0, elapsed=0.0, last=None, model=MODEL, submitted_at=0.0
+            )
+        )
+        for i in range(20)
+    ]
+    assert all(0.25 <= d < 0.5 for d in delays)
+    assert max(delays) - min(delays) > 0.15  # a first wave does not look all at once
 
 
 def test_first_look_waits_for_the_first_round_once_the_model_is_known() -> None:
@@ -259,6 +269,149 @@ def test_a_model_never_seen_is_found_in_a_few_looks_and_then_followed() -> None:
     assert first.polls <= 16
     assert second.polls < first.polls
     assert schedule.round_seconds(MODEL) == pytest.approx(8.0, rel=0.35)
+
+
+def searching(task_id: str, t: float, polls: int, mode: PollMode) -> PollState:
+    """A look at a task of a model never seen that has not finished round 1 yet."""
+    return PollState(
+        task_id=task_id,
+        polls=polls,
+        elapsed=t,
+        last=processing(task_id),
+        model="new",
+        started_at=0.0,
+        max_rounds=4,
+        mode=mode,
+        submitted_at=0.0,
+    )
+
+
+def test_while_one_task_searches_the_others_of_its_model_look_rarely() -> None:
+    """The first task searches by doubling; the others look four times as late."""
+    schedule = adaptive()
+    scout = schedule.next_delay(searching("scout", 1.0, 2, PollMode.COMPLETION))
+    other = schedule.next_delay(searching("other", 1.0, 2, PollMode.COMPLETION))
+    assert scout == pytest.approx(1.0)  # doubles the time since the start
+    assert other == pytest.approx(3.0)
+
+
+def test_in_progress_mode_every_task_of_a_model_never_seen_searches() -> None:
+    """Each round counts as much as the end: no task waits for a scout, all double."""
+    schedule = adaptive()
+    first = schedule.next_delay(searching("first", 1.0, 2, PollMode.PROGRESS))
+    other = schedule.next_delay(searching("other", 1.0, 2, PollMode.PROGRESS))
+    assert first == other == pytest.approx(1.0)
+
+
+def looked(task_id: str, t: float, polls: int, rounds_seen_at: tuple[float, ...]) -> PollState:
+    """A look in progress mode at a task of the model "new", submitted and started at 0."""
+    return PollState(
+        task_id=task_id,
+        polls=polls,
+        elapsed=t,
+        last=processing(task_id, len(rounds_seen_at)),
+        model="new",
+        round_seen_at=rounds_seen_at,
+        started_at=0.0,
+        max_rounds=4,
+        mode=PollMode.PROGRESS,
+        submitted_at=0.0,
+    )
+
+
+def test_in_a_first_wave_the_round_one_another_task_showed_aims_the_next_look() -> None:
+    """A task that has not seen round 1 looks where another running task's round 1 fell."""
+    schedule = adaptive()
+    schedule.next_delay(looked("scout", 0.0, 1, ()))  # the first to search: the scout
+    schedule.next_delay(looked("other", 0.0, 1, ()))
+    schedule.next_delay(looked("scout", 3.0, 2, ()))
+    schedule.next_delay(looked("scout", 3.5, 3, (3.5,)))  # round 1 ended 3.0 to 3.5 in
+    at = 2.0 + schedule.next_delay(looked("other", 2.0, 2, ()))
+    assert 2.0 < at < 3.75  # not at 6.0, three times as late (see the test above)
+    # What the scout showed goes when it ends: the other task searches on its own again.
+    schedule.forget("scout")
+    assert 2.0 + schedule.next_delay(looked("other", 2.0, 2, ())) == pytest.approx(4.0)
+
+
+def test_a_task_not_seen_at_the_end_of_its_window_is_not_looked_at_ever_closer() -> None:
+    """Looks inside a window keep a lag apart: at most one shorter gap, to the window's end."""
+    schedule = adaptive()
+    run_many(schedule, 10, mode=PollMode.PROGRESS)
+    slow = FakeTask(0.0, (0.33, 1.33, 2.9, 3.9))  # round 3 far later than round 2 says
+    looks = simulate(schedule, slow, mode=PollMode.PROGRESS).looks
+    gaps = [b - a for a, b in itertools.pairwise(looks) if 1.33 < a < 2.9]
+    assert len([gap for gap in gaps if gap < 0.1]) <= 1  # the lag: 0.15 round
+
+
+def run_wave(
+    schedule: PollSchedule,
+    tasks: Sequence[FakeTask],
+    *,
+    mode: PollMode,
+    start: float = 0.0,
+    latency: float = 0.0,
+) -> list[Outcome]:
+    """Poll tasks submitted together at ``start``, interleaved in time as a client does.
+
+    ``FakeTask`` times are from ``start``; each wait begins ``latency`` after its submit.
+    """
+    waits = {f"w{start}-{i}": task for i, task in enumerate(tasks)}
+    seen: dict[str, list[float]] = {name: [] for name in waits}
+    started: dict[str, float | None] = dict.fromkeys(waits)
+    looks: dict[str, list[float]] = {name: [] for name in waits}
+    last: dict[str, TaskResult | None] = dict.fromkeys(waits)
+    outcomes: dict[str, Outcome] = {}
+
+    def state(name: str, t: float) -> PollState:
+        began = started[name]
+        return PollState(
+            task_id=name,
+            polls=len(looks[name]),
+            elapsed=t - latency,
+            last=last[name],
+            max_rounds=4,
+            model=MODEL,
+            round_seen_at=tuple(x - latency for x in seen[name]),
+            started_at=None if began is None else began - latency,
+            mode=mode,
+            submitted_at=-latency,
+        )
+
+    due = [(latency + schedule.next_delay(state(name, latency)), name) for name in waits]
+    heapq.heapify(due)
+    while due:
+        t, name = heapq.heappop(due)
+        task = waits[name]
+        result = last[name] = snapshot(task, name, t)
+        looks[name].append(t)
+        if started[name] is None and result.status is not TaskStatus.QUEUE:
+            started[name] = t
+        seen[name] += [t] * (len(result.completed_rounds) - len(seen[name]))
+        if result.is_terminal:
+            schedule.task_finished(state(name, t))  # type: ignore[attr-defined]
+            lags = [s - f for s, f in zip(seen[name], task.finishes, strict=True)]
+            lag = t - task.ends if mode is PollMode.COMPLETION else mean(lags)
+            outcomes[name] = Outcome(tuple(looks[name]), lag)
+        else:
+            heapq.heappush(due, (t + schedule.next_delay(state(name, t)), name))
+    return [outcomes[name] for name in waits]
+
+
+@pytest.mark.parametrize("round_time", [2.0, 30.0])
+def test_a_cold_wave_in_completion_mode_costs_few_looks_per_task(round_time: float) -> None:
+    """Twenty tasks of a model never seen, submitted at once, at either length of round.
+
+    One searches, the others wait for what it finds, and while little is known each
+    aims at a wider lag (the end seen within a sixth of a round on average) for fewer
+    looks: about nine per task, where a search of its own would cost each task more.
+    """
+    rng = random.Random(11)
+    tasks = [make_task(rng, round_time=round_time) for _ in range(20)]
+    outcomes = run_wave(adaptive(), tasks, mode=PollMode.COMPLETION, latency=0.002 * round_time)
+    alone = [simulate(adaptive(), task, model=f"alone-{i}") for i, task in enumerate(tasks)]
+    assert mean([o.polls for o in outcomes]) <= 10
+    assert mean([o.polls for o in outcomes]) < mean([o.polls for o in alone])
+    assert mean([o.lag for o in outcomes]) / round_time <= 0.15
 
 
 # -- time scale ------------------------------------------------------------------------------
@@ -339,6 +492,26 @@ def test_what_a_running_task_learns_reaches_the_others_at_once() -> None:
         mode=PollMode.PROGRESS,
     )
     assert schedule.next_delay(newcomer) > 0.0  # planned from the running task's pace
+
+
+def test_a_late_first_look_does_not_teach_a_queue_that_was_not_there() -> None:
+    """Tasks never seen queued are taken to start at their submit, however late the look.
+
+    A first look held back (behind a burst of submits, say) only shows the task
+    started at some point before it; the middle of that span is no queue time.
+    """
+    schedule = adaptive(first=0.3)
+    run_many(schedule, 6, mode=PollMode.PROGRESS)
+    assert schedule.queue_seconds() == 0.0
+
+
+def test_a_queue_seen_is_learnt_from_the_brackets_that_hold_it() -> None:
+    """Tasks seen queued bound the queue time from both sides; loose bounds only narrow it."""
+    schedule = adaptive()
+    run_many(schedule, 10, mode=PollMode.PROGRESS, queue=0.5)
+    learnt = schedule.queue_seconds()
+    assert learnt is not None
+    assert learnt == pytest.approx(0.5, abs=0.15)
 
 
 def test_a_failed_task_teaches_nothing_about_its_model() -> None:
