@@ -77,7 +77,7 @@ class Task:
 class Budget:
     """The client's default request budget, roughly (see ``spo_async/_limiter.py``)."""
 
-    def __init__(self, rate: float = 10.0, burst: float = 10.0, grow_every: float = 0.25) -> None:
+    def __init__(self, rate: float = 10.0, burst: float = 10.0, grow_every: float = 0.1) -> None:
         self.rate, self.burst, self.grow_every = rate, burst, grow_every
         self.next_at = self.grown_at = 0.0
         self.binding = False
