@@ -110,15 +110,17 @@ _Op = Callable[[sqlite3.Connection], Any]
 _Job = tuple[_Op, bool, concurrent.futures.Future[Any] | None]
 
 
-#: Seconds a new run waits for an ending run of this process to let go of its file.
-_HANDOVER_TIMEOUT = 60.0
+#: Seconds a new run waits for an ending run of this process to let go of its file,
+#: and how often it looks whether that run's event loop still runs.
+_HANDOVER_TIMEOUT, _HANDOVER_CHECK = 60.0, 0.5
 
 
 async def _handed_over(path: Path) -> None:
     """Wait until no ending run of this process holds ``path``'s file (bounded).
 
     A run still busy is not waited for: opening the file then is refused, as it
-    should be. Past the bound, the open goes ahead and is refused the same way.
+    should be. Nor is one whose event loop has stopped (its close will never run).
+    Past the bound, the open goes ahead and is refused the same way.
     """
     held = retiring_holder(path)
     if held is None:
@@ -135,9 +137,17 @@ async def _handed_over(path: Path) -> None:
             loop.call_soon_threadsafe(wake)
 
     held.when_released(from_any_thread)
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(_HANDOVER_TIMEOUT):
-            await released
+    try:
+        deadline = loop.time() + _HANDOVER_TIMEOUT
+        while not released.done() and loop.time() < deadline:
+            closer = held.retiring
+            if closer is None or closer.is_closed() or not closer.is_running():
+                return  # nobody will close it: the open is refused at once
+            with contextlib.suppress(TimeoutError):
+                # Wakes at the release; looks again now and then whether the closer runs.
+                await asyncio.wait_for(asyncio.shield(released), _HANDOVER_CHECK)
+    finally:
+        held.forget(from_any_thread)
 
 
 class Journal:
@@ -163,6 +173,8 @@ class Journal:
         self._held: HeldFile | None = None
         self._closed = False
         self._retiring = False
+        #: The event loop the journal was opened on, which closes it too.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"<Journal {str(self.path)!r}>"
@@ -194,7 +206,10 @@ class Journal:
         """
         if self._thread is not None:
             raise JournalError("the journal is already open", path=self.path)
+        self._loop = asyncio.get_running_loop()
         await _handed_over(self.path)
+        if self._thread is not None:  # another open() of this journal won the wait
+            raise JournalError("the journal is already open", path=self.path)
         started: concurrent.futures.Future[None] = concurrent.futures.Future()
         started.set_running_or_notify_cancel()  # from now on only the thread settles it
         self._accepting = True
@@ -232,7 +247,7 @@ class Journal:
         self._retiring = True
         held = self._held
         if held is not None:
-            held.retiring = True
+            held.retiring = self._loop
 
     def _stop_accepting(self) -> None:
         with self._gate:
@@ -299,7 +314,7 @@ class Journal:
             conn.close()
             held.release()
             raise
-        held.retiring = self._retiring
+        held.retiring = self._loop if self._retiring else None
         self._held = held
         return conn
 

@@ -18,6 +18,7 @@ Everything here runs on a connection or a descriptor it is given: no event loop.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import errno
@@ -247,9 +248,10 @@ class HeldFile:
         self.real_path = real_path
         self.created = created
         self._orphans: list[int] = []  # descriptors another opener left on this file
-        #: Set once the run holding the file has begun to close: a new run in this
-        #: process waits for it (see :func:`released`) instead of being refused.
-        self.retiring = False
+        #: Once the run holding the file has begun to close, the event loop that closes
+        #: it: a new run in this process waits for it (see :meth:`when_released`)
+        #: instead of being refused, while that loop runs.
+        self.retiring: asyncio.AbstractEventLoop | None = None
         self._released = False
         self._on_release: list[Callable[[], None]] = []
 
@@ -310,6 +312,11 @@ class HeldFile:
                 self._on_release.append(callback)
                 return
         callback()
+
+    def forget(self, callback: Callable[[], None]) -> None:
+        """Take back a ``callback`` given to :meth:`when_released` (its waiter gave up)."""
+        with _registry, contextlib.suppress(ValueError):
+            self._on_release.remove(callback)
 
 
 _LINKED = (
@@ -372,7 +379,7 @@ def retiring_holder(path: Path) -> HeldFile | None:
     """
     with _registry:
         held = _held_paths.get(os.path.realpath(path))
-        return held if held is not None and held.retiring else None
+        return held if held is not None and held.retiring is not None else None
 
 
 def _claim(fd: int, path: Path, real_path: str, *, created: bool) -> HeldFile:

@@ -353,7 +353,9 @@ class BudgetPolicy:
             # (a random 429 was admitted, then refused).
             accepted = state.accepted.count(now)
             learned = state.rate
-            if accepted >= _FEW:
+            # A few accepted answers say little about a fast rate, but beside as many
+            # 429s in the same window they are a small quota's whole fill.
+            if accepted >= _FEW or (accepted >= 1 and state.refused.count(now) >= _FEW):
                 admitted = accepted + state.measured() * state.sent.count(now)
                 admitted = max(admitted, state.admitted_before)
                 learned = min(learned, admitted / _WINDOW)

@@ -121,6 +121,16 @@ _MAY_BE_PAST: Final = frozenset(
     {"next_at", "paused_until", "quiet_until", "grown_at", "pressed_at"}
 )
 _MAY_BE_NEVER: Final = frozenset({"probe_at"})
+#: The fields that count or measure something, never below zero.
+_AMOUNTS: Final = (
+    "hold",
+    "evidence",
+    "answers",
+    "limited",
+    "excursion",
+    "admitted_before",
+    "latency",
+)
 #: How far ahead of the store's clock a recorded time may be (a clock stepped back).
 _CLOCK_SLACK: Final = 60.0
 
@@ -158,8 +168,11 @@ def _parse_state(text: str | bytes) -> BudgetState:
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
         raise ValueError("not a budget of this version")
     fields: dict[str, Any] = {name: _field(name, data[name]) for name in _NUMBER_FIELDS}
-    if fields["admitted_before"] < 0:
-        raise ValueError("admitted_before is negative")
+    for name in _AMOUNTS:  # counts, sums and spans: a process only ever writes them >= 0
+        if fields[name] < 0:
+            raise ValueError(f"{name} is negative")
+    if fields["limited"] > fields["answers"]:
+        raise ValueError("more 429s than answers")
     fields["admitted_before"] = int(fields["admitted_before"])
     learned = data["learned"]
     fields["learned"] = None if learned is None else _finite(learned)

@@ -259,12 +259,13 @@ def _check_postgres(uri: str) -> None:
 
 def _check_redis(uri: str) -> None:
     import redis.asyncio  # noqa: PLC0415 - an optional extra, imported by open_store first
+    import redis.exceptions  # noqa: PLC0415
 
     try:
         pool = redis.asyncio.ConnectionPool.from_url(driver_uri(uri), **_REDIS_OPTIONS)
         # Unknown options reach the connection's constructor only here (no I/O yet).
         pool.make_connection()  # type: ignore[no-untyped-call]
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, redis.exceptions.RedisError) as exc:
         said = str(exc)
     else:
         return

@@ -19,7 +19,7 @@ from ._exit import ERROR, INTERRUPTED, USAGE, InputError, UsageError
 from ._parser import build_parser
 from ._report import RunState, error_object, print_json, say, silence_stdout
 from ._runtime import Output, quiet_library_logs
-from ._safe import without_passwords
+from ._safe import shown_argument, without_passwords
 
 __all__ = ["run"]
 
@@ -54,9 +54,15 @@ def _usage(state: RunState, exc: UsageError) -> int:
     """A command line the parser refused: its line, and with --json the usual object.
 
     The parser may quote an argument (``ambiguous option: --j=postgresql://...``):
-    any URI in its message is shown without its password.
+    any URI in its message is shown without its password. The arguments given are
+    masked whole first, since a password may hold a space, where a URI found in free
+    text would end.
     """
-    exc = UsageError(without_passwords(str(exc)))
+    text = str(exc)
+    for argument in sorted(state.argv, key=len, reverse=True):
+        if "://" in argument:
+            text = text.replace(argument, shown_argument(argument))
+    exc = UsageError(without_passwords(text))
     print(exc, file=sys.stderr, flush=True)
     if state.json:
         keys = _BATCH_KEYS if state.argv[:1] == ["batch"] else _SINGLE_KEYS
