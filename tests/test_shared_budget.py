@@ -87,6 +87,16 @@ async def settle(limiter: RequestLimiter) -> None:
         await flusher
 
 
+async def one_request(limiter: RequestLimiter, vt: VirtualTime) -> None:
+    """Pass one request through ``limiter`` on virtual time, then let its client go."""
+    limiter._bind(vt.clock, vt.sleep)
+    try:
+        async with limiter.slot():
+            pass
+    finally:
+        await limiter._release()
+
+
 # -- one budget ------------------------------------------------------------------------------
 
 
@@ -503,13 +513,7 @@ async def test_a_scheme_in_capitals_reaches_the_store(store: str, budget: str) -
     for scheme in schemes:
         uri = scheme + store[store.index("://") :]
         limiter = RequestLimiter.shared(uri, name=budget)
-        vt = VirtualTime()
-        limiter._bind(vt.clock, vt.sleep)
-        try:
-            async with limiter.slot():
-                pass
-        finally:
-            await limiter._release()
+        await one_request(limiter, VirtualTime())
         assert limiter.requests_sent == 1
 
 
@@ -700,10 +704,5 @@ async def test_a_fleet_paused_for_ever_by_a_stored_state_waits_max_pause_at_most
     finally:
         await writer.aclose()
     limiter = RequestLimiter.shared(store, name=budget, clock=vt.clock, max_pause=30.0)
-    limiter._bind(vt.clock, vt.sleep)
-    try:
-        async with limiter.slot():
-            pass
-    finally:
-        await limiter._release()
+    await one_request(limiter, vt)
     assert sum(vt.sleeps) == pytest.approx(30.0)
