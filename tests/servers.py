@@ -154,7 +154,7 @@ def redis_uri() -> Iterator[str]:
 
 
 @pytest.fixture(params=["postgresql", "redis"])
-def shared_store(request: pytest.FixtureRequest) -> str:
+def store(request: pytest.FixtureRequest) -> str:
     """The URI of a store for shared state: a fresh PostgreSQL database, or the session's Redis.
 
     Tests that take it run once on each engine.

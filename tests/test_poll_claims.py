@@ -23,7 +23,7 @@ from spo_async.polling import FixedSchedule
 from spo_async.testing import Emulator, EmulatorConfig, ManualClock
 
 from .conftest import VirtualTime, make_request
-from .servers import pg_database, postgres_uri, redis_uri, shared_store
+from .servers import pg_database, postgres_uri, redis_uri, store
 
 psycopg = pytest.importorskip("psycopg", reason="needs spo-async[postgres]")
 redis = pytest.importorskip("redis", reason="needs spo-async[redis]")
@@ -33,14 +33,8 @@ __all__ = [
     "pg_database",
     "postgres_uri",
     "redis_uri",
-    "shared_store",
+    "store",
 ]  # fixtures, imported for pytest
-
-
-@pytest.fixture
-def store(shared_store: str) -> str:
-    """The store of the test, run on each engine (tests/servers.py)."""
-    return shared_store
 
 
 @pytest.fixture

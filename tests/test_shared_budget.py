@@ -35,7 +35,7 @@ from spo_async.transport import AiohttpTransport
 
 from .cli_helpers import EXAMPLES, run_cli
 from .conftest import VirtualTime, exception_texts, make_request
-from .servers import pg_database, postgres_uri, redis_uri, shared_store
+from .servers import pg_database, postgres_uri, redis_uri, store
 
 psycopg = pytest.importorskip("psycopg", reason="needs spo-async[postgres]")
 redis = pytest.importorskip("redis", reason="needs spo-async[redis]")
@@ -45,14 +45,8 @@ __all__ = [
     "pg_database",
     "postgres_uri",
     "redis_uri",
-    "shared_store",
+    "store",
 ]  # fixtures, imported for pytest
-
-
-@pytest.fixture
-def store(shared_store: str) -> str:
-    """The store of the test, run on each engine (tests/servers.py)."""
-    return shared_store
 
 
 @pytest.fixture
