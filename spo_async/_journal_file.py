@@ -18,7 +18,6 @@ Everything here runs on a connection or a descriptor it is given: no event loop.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import errno
@@ -32,7 +31,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -40,6 +39,9 @@ from ._convert import request_to_wire, task_from_wire
 from ._errors import JournalError, RecordedError
 from ._events import BatchKey
 from ._models import OptimizationRequest, TaskResult
+
+if TYPE_CHECKING:
+    import asyncio
 from ._version import __version__
 
 if sys.platform == "win32":  # pragma: no cover - not run on the CI's Linux
