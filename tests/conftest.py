@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -65,6 +66,36 @@ class VirtualTime:
         self.sleeps.append(seconds)
         self._clock.advance(seconds)
         await asyncio.sleep(0)
+
+
+async def until(condition: Callable[[], object], *, timeout: float = 10.0, what: str = "") -> None:
+    """Yield to the event loop until ``condition()`` holds, for an event with no hook to await.
+
+    A test that must wait for something another party does (the emulator counting a
+    request, a connection going back to the pool) waits for that very thing rather than
+    for a guessed number of milliseconds, so its verdict does not hang on the machine's
+    speed. It looks every millisecond; ``timeout`` (real seconds) is only a guard, generous
+    so that a loaded CI machine never reaches it, that turns a hang into a clear failure
+    naming ``what`` was awaited.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still waiting after {timeout} s for: {what or condition}")
+        await asyncio.sleep(0.001)
+
+
+def wait_until(condition: Callable[[], object], *, timeout: float = 10.0, what: str = "") -> None:
+    """:func:`until` for sync tests: block the thread until ``condition()`` holds.
+
+    For tests that drive a subprocess or a :class:`~spo_async.testing.ThreadedEmulator`
+    from plain code, where there is no event loop to yield to; it looks every 5 ms.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still waiting after {timeout} s for: {what or condition}")
+        time.sleep(0.005)  # a thread or a subprocess: no need to spin faster
 
 
 #: What an unknown model (-10008, HTTP 503) raises.
