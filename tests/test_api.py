@@ -42,7 +42,7 @@ from spo_async import (
 from spo_async.polling import FixedSchedule
 from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind
 
-from .conftest import ClientFactory, make_request
+from .conftest import ClientFactory, make_request, until
 
 PACKAGE = pathlib.Path(spo_async.__file__).parent
 
@@ -344,7 +344,11 @@ async def test_a_batch_left_by_break_submits_at_most_concurrency_more(
     async for _ in batch:
         break
     at_break = emu.tasks_created
-    await asyncio.sleep(0.3)  # ample time for the whole batch, were it still submitting
+    # The dropped iterator closes the batch; once no worker is left, nothing can submit.
+    await until(
+        lambda: not [t for t in asyncio.all_tasks() if "batch worker" in t.get_name()],
+        what="the batch's workers to end after the break",
+    )
     assert emu.tasks_created <= at_break + 4
     await batch.aclose()
 
@@ -364,7 +368,8 @@ async def test_leaving_a_batch_stops_new_submits_and_reports_running_tasks(
     async with client.optimize_many(requests, concurrency=3, on_event=on_event) as batch:
         await three.wait()
     created = emu.tasks_created
-    await asyncio.sleep(0.05)
+    # Leaving ended every worker (aclose waits for them): nothing is left to submit later.
+    assert not [t for t in asyncio.all_tasks() if "batch worker" in t.get_name()]
     assert emu.tasks_created == created == 3
     assert len(batch.unfinished_task_ids) == 3
     assert set(batch.unfinished_task_ids) <= set(emu.tasks)

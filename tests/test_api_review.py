@@ -25,7 +25,7 @@ from spo_async.testing import (
     ThreadedEmulator,
 )
 
-from .conftest import ClientFactory, make_request
+from .conftest import ClientFactory, make_request, until
 
 
 async def test_closing_a_batch_sends_no_submit_that_was_waiting_to_retry(
@@ -36,11 +36,11 @@ async def test_closing_a_batch_sends_no_submit_that_was_waiting_to_retry(
     client = make_client(retry=RetryPolicy())
     batch = client.optimize_many([make_request(f"p{i}") for i in range(4)], concurrency=2)
     await batch.__aenter__()
-    while len(emu.submits) < 2:  # noqa: ASYNC110 - the emulator's records have no event
-        await asyncio.sleep(0.005)
+    await until(lambda: len(emu.submits) >= 2, what="the two submits answered 429")
     async with asyncio.timeout(10):  # a guard: it must not wait out the 30 s backoff
         await batch.aclose()
-    await asyncio.sleep(0.05)
+    # Nothing is left that could send the submit later: aclose has ended every worker.
+    assert not [t for t in asyncio.all_tasks() if "batch worker" in t.get_name()]
     assert len(emu.submits) == 2
     assert emu.tasks_created == 0
 
@@ -68,8 +68,7 @@ async def test_a_deadline_while_waiting_for_a_connection_is_not_an_unknown_outco
         task_id = await client.submit(make_request())
         emu.inject(Fault(FaultKind.DELAY, endpoint="task", times=1, delay=1.0))
         holding = asyncio.ensure_future(client.get_task(task_id))  # takes the one connection
-        while not emu.task_gets[task_id]:  # noqa: ASYNC110 - the emulator's records have no event
-            await asyncio.sleep(0.005)
+        await until(lambda: emu.task_gets[task_id] >= 1, what="the GET holding the connection")
         with pytest.raises(WaitTimeoutError) as raised:
             await client.optimize(make_request("other"), timeout=0.1)
         assert raised.value.task_id is None
