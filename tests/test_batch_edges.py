@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from spo_async import (
 )
 from spo_async.testing import Emulator, Fault, FaultKind
 
-from .conftest import ClientFactory, make_request
+from .conftest import ClientFactory, make_request, until
 
 
 @pytest.mark.parametrize("requests", [5, "a string", b"bytes"], ids=["int", "str", "bytes"])
@@ -72,7 +71,6 @@ async def test_closing_a_batch_whose_submits_wait_in_the_limiter_sends_none_of_t
     client = make_client(limiter=RequestLimiter(rate=0.05))  # one request per 20 s
     requests = [make_request(f"p{i}") for i in range(3)]
     async with client.optimize_many(requests, concurrency=3, journal=tmp_path / "j.db") as batch:
-        while not emu.submits:  # noqa: ASYNC110 - the emulator's records have no event
-            await asyncio.sleep(0.005)
+        await until(lambda: emu.submits, what="the one submit the limiter lets out")
     assert len(emu.submits) == 1
     assert batch.progress.pending + batch.progress.running >= 2

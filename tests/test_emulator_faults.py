@@ -21,6 +21,8 @@ from spo_async.testing import (
 )
 from spo_async.testing._faults import FaultPlan
 
+from .conftest import until
+
 SUBMIT = "/302/prompt/spo/submit"
 TASKS = "/302/prompt/spo/tasks/"
 AUTH = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
@@ -302,8 +304,7 @@ async def test_closing_cuts_a_long_delay_short(session: aiohttp.ClientSession) -
     await emulator.start()
     emulator.inject(Fault(FaultKind.DELAY, delay=60))
     pending = asyncio.ensure_future(submit(session, emulator))
-    while not emulator.faults_fired:  # noqa: ASYNC110 - polls state the server owns
-        await asyncio.sleep(0.005)
+    await until(lambda: emulator.faults_fired, what="the submit held by the DELAY")
     started = time.monotonic()
     await emulator.close()
     assert time.monotonic() - started < 5

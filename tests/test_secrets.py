@@ -9,7 +9,6 @@ the reprs of the public objects, and every file written during the test.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import subprocess
@@ -38,7 +37,7 @@ from spo_async.polling import FixedSchedule
 from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind, TaskOutcome
 from spo_async.transport import AiohttpTransport
 
-from .conftest import exception_texts
+from .conftest import exception_texts, until
 
 SECRET = "sk-SECRET-7f3a9c"
 WRONG = "sk-WRONG-4b1d2e"
@@ -179,7 +178,10 @@ async def drive_every_error_path(emu: Emulator, base_url: str) -> list[BaseExcep
         # Three answers in a row that go backwards.
         emu.script_next(TaskOutcome(round_seconds=(0.001, 0.001, 10.0)))
         slow_id = await client.submit(make_request("regress"))
-        await asyncio.sleep(0.05)
+        await until(
+            lambda: emu.tasks[slow_id].rounds_done(emu.now()) >= 2,
+            what="the two quick rounds, so that there is a round to take back",
+        )
 
         def regress(_: object) -> None:
             emu.inject(Fault(FaultKind.REGRESS, endpoint="task", task_id=slow_id))
