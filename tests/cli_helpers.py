@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,18 +67,42 @@ def run_cli(
     )
 
 
+@contextlib.contextmanager
+def _sigint_not_ignored() -> Iterator[None]:
+    """Let a child started inside take Ctrl-C even when the test run itself ignores SIGINT.
+
+    A shell starts a background job (``pytest ... &``, as CI scripts and loop runs do)
+    with SIGINT ignored, and a child inherits that: a command line that relies on
+    KeyboardInterrupt would then never hear the SIGINT a test sends it, and the test
+    would wait out its timeout. The test run's own setting is put back after the fork.
+    """
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def start_cli(
     *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen[str]:
-    """Start ``spo-async ARGS`` in the background, stdout and stderr piped."""
-    return subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-        cli(*args),
-        env=cli_env(env),
-        cwd=cwd or ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    """Start ``spo-async ARGS`` in the background, stdout and stderr piped.
+
+    The command line gets SIGINT's default action whatever the test run's, so that a
+    test's Ctrl-C reaches it as it would a user's.
+    """
+    with _sigint_not_ignored():
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            cli(*args),
+            env=cli_env(env),
+            cwd=cwd or ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
 
 def strip_ansi(text: str) -> str:
