@@ -11,8 +11,7 @@ import json
 import shlex
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 from spo_async.testing import EmulatorConfig, TaskOutcome, ThreadedEmulator
 
 from tests.cli_helpers import EXAMPLES, ROOT, cli_env, run_cli, start_cli
+from tests.conftest import wait_until
 
 QA = [{"question": "A text", "answer": "A line"}]
 
@@ -37,13 +37,6 @@ def read_output(path: Path) -> dict[str, dict[str, Any]]:
     by_key = {line["key"]: line for line in lines}
     assert len(by_key) == len(lines), "a row was written twice"
     return by_key
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def service(emu: ThreadedEmulator) -> tuple[list[str], Mapping[str, str]]:
@@ -120,13 +113,19 @@ def test_a_batch_killed_halfway_resumes_to_completion_without_duplicates(
     flags, env = service(spo_emulator)
     args = ("batch", str(source), "-o", str(out), "--journal", str(journal), "--concurrency", "3")
     first = start_cli(*args, *flags, env=env)
+
+    def polled_all_six() -> bool:
+        # A batch writes a task id to the journal (durably) before it first polls the task.
+        ids = [s.task_id for s in spo_emulator.submits if s.task_id is not None]
+        return len(ids) == 6 and all(spo_emulator.task_gets[i] for i in ids)
+
     try:
         # Wave one (3 tasks) finishes; wave two is submitted, and its ids journaled.
-        wait_until(lambda: out.exists() and len(out.read_text().splitlines()) >= 3)
-        wait_until(lambda: spo_emulator.tasks_created == 6)
-        time.sleep(0.3)
+        wait_until(lambda: out.exists() and len(out.read_text().splitlines()) >= 3, what="wave one")
+        wait_until(polled_all_six, what="every task id journaled and polled")
         first.send_signal(signal.SIGKILL)
     finally:
+        first.kill()
         first.communicate(timeout=10)
     assert first.returncode == -signal.SIGKILL
     assert len(out.read_text().splitlines()) < 6
@@ -156,7 +155,7 @@ def test_ctrl_c_stops_submitting_and_prints_the_command_that_resumes(
     args = ("batch", str(source), "-o", str(out), "--journal", str(journal), "--concurrency", "3")
     first = start_cli(*args, *flags, env=env)
     try:
-        wait_until(lambda: spo_emulator.tasks_created == 3)
+        wait_until(lambda: spo_emulator.tasks_created == 3, what="wave one submitted")
         first.send_signal(signal.SIGINT)
         _, err = first.communicate(timeout=10)
     finally:

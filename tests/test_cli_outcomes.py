@@ -13,8 +13,6 @@ import json
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from spo_async._journal import Journal
 from spo_async.testing import EmulatorConfig, TaskOutcome, ThreadedEmulator
 
 from tests.cli_helpers import EXAMPLES, run_cli, start_cli
+from tests.conftest import wait_until
 
 KEYS = {"task_id", "status", "best_prompt", "result", "error", "resume", "exit_code"}
 
@@ -59,13 +58,6 @@ def one_object(stdout: str) -> dict[str, Any]:
     body: dict[str, Any] = json.loads(stdout)
     assert set(body) == KEYS
     return body
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_a_timeout_gives_exit_5_one_object_and_says_keeps_running_once(
@@ -146,14 +138,14 @@ def test_ctrl_c_during_a_wait_exits_130_with_the_task_and_how_to_resume(
     """Ctrl-C: the task keeps running, and the object and stderr say how to pick it up."""
     spo_emulator.script_next(TaskOutcome(round_seconds=30))
     flags, env = service(spo_emulator)
-    running = start_cli("optimize", str(EXAMPLES / "poem.yaml"), "--json", *flags, env=env)
-    try:
-        wait_until(lambda: spo_emulator.tasks_created == 1)
-        time.sleep(0.3)  # the task id has reached the command
-        running.send_signal(signal.SIGINT)
-        out, err = running.communicate(timeout=10)
-    finally:
-        running.kill()
+    with start_cli("optimize", str(EXAMPLES / "poem.yaml"), "--json", *flags, env=env) as running:
+        try:
+            # The task id has reached the command once the command polls the task.
+            wait_until(lambda: sum(spo_emulator.task_gets.values()) >= 1, what="the first poll")
+            running.send_signal(signal.SIGINT)
+            out, err = running.communicate(timeout=10)
+        finally:
+            running.kill()  # on a failure above: no process or pipe outlives the test
 
     assert running.returncode == 130, err
     body = one_object(out)
