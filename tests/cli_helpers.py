@@ -68,7 +68,7 @@ def run_cli(
 
 
 @contextlib.contextmanager
-def _sigint_not_ignored() -> Iterator[None]:
+def sigint_not_ignored() -> Iterator[None]:
     """Let a child started inside take Ctrl-C even when the test run itself ignores SIGINT.
 
     A shell starts a background job (``pytest ... &``, as CI scripts and loop runs do)
@@ -94,7 +94,7 @@ def start_cli(
     The command line gets SIGINT's default action whatever the test run's, so that a
     test's Ctrl-C reaches it as it would a user's.
     """
-    with _sigint_not_ignored():
+    with sigint_not_ignored():
         return subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
             cli(*args),
             env=cli_env(env),
