@@ -19,7 +19,7 @@ import time
 import pytest
 from spo_async.testing import EmulatorConfig, ThreadedEmulator
 
-from tests.cli_helpers import EXAMPLES, ROOT, cli, cli_env, run_cli, strip_ansi
+from tests.cli_helpers import EXAMPLES, ROOT, cli, cli_env, run_cli, sigint_not_ignored, strip_ansi
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs a pseudo-terminal")
 
@@ -40,9 +40,10 @@ class Terminal:
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.master, slave = os.openpty()
         extra = {"TERM": "xterm", "COLUMNS": "100", "LINES": "40", **(env or {})}
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            cli(*args), stdin=slave, stdout=slave, stderr=slave, env=cli_env(extra), cwd=ROOT
-        )
+        with sigint_not_ignored():  # Ctrl-C must reach it even from a background test run
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+                cli(*args), stdin=slave, stdout=slave, stderr=slave, env=cli_env(extra), cwd=ROOT
+            )
         os.close(slave)
 
     def read_all(self, timeout: float = 12.0, interrupt_at: bytes | None = None) -> bytes:
