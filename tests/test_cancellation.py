@@ -31,6 +31,11 @@ from spo_async.transport import AiohttpTransport
 from .conftest import until
 
 #: Tasks that run far longer than any test here: waits end only by cancellation.
+#: How long "at once" may take here. The service holds each request 30 s, so this bounds
+#: a hang, not the SDK's speed (a timing claim would belong in bench/): it stays far below
+#: the hold and far above what a loaded CI machine needs.
+PROMPT = 5.0
+
 SLOW_TASKS = EmulatorConfig(round_seconds=60.0, seed=5)
 
 
@@ -161,7 +166,7 @@ async def test_cancelling_a_wait_mid_request_is_prompt(
     with pytest.raises(asyncio.CancelledError):
         await waiter
 
-    assert time.monotonic() - started < 0.2
+    assert time.monotonic() - started < PROMPT
     await assert_nothing_left(before, pool, emu, task_id)
 
 
@@ -200,7 +205,7 @@ async def test_asyncio_timeout_cancels_the_wait(
         async with asyncio.timeout(0.2):
             await client.wait_for_result(task_id, timeout=None)
 
-    assert 0.2 <= time.monotonic() - started < 0.4
+    assert 0.2 <= time.monotonic() - started < PROMPT
     await assert_nothing_left(before, pool, emu, task_id)
 
 
@@ -234,7 +239,7 @@ async def test_a_failing_taskgroup_sibling_cancels_the_wait(
     with pytest.raises(ExceptionGroup) as info:
         await together()
 
-    assert time.monotonic() - started < 0.3
+    assert time.monotonic() - started < PROMPT
     assert cancelled.is_set()
     assert [type(e) for e in info.value.exceptions] == [ValueError]
     await assert_nothing_left(before, pool, emu, task_id)
@@ -257,7 +262,7 @@ async def test_cancelling_a_submit_in_flight_is_prompt(
     with pytest.raises(asyncio.CancelledError):
         await submit
 
-    assert time.monotonic() - started < 0.2
+    assert time.monotonic() - started < PROMPT
     await asyncio.sleep(0)
     assert other_tasks(before) == set()
     assert pool.acquired() == 0
@@ -324,7 +329,7 @@ async def test_cancelling_1000_concurrent_waiters_leaves_nothing_behind(
         elapsed = time.monotonic() - started
 
     assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
-    assert elapsed < 2.0  # about 0.2 s of it is the SDK's own work; the rest is GC
+    assert elapsed < PROMPT  # not 30 s: no cancelled wait waited for its hanging answer
     await asyncio.sleep(0)
     assert other_tasks(before) == set()
     assert pool.acquired() == 0

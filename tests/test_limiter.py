@@ -127,7 +127,7 @@ async def test_waits_only_through_the_clock_and_sleep_it_is_bound_to() -> None:
     limiter = t.limiter(rate=10)
     started = time.monotonic()
     sent = await drive(t, limiter, 30)
-    assert time.monotonic() - started < 1.0  # nothing slept for real
+    assert time.monotonic() - started < 2.0  # nothing slept for real (that takes 2.9 s)
     assert sent.times[-1] - sent.times[0] == pytest.approx(2.9)
     assert sum(t.slept) == pytest.approx(2.9)
     assert limiter.requests_sent == 30

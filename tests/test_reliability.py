@@ -449,13 +449,13 @@ async def test_a_hanging_poll_does_not_outlive_the_deadline(
     """An answer that hangs longer than the deadline is abandoned at the deadline."""
     client = make_client(request_timeout=30.0)
     task_id = await client.submit(make_request())
-    emu.inject(Fault(FaultKind.DELAY, endpoint="task", delay=5.0))
+    emu.inject(Fault(FaultKind.DELAY, endpoint="task", delay=30.0))
 
     started = time.monotonic()
     with pytest.raises(WaitTimeoutError) as info:
         await client.wait_for_result(task_id, timeout=0.3)
 
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0  # a bound on hanging (30 s), not a timing claim
     assert info.value.task_id == task_id
 
 
@@ -694,7 +694,7 @@ async def test_oversized_body_without_length_is_not_read_whole(
         started = time.monotonic()
         with pytest.raises(ProtocolError, match="byte limit"):
             await client.get_task("spo-1")
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 5.0  # cut off, not read to the end: a bound
     # The server gets a moment to go on sending, were the body still being read. Showing
     # that it stops takes a wait (no event marks it); a slow machine can only make this
     # check laxer, never fail a correct client.
