@@ -137,17 +137,33 @@ def run_wave(
     latency: float,
     budget: Any,
 ) -> list[dict[str, float]]:
-    """Poll every task of a wave on one virtual clock; GETs and lag (seconds) per task."""
+    """Poll every task of a wave on one virtual clock; GETs and lag (seconds) per task.
+
+    Like the polling layer, it offers the schedule a wake before each sleep
+    (``wake_on_news``); a woken task is asked for its delay again, from that moment.
+    """
     for task in tasks:  # the submits go through the budget first
         task.shift(budget.send(task.submitted) - task.submitted)
-    due: list[tuple[float, int]] = []
+    due: list[tuple[float, int, int]] = []
+    planned = [0] * len(tasks)  # a woken task's earlier plan is stale
+    woken: list[int] = []
+    offer = getattr(schedule, "wake_on_news", None)
     waits = [_Wait(task.submitted + latency) for task in tasks]
+
+    def sleep(i: int, now: float, delay: float) -> None:
+        planned[i] += 1
+        heapq.heappush(due, (now + delay, i, planned[i]))
+        if offer is not None:
+            offer(_state(waits[i], names[i], now, mode, tasks[i]), lambda: woken.append(i))
+
     for i, (task, name, w) in enumerate(zip(tasks, names, waits, strict=True)):
         first = schedule.next_delay(_state(w, name, w.began, mode, task))
-        heapq.heappush(due, (w.began + first, i))
+        heapq.heappush(due, (w.began + first, i, planned[i]))
     out: list[dict[str, float]] = [{} for _ in tasks]
     while due:
-        t, i = heapq.heappop(due)
+        t, i, plan = heapq.heappop(due)
+        if plan != planned[i]:
+            continue
         task, name, w = tasks[i], names[i], waits[i]
         t = budget.send(t) + latency
         w.last = result = task.snapshot(name, t - latency / 2)  # answered mid-way
@@ -157,8 +173,12 @@ def run_wave(
         w.seen += [t - w.began] * (len(result.completed_rounds) - len(w.seen))
         state = _state(w, name, t, mode, task)
         if not result.is_terminal:
-            heapq.heappush(due, (t + schedule.next_delay(state), i))
+            sleep(i, t, schedule.next_delay(state))
+            while woken:
+                k = woken.pop()
+                sleep(k, t, schedule.next_delay(_state(waits[k], names[k], t, mode, tasks[k])))
             continue
+        planned[i] += 1
         finished = getattr(schedule, "task_finished", None)
         if finished is not None:
             finished(state)

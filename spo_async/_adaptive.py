@@ -33,12 +33,17 @@ minutes.
    for a uniform sample, more so when there are few) is the prior range of a new
    task's pace, narrowed by the task's own brackets as they come. Until the first
    task of a model ends, running tasks also share the times from their start to
-   each boundary they saw precisely (*marks*): a task's next boundary is where the
-   others' same boundary fell, whatever round 1's share, so the fastest tasks of a
-   first wave aim the looks of the slower ones. The time
+   each boundary they saw precisely (*marks*; the first mark of a boundary may be as
+   loose as the search brackets it) and round 1's share as they show it: a task's
+   next boundary is where the others' same boundary fell, whatever round 1's share,
+   so the fastest tasks of a first wave aim the looks of the slower ones. A first
+   mark moves the others' plans, so in progress mode it reaches them at once: the
+   schedule wakes their sleeps (:meth:`AdaptiveSchedule.wake_on_news`), and each is
+   planned again from then. The time
    tasks spend in ``queue`` is the common part of their start's brackets (a
-   late look widens a bracket, it does not move the queue time), and nothing
-   while no task was ever seen queued. With ``persist`` the finished tasks
+   late look widens a bracket, it does not move the queue time), taken as soon as
+   a task's start is bracketed, and nothing while no task was ever seen queued.
+   With ``persist`` the finished tasks
    are kept in a small file between processes.
 
 3. **It picks each look from a window.** The target is the next round in
@@ -48,9 +53,11 @@ minutes.
    about ``lag``); a window wider than two steps is first *split*: a look in the
    middle of a middle round's window (completion) or of the target's own
    (progress, while the round after it is uncertain) halves the pace range for
-   the rest of the task. A task past its window, or far slower than any seen,
-   is looked at less and less often, in proportion to how late it is; inside a
-   window, looks in progress mode keep at least one lag apart. While
+   the rest of the task (in progress mode, once a task of the model has ended,
+   the split goes up to 1.4 steps in: the learnt range is narrow enough). A
+   task past its window, or far slower than any seen, is looked at less and less
+   often, in proportion to how late it is; inside a window, looks in progress
+   mode keep at least one lag apart. While
    fewer than eight tasks of the model have finished, completion mode steps
    by 1.8 times as much: the windows are wide then, and the lag allowed a
    first task (0.15 round) is wider than a known model's (0.10).
@@ -59,10 +66,10 @@ minutes.
    seen, a task doubles the time it has spent in its current stage at each look,
    starting from ``floor`` (the one constant in seconds, 0.25 s) and stopping as
    soon as two boundaries bound the pace. Only one task of the model searches
-   that way in completion mode (the *scout*); the others look four times more
-   rarely until a task has pinned the pace, then use it. In progress mode, where
-   every round counts as much as the end, every task searches until the pace is
-   bounded or another task has marked its next boundary.
+   that way (the *scout*); the others look four times more rarely until a task has
+   pinned the pace, then use it. In progress mode, where every round counts as
+   much as the end, a quarter of the tasks (drawn at random) search for round 1
+   beside the scout, and the first of them to mark it wakes the others.
 
 A tenth of the tasks (chosen at random) aim their first look in each window a
 little early: without that, tasks faster than any seen so far would only ever
@@ -88,7 +95,7 @@ import math
 import os
 import random
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +130,12 @@ _STALLED = 1.5
 #: How much more rarely than the scout the other tasks of a model never seen look, in
 #: completion mode (in progress mode each round counts as much as the end: all search).
 _SPARSE = 4.0
-#: A start-to-boundary time another running task showed, precise enough to share (max / min).
-_MARK_RATIO = 1.5
+#: A start-to-boundary time another running task showed, precise enough to share (max / min);
+#: the first of a boundary is shared looser, as the search brackets it (a factor of two).
+_MARK_RATIO, _FIRST_MARK_RATIO = 1.5, 2.5
+#: In progress mode, the share of the tasks of a model never seen that search for round 1
+#: beside the scout (drawn at random): a slow scout alone would find it late for the others.
+_SCOUTS = 0.25
 #: In progress mode, the shortest gap between looks inside a window, in steps (a window
 #: nearly used up is looked at once more at its end, not ever closer to it).
 _MIN_GAP = 0.5
@@ -132,8 +143,9 @@ _MIN_GAP = 0.5
 #: times as much as ``completion_lag`` asks: the windows are wide then, and a look saved
 #: is worth more than a little lag (a first task is allowed 0.15 round, 0.10 after).
 _COLD_TASKS, _COLD_LAG = 8, 1.8
-#: In progress mode, how far into a window narrower than a step the look goes.
-_NARROW = 0.7
+#: In progress mode, how far into a window narrower than a step the look goes, and how
+#: many steps at most a look that splits a wide window goes in.
+_NARROW, _SPLIT_STEPS = 0.7, 1.4
 #: What the cache file holds at most, and its format name.
 _CACHE_MODELS, _CACHE_SAMPLES, _CACHE_BYTES = 64, 64, 256 * 1024
 _CACHE_FORMAT = "spo-async schedule"
@@ -179,7 +191,11 @@ def _spread_of(bounds: list[tuple[float, float]]) -> tuple[float, float, float]:
 
 
 def _progress_look(
-    now: float, window: tuple[float, float], step: float, following: tuple[float, float] | None
+    now: float,
+    window: tuple[float, float],
+    step: float,
+    following: tuple[float, float] | None,
+    split: float,
 ) -> float:
     """Where in the target's window to look next, in progress mode.
 
@@ -188,13 +204,14 @@ def _progress_look(
     halves it. A narrow one is looked at most of the way in. Looks inside a window
     keep ``_MIN_GAP`` step apart: a window nearly used up is looked at at its end,
     not ever closer to it (after which the task is late, and looks back off).
+    A split goes ``split`` steps in at most.
     """
     start, end = window
     width = max(end - start, 0.0)
     if width > 2 * step or (
         following is not None and following[1] - max(following[0], now) > 2 * step
     ):
-        at = start + min(width / 2, step)
+        at = start + min(width / 2, split * step)
     elif width <= step:
         # Most of a narrow window, not all: the few it misses cost a second look,
         # the many it sees are seen sooner (what a search over the pace finds best).
@@ -234,7 +251,7 @@ _Shape = tuple[float, float, float]
 class _Model:
     """What was learnt about one model."""
 
-    __slots__ = ("firsts", "live", "marks", "scout", "slack", "tasks")
+    __slots__ = ("firsts", "live", "live_firsts", "marks", "scout", "slack", "tasks", "wakes")
 
     def __init__(self, window: int) -> None:
         #: The last finished tasks: their rounds and their time from start to end. Kept
@@ -246,10 +263,14 @@ class _Model:
         self.slack: collections.deque[float] = collections.deque(maxlen=2 * window)
         #: Running tasks whose own looks pinned their round length.
         self.live: dict[str, float] = {}
+        #: Running tasks' bounds of round 1's share of a round (while none has finished).
+        self.live_firsts: dict[str, tuple[float, float]] = {}
         #: Running tasks' times from their start to each boundary they showed (bounds).
         self.marks: dict[int, dict[str, tuple[float, float]]] = collections.defaultdict(dict)
         #: The task searching for the round length while nothing is known.
         self.scout: str | None = None
+        #: Waits asleep that asked to be woken when the others' news moves their next look.
+        self.wakes: dict[str, Callable[[], None]] = {}
 
     def paces(self, first: float) -> list[float]:
         """The finished tasks' round lengths, given round 1's share of a round."""
@@ -259,9 +280,27 @@ class _Model:
         """The range that should hold a new task's round length."""
         return _span([*self.paces(first), *self.live.values()])
 
+    def first_wave(self) -> bool:
+        """Whether no task of the model has finished yet (nothing learnt to plan by)."""
+        return not self.tasks
+
+    def wake_others(self, task_id: str) -> None:
+        """Wake every wait asleep on this model but ``task_id``'s: their next look moved."""
+        wakes, self.wakes = self.wakes, {}
+        mine = wakes.pop(task_id, None)
+        if mine is not None:
+            self.wakes[task_id] = mine
+        for wake in wakes.values():
+            try:
+                wake()
+            except Exception:  # another loop's; the task that brought the news goes on
+                log.exception("a poll loop's wake raised; its wait sleeps on")
+
     def drop(self, task_id: str) -> None:
         """Forget what a running task shared."""
         self.live.pop(task_id, None)
+        self.live_firsts.pop(task_id, None)
+        self.wakes.pop(task_id, None)
         for marks in self.marks.values():
             marks.pop(task_id, None)
 
@@ -269,9 +308,22 @@ class _Model:
 class _Track:
     """What one wait has shown of its task: a bracket ``(lo, hi]`` per boundary seen."""
 
-    __slots__ = ("explore", "hi", "last", "lo", "phase", "polls", "stage")
+    __slots__ = (
+        "due",
+        "explore",
+        "hi",
+        "last",
+        "lo",
+        "phase",
+        "polls",
+        "searches",
+        "stage",
+        "taught",
+    )
 
-    def __init__(self, now: float, polls: int, phase: float, explore: bool) -> None:
+    def __init__(
+        self, now: float, polls: int, phase: float, explore: bool, *, searches: bool = False
+    ) -> None:
         self.lo: dict[int, float] = {}
         self.hi: dict[int, float] = {}
         self.stage = _QUEUED
@@ -279,6 +331,9 @@ class _Track:
         self.polls = polls
         self.phase = phase  # in [0, 1): spreads the search's looks apart across tasks
         self.explore = explore
+        self.searches = searches  # searches for round 1 beside the scout (progress mode)
+        self.due = now  # when the next look was planned
+        self.taught = False  # whether its looks taught the queue time (to be saved)
 
 
 def _stage_of(state: PollState) -> int:
@@ -369,18 +424,27 @@ class AdaptiveSchedule:
     # -- public ----------------------------------------------------------------------------
 
     def next_delay(self, state: PollState) -> float:
-        """Seconds until the next look at ``state.task_id``; learns from ``state`` first."""
+        """Seconds until the next look at ``state.task_id``; learns from ``state`` first.
+
+        Asked again with the same ``polls`` (after :meth:`wake_on_news`'s wake), it
+        plans again from what it knows now, without taking ``state`` as a new look.
+        """
         model = self._model(state.model)
         if state.polls <= 0:
             return self._first_delay(state, model)
         if state.last is not None and state.last.is_terminal:
             self.task_finished(state)
             return 0.0
-        track = self._observe(state)
+        known = self._tasks.get(state.task_id)
+        replan = known is not None and state.polls == known.polls and state.elapsed >= known.last
+        track = known if replan and known is not None else self._observe(state)
         now = state.elapsed
         at = self._plan(state, track, model)
         if at is not None:
-            return max(at - now, 1e-3 * self.floor)
+            track.due = max(at, now + 1e-3 * self.floor)
+            return track.due - now
+        if replan:  # woken, yet nothing bounds the round length still: keep the plan
+            return max(track.due - now, 0.0)
         # Nothing bounds the round length yet: double the time spent in this stage.
         began = track.lo.get(track.stage, -_INF)
         if began == -_INF:
@@ -388,13 +452,36 @@ class AdaptiveSchedule:
         wait = now - began
         if wait < self.floor:
             wait = self.floor * (1.0 + track.phase)
-        # Shorter tasks may end before a rare look; in progress mode each round counts.
-        if (state.max_rounds or 0) >= 4 and state.mode is PollMode.COMPLETION:
+        # Shorter tasks may end before a rare look. In progress mode each round counts, so
+        # only the search for round 1 is left to the scout: the first task to mark it
+        # wakes the others (see wake_on_news).
+        progress = state.mode is PollMode.PROGRESS
+        sparse = not progress or track.stage < 1
+        if (state.max_rounds or 0) >= 4 and sparse:
             if model.scout is None or model.scout not in self._tasks:
                 model.scout = state.task_id
-            if model.scout != state.task_id:
+            scout = model.scout == state.task_id or (progress and track.searches)
+            if not scout:
                 wait *= _SPARSE - 1.0  # look four times later than now, not twice
+        track.due = now + wait
         return wait
+
+    def wake_on_news(self, state: PollState, wake: Callable[[], None]) -> bool:
+        """Keep ``wake`` and call it when another task's looks move this one's next look.
+
+        The polling layer calls this before it sleeps the delay :meth:`next_delay` just
+        gave, and on ``wake`` asks :meth:`next_delay` again with the same ``polls``. Only
+        the first wave of a model never seen in progress mode is woken: the first task
+        to mark a round's end says where the others' is, so they need not search for it
+        themselves. Returns whether ``wake`` was kept.
+        """
+        model = self._models.get(state.model)
+        if model is None or state.mode is not PollMode.PROGRESS or not model.first_wave():
+            return False
+        if state.task_id not in self._tasks:
+            return False
+        model.wakes[state.task_id] = wake
+        return True
 
     def task_finished(self, state: PollState) -> None:
         """Learn from a wait's last snapshot and forget the task.
@@ -503,7 +590,14 @@ class AdaptiveSchedule:
         if track is None or state.polls <= track.polls or now < track.last:
             # A new wait (or one not seen from its start): every boundary seen is in
             # (submit, now]; before the submit when this client did not submit it.
-            track = _Track(now, state.polls, self.rng.random(), self.rng.random() < _EXPLORE)
+            rng = self.rng
+            track = _Track(
+                now,
+                state.polls,
+                rng.random(),
+                rng.random() < _EXPLORE,
+                searches=rng.random() < _SCOUTS,
+            )
             base = state.submitted_at
             if base is None:
                 # Not submitted by this client, as far as it says: a task that has not
@@ -519,9 +613,29 @@ class AdaptiveSchedule:
         else:
             for j in range(track.stage + 1, stage + 1):
                 track.lo[j], track.hi[j] = track.last, now
+        if track.stage < 0 <= stage and self._learn_queue(track):
+            track.taught = True  # now, not at the end: the first wave plans by it
         track.stage = max(track.stage, stage)
         track.last, track.polls = now, state.polls
         return track
+
+    def _learn_queue(self, track: _Track) -> bool:
+        """Take the time the task spent in ``queue`` once its start is bracketed; True if kept.
+
+        A task never seen queued started at its submit, which pins its start even when
+        its first look came late.
+        """
+        submitted = track.hi[_QUEUED]
+        if submitted == -_INF or 0 not in track.hi or track.lo[0] == -_INF:
+            return False
+        # A loose bracket bounds the queue time too (see _queue_range); one that holds
+        # the whole range known already adds nothing, and would push out tight ones.
+        q_lo, q_hi = max(track.lo[0] - submitted, 0.0), track.hi[0] - submitted
+        known = self._queue_range()
+        if known is not None and q_lo <= known[0] <= known[1] <= q_hi:
+            return False
+        self._queue.append((q_lo, q_hi))
+        return True
 
     def _shape(self, model: _Model) -> _Shape:
         """How a task of ``model`` is shaped, as learnt so far.
@@ -531,8 +645,9 @@ class AdaptiveSchedule:
         pace (the 80th percentile of what finished tasks showed, at least 1 %).
         """
         share, spread = _FIRST_SHARE, _FIRST_SHARE_SPREAD
-        if len(model.firsts) >= 2:
-            lo, hi = _overlap(model.firsts)
+        firsts = [*model.firsts, *model.live_firsts.values()]
+        if len(firsts) >= 2:
+            lo, hi = _overlap(firsts)
             if hi < _INF:
                 share, spread = (lo + hi) / 2, max((hi - lo) / 2, _SHARE_FLOOR)
         slack = _ROUND_SLACK
@@ -756,7 +871,10 @@ class AdaptiveSchedule:
                 )
             return start + min(width, step) if split is None else split
         nxt = None if last else self._window(track, target + 1, now, pace, shape=shape, queue=queue)
-        return _progress_look(now, (start, hi_t), step, nxt)
+        # Once a task of the model has ended, the pace range is the learnt one, narrow
+        # enough that a split may go further in (fewer looks at the same lag).
+        split = _SPLIT_STEPS if not model.first_wave() else 1.0
+        return _progress_look(now, (start, hi_t), step, nxt, split)
 
     def _split(
         self,
@@ -799,6 +917,11 @@ class AdaptiveSchedule:
         Its pace once the rounds seen pin it (not a late round: only boundaries seen),
         and the times from its start to each boundary it has shown precisely.
         """
+        first_wave = model.first_wave()
+        if first_wave and track.stage >= 2:
+            share = self._share_bounds(track, model, track.stage, queue)
+            if share is not None:
+                model.live_firsts[task_id] = share
         seen = self._own_range(track, now, shape, queue, done=True)
         if seen[0] > 0 and seen[1] <= _SHARE_RATIO * seen[0]:
             model.live[task_id] = (seen[0] + seen[1]) / 2
@@ -808,8 +931,11 @@ class AdaptiveSchedule:
         for j in range(1, track.stage + 1):
             if lo_0 > -_INF and j in track.lo and track.lo[j] > hi_0:
                 low, high = track.lo[j] - hi_0, track.hi[j] - lo_0
-                if high <= _MARK_RATIO * low:
+                first = not model.marks.get(j)
+                if high <= (_FIRST_MARK_RATIO if first else _MARK_RATIO) * low:
                     model.marks[j][task_id] = (low, high)
+                    if first and first_wave:
+                        model.wake_others(task_id)  # their next look is where this says
 
     def _marked(
         self, track: _Track, model: _Model, shape: _Shape, queue: tuple[float, float] | None
@@ -836,18 +962,8 @@ class AdaptiveSchedule:
 
     def _learn(self, track: _Track, model: _Model, stage: int) -> bool:
         """Take a finished task's processing time, round-1 share and queue time; True if any."""
-        # The queue first: a task never seen queued started at its submit, which pins its
-        # start even when its first look came late (the first task of a model included).
-        learnt = False
-        submitted = track.hi[_QUEUED]
-        if submitted > -_INF and 0 in track.hi and track.lo[0] > -_INF:
-            # A loose bracket bounds the queue time too (see _queue_range); one that holds
-            # the whole range known already adds nothing, and would push out tight ones.
-            q_lo, q_hi = max(track.lo[0] - submitted, 0.0), track.hi[0] - submitted
-            known = self._queue_range()
-            if known is None or not q_lo <= known[0] <= known[1] <= q_hi:
-                self._queue.append((q_lo, q_hi))
-                learnt = True
+        # The queue first (learnt when the start was bracketed, or now if it was not).
+        learnt = self._learn_queue(track) or track.taught
         shape = self._shape(model)
         queue = self._queue_range()
         rounds = stage - 1 + shape[0]  # the task's length in rounds, from its start
@@ -884,16 +1000,26 @@ class AdaptiveSchedule:
     def _learn_share(
         self, track: _Track, model: _Model, stage: int, queue: tuple[float, float] | None
     ) -> bool:
-        """Round 1's share of a round, from where the middle boundaries fell; True if kept.
+        """Keep round 1's share of a round as a finished task showed it; True if kept."""
+        bounds = self._share_bounds(track, model, stage, queue)
+        if bounds is not None:
+            model.firsts.append(bounds)
+        return bounds is not None
+
+    def _share_bounds(
+        self, track: _Track, model: _Model, stage: int, queue: tuple[float, float] | None
+    ) -> tuple[float, float] | None:
+        """Bounds of round 1's share of a round, from the boundaries up to ``stage``.
 
         Round 1 against the pace of the later rounds bounds it; so does each
         middle boundary ``k``, which lies ``r = (share + k - 1) / (share + n - 1)``
-        of the way from the start to the end whatever the task's pace.
+        of the way from the start to boundary ``n`` whatever the task's pace.
+        ``None`` while what was seen leaves it loose.
         """
         lo_0, hi_0 = self._bracket(track, 0, queue) if 0 in track.hi else (-_INF, _INF)
         lo_n, hi_n = self._bracket(track, stage, queue)
         if lo_0 == -_INF or stage < 2 or lo_n <= hi_0:
-            return False
+            return None
         low, high = 0.0, _INF
         # Round 1 against the pace its later rounds showed, whatever share was assumed.
         shape = self._shape(model)
@@ -910,9 +1036,8 @@ class AdaptiveSchedule:
             low = max(low, (r_lo * (stage - 1) - (k - 1)) / (1 - r_lo))
             high = min(high, (r_hi * (stage - 1) - (k - 1)) / (1 - r_hi))
         if low <= high and high - low < 0.6:
-            model.firsts.append((low, high))
-            return True
-        return False
+            return low, high
+        return None
 
 
 #: What the cache file holds for one model: finished tasks and round-1 share bounds.

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -262,6 +263,12 @@ async def _nothing(state: tenacity.RetryCallState) -> None:
     """Nothing to do before or after an attempt."""
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    """A schedule's wake: end the sleep it interrupts, if that is still going."""
+    if not future.done():
+        future.set_result(None)
+
+
 def _give_up(state: tenacity.RetryCallState) -> TaskResult:
     return state.args[0].give_up(state)  # type: ignore[no-any-return]
 
@@ -461,7 +468,17 @@ class _PollLoop:
     reached through the module's ``_strategies`` (see there).
     """
 
-    __slots__ = ("deadline", "fetch", "observer", "policy", "schedule", "timeout", "watch")
+    __slots__ = (
+        "deadline",
+        "fetch",
+        "observer",
+        "policy",
+        "schedule",
+        "sleep",
+        "timeout",
+        "wake_on_news",
+        "watch",
+    )
 
     def __init__(
         self,
@@ -473,6 +490,7 @@ class _PollLoop:
         deadline: float | None,
         timeout: float | None,
         observer: LoopObserver | None,
+        sleep: Sleep,
     ) -> None:
         self.watch = watch
         self.fetch = fetch
@@ -481,6 +499,10 @@ class _PollLoop:
         self.deadline = deadline
         self.timeout = timeout
         self.observer = observer
+        self.sleep = sleep
+        self.wake_on_news: Callable[[PollState, Callable[[], None]], bool] | None = getattr(
+            schedule, "wake_on_news", None
+        )
 
     async def look(self) -> TaskResult:
         """One GET of the task, taken in by the watch."""
@@ -570,6 +592,38 @@ class _PollLoop:
         exc = state.outcome.exception()
         return self.failed_for_good(exc) or self.remaining() <= 0 or self.asks_past_deadline(exc)
 
+    async def pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` before the next look, unless the schedule has news first.
+
+        A schedule with ``wake_on_news`` may wake a sleep that follows a good look (what
+        other tasks showed moved this one's next look); the loop then asks it for the
+        delay again, from now, and sleeps that. A backoff after a failure is the retry
+        policy's: it is slept whole. tenacity sleeps through this method (its public
+        ``sleep`` argument), so the client's ``sleep`` still does every wait.
+        """
+        watch = self.watch
+        wake_on_news = self.wake_on_news
+        while seconds > 0:
+            if wake_on_news is None or watch.failures or watch.contradictions:
+                await self.sleep(seconds)
+                return
+            woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if not wake_on_news(watch.state(), functools.partial(_resolve, woken)):
+                await self.sleep(seconds)
+                return
+            sleeping = asyncio.ensure_future(self.sleep(seconds))
+            try:
+                await asyncio.wait((sleeping, woken), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                woken.cancel()  # a wake that comes later finds it done
+                if not sleeping.done():  # woken, or cancelled: no sleep is left behind
+                    sleeping.cancel()
+                    await asyncio.wait((sleeping,))
+            if not sleeping.cancelled():
+                sleeping.result()  # the sleep ran out (or raised): look now
+                return
+            seconds = min(self.schedule.next_delay(watch.state()), self.until_someone_is_due())
+
     def give_up(self, state: tenacity.RetryCallState) -> TaskResult:
         assert state.outcome is not None  # noqa: S101
         exc = state.outcome.exception()
@@ -636,9 +690,10 @@ async def poll_until_done(
         deadline=deadline,
         timeout=timeout,
         observer=observer,
+        sleep=sleep,
     )
     retrying = tenacity.AsyncRetrying(
-        sleep=sleep,
+        sleep=sleep if loop.wake_on_news is None else loop.pause,
         wait=_wait,
         stop=_stop,
         retry=_retry,

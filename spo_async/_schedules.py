@@ -73,6 +73,13 @@ class PollSchedule(Protocol):
     final snapshot when the task finished), so that a learning schedule such as
     :class:`~spo_async.polling.AdaptiveSchedule` can learn from the last round and forget
     the task.
+
+    And ``wake_on_news(state: PollState, wake: Callable[[], None]) -> bool``: the
+    polling layer calls it before it sleeps the delay just given after a good
+    look. A schedule that may learn, during that sleep, something that moves the
+    task's next look (what other tasks showed) keeps ``wake``, returns ``True``,
+    and calls ``wake()`` when that happens: the sleep ends, and ``next_delay`` is
+    asked again with the same ``polls`` (nothing new seen) and the time now.
     """
 
     def next_delay(self, state: PollState) -> float:

@@ -45,6 +45,8 @@ from .conftest import (
     VirtualTime,
     make_request,
     on_virtual_time,
+    unpaced_limiter,
+    until,
 )
 
 #: Where the client looks for its key when none is passed, in this order.
@@ -359,6 +361,90 @@ async def test_a_schedules_first_delay_comes_before_the_first_look(
     # GETs at 4 (after the first delay), 11, 18, then the last look at the deadline (20).
     assert [at for method, at in transport.sent if method == "GET"] == [4.0, 11.0, 18.0, 20.0]
     assert emu.task_gets[task_id] == 4
+
+
+class HeldSleep:
+    """A client's sleep that lasts until something ends it: the test, or a wake."""
+
+    def __init__(self) -> None:
+        self.held: list[asyncio.Future[None]] = []
+
+    def clock(self) -> float:
+        return 0.0
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self.held.append(future)
+        await future
+
+
+class WakingSchedule:
+    """Looks 100 s apart and keeps every wake offered; after a wake, looks at once."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+        self.wake: Callable[[], None] | None = None
+        self.news = False
+
+    def next_delay(self, state: PollState) -> float:
+        self.asked.append(state.polls)
+        if state.polls == 0 or self.news:
+            self.news = False
+            return 0.0
+        return 100.0
+
+    def wake_on_news(self, state: PollState, wake: Callable[[], None]) -> bool:
+        self.wake = wake
+        return True
+
+
+async def test_a_schedule_with_news_ends_the_sleep_and_is_asked_again(
+    make_client: ClientFactory, emu: Emulator
+) -> None:
+    """A wake ends the 100 s sleep; the schedule, asked again with the same polls, says look now."""
+    time, schedule = HeldSleep(), WakingSchedule()
+    client = make_client(
+        clock=time.clock, sleep=time.sleep, schedule=schedule, limiter=unpaced_limiter()
+    )
+    task_id = await client.submit(make_request())
+    waiter = asyncio.create_task(client.wait_for_result(task_id, timeout=None))
+    await until(lambda: schedule.wake is not None and time.held, what="the sleep after a look")
+    assert emu.task_gets[task_id] == 1
+
+    schedule.news = True
+    assert schedule.wake is not None
+    schedule.wake()
+    await until(lambda: emu.task_gets[task_id] == 2, what="the look the news asked for")
+
+    assert time.held[0].cancelled()  # ended by the wake, not run out
+    assert schedule.asked[:3] == [0, 1, 1]  # the same polls: a new plan, nothing new seen
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+
+
+async def test_cancelling_a_wait_asleep_for_news_leaves_no_task_behind(
+    make_client: ClientFactory, emu: Emulator
+) -> None:
+    """The sleep a wake could end runs as a task of its own: a cancelled wait ends it too."""
+    time, schedule = HeldSleep(), WakingSchedule()
+    client = make_client(
+        clock=time.clock, sleep=time.sleep, schedule=schedule, limiter=unpaced_limiter()
+    )
+    task_id = await client.submit(make_request())
+    before = asyncio.all_tasks()
+    waiter = asyncio.create_task(client.wait_for_result(task_id, timeout=None))
+    await until(lambda: time.held, what="the sleep after a look")
+
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+
+    assert time.held[0].cancelled()
+    assert {task for task in asyncio.all_tasks() if not task.done()} <= before
+    assert schedule.wake is not None
+    schedule.wake()  # a wake that comes too late does nothing
+    assert emu.task_gets[task_id] == 1
 
 
 async def test_a_function_schedule_is_asked_before_the_first_look_too(
