@@ -53,11 +53,9 @@ minutes.
    about ``lag``); a window wider than two steps is first *split*: a look in the
    middle of a middle round's window (completion) or of the target's own
    (progress, while the round after it is uncertain) halves the pace range for
-   the rest of the task (in progress mode, once a task of the model has ended,
-   the split goes up to 1.4 steps in: the learnt range is narrow enough). A
-   task past its window, or far slower than any seen, is looked at less and less
-   often, in proportion to how late it is; inside a window, looks in progress
-   mode keep at least one lag apart. While
+   the rest of the task. A task past its window, or far slower than any seen,
+   is looked at less and less often, in proportion to how late it is; inside a
+   window, looks in progress mode keep at least one lag apart. While
    fewer than eight tasks of the model have finished, completion mode steps
    by 1.8 times as much: the windows are wide then, and the lag allowed a
    first task (0.15 round) is wider than a known model's (0.10).
@@ -143,9 +141,8 @@ _MIN_GAP = 0.5
 #: times as much as ``completion_lag`` asks: the windows are wide then, and a look saved
 #: is worth more than a little lag (a first task is allowed 0.15 round, 0.10 after).
 _COLD_TASKS, _COLD_LAG = 8, 1.8
-#: In progress mode, how far into a window narrower than a step the look goes, and how
-#: many steps at most a look that splits a wide window goes in.
-_NARROW, _SPLIT_STEPS = 0.7, 1.4
+#: In progress mode, how far into a window narrower than a step the look goes.
+_NARROW = 0.7
 #: What the cache file holds at most, and its format name.
 _CACHE_MODELS, _CACHE_SAMPLES, _CACHE_BYTES = 64, 64, 256 * 1024
 _CACHE_FORMAT = "spo-async schedule"
@@ -191,11 +188,7 @@ def _spread_of(bounds: list[tuple[float, float]]) -> tuple[float, float, float]:
 
 
 def _progress_look(
-    now: float,
-    window: tuple[float, float],
-    step: float,
-    following: tuple[float, float] | None,
-    split: float,
+    now: float, window: tuple[float, float], step: float, following: tuple[float, float] | None
 ) -> float:
     """Where in the target's window to look next, in progress mode.
 
@@ -204,14 +197,13 @@ def _progress_look(
     halves it. A narrow one is looked at most of the way in. Looks inside a window
     keep ``_MIN_GAP`` step apart: a window nearly used up is looked at at its end,
     not ever closer to it (after which the task is late, and looks back off).
-    A split goes ``split`` steps in at most.
     """
     start, end = window
     width = max(end - start, 0.0)
     if width > 2 * step or (
         following is not None and following[1] - max(following[0], now) > 2 * step
     ):
-        at = start + min(width / 2, split * step)
+        at = start + min(width / 2, step)
     elif width <= step:
         # Most of a narrow window, not all: the few it misses cost a second look,
         # the many it sees are seen sooner (what a search over the pace finds best).
@@ -871,10 +863,7 @@ class AdaptiveSchedule:
                 )
             return start + min(width, step) if split is None else split
         nxt = None if last else self._window(track, target + 1, now, pace, shape=shape, queue=queue)
-        # Once a task of the model has ended, the pace range is the learnt one, narrow
-        # enough that a split may go further in (fewer looks at the same lag).
-        split = _SPLIT_STEPS if not model.first_wave() else 1.0
-        return _progress_look(now, (start, hi_t), step, nxt, split)
+        return _progress_look(now, (start, hi_t), step, nxt)
 
     def _split(
         self,

@@ -808,3 +808,23 @@ def test_is_a_poll_schedule() -> None:
     schedule = AdaptiveSchedule()
     assert isinstance(schedule, PollSchedule)
     assert callable(schedule.task_finished)
+
+
+def test_a_wake_that_raises_does_not_stop_the_task_that_brought_the_news(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One loop's broken wake is logged; the marking task gets its delay, the others their wake."""
+    schedule = adaptive()
+    for name in ("scout", "broken", "fine"):
+        schedule.next_delay(looked(name, 0.0, 1, ()))
+    woken: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("a broken loop")
+
+    assert schedule.wake_on_news(looked("broken", 0.0, 1, ()), broken)
+    assert schedule.wake_on_news(looked("fine", 0.0, 1, ()), lambda: woken.append("fine"))
+    schedule.next_delay(looked("scout", 3.0, 2, ()))
+    assert schedule.next_delay(looked("scout", 3.5, 3, (3.5,))) > 0  # marks round 1
+    assert woken == ["fine"]
+    assert "wake raised" in caplog.text
