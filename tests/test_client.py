@@ -7,7 +7,7 @@ import gc
 import json
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import attrs
@@ -398,17 +398,33 @@ class WakingSchedule:
         return True
 
 
-async def test_a_schedule_with_news_ends_the_sleep_and_is_asked_again(
-    make_client: ClientFactory, emu: Emulator
-) -> None:
-    """A wake ends the 100 s sleep; the schedule, asked again with the same polls, says look now."""
+class AsleepForNews(NamedTuple):
+    """A wait asleep after its first look, on a schedule that kept its wake."""
+
+    time: HeldSleep
+    schedule: WakingSchedule
+    task_id: str
+    waiter: asyncio.Task[TaskResult]
+    before: set[asyncio.Task[Any]]  # the tasks there were before the wait began
+
+
+async def asleep_for_news(make_client: ClientFactory) -> AsleepForNews:
     time, schedule = HeldSleep(), WakingSchedule()
     client = make_client(
         clock=time.clock, sleep=time.sleep, schedule=schedule, limiter=unpaced_limiter()
     )
     task_id = await client.submit(make_request())
+    before = asyncio.all_tasks()
     waiter = asyncio.create_task(client.wait_for_result(task_id, timeout=None))
     await until(lambda: schedule.wake is not None and time.held, what="the sleep after a look")
+    return AsleepForNews(time, schedule, task_id, waiter, before)
+
+
+async def test_a_schedule_with_news_ends_the_sleep_and_is_asked_again(
+    make_client: ClientFactory, emu: Emulator
+) -> None:
+    """A wake ends the 100 s sleep; the schedule, asked again with the same polls, says look now."""
+    time, schedule, task_id, waiter, _ = await asleep_for_news(make_client)
     assert emu.task_gets[task_id] == 1
 
     schedule.news = True
@@ -427,14 +443,7 @@ async def test_cancelling_a_wait_asleep_for_news_leaves_no_task_behind(
     make_client: ClientFactory, emu: Emulator
 ) -> None:
     """The sleep a wake could end runs as a task of its own: a cancelled wait ends it too."""
-    time, schedule = HeldSleep(), WakingSchedule()
-    client = make_client(
-        clock=time.clock, sleep=time.sleep, schedule=schedule, limiter=unpaced_limiter()
-    )
-    task_id = await client.submit(make_request())
-    before = asyncio.all_tasks()
-    waiter = asyncio.create_task(client.wait_for_result(task_id, timeout=None))
-    await until(lambda: time.held, what="the sleep after a look")
+    time, schedule, task_id, waiter, before = await asleep_for_news(make_client)
 
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
