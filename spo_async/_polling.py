@@ -24,6 +24,7 @@ a new field behind a load balancer cannot make a finished round look changed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
@@ -264,9 +265,28 @@ async def _nothing(state: tenacity.RetryCallState) -> None:
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
-    """A schedule's wake: end the sleep it interrupts, if that is still going."""
+    """End the sleep a wake interrupts, if that is still going (on the future's loop)."""
     if not future.done():
         future.set_result(None)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    """A schedule's wake, callable from any thread.
+
+    One schedule may serve clients on several event loops (a sync client runs its own
+    in a thread), so the task that brings the news may run on another loop than the
+    sleep it ends: the future is then resolved on its own loop's thread.
+    """
+    loop = future.get_loop()
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        _resolve(future)
+    else:
+        with contextlib.suppress(RuntimeError):  # that loop has closed: nothing sleeps
+            loop.call_soon_threadsafe(_resolve, future)
 
 
 def _give_up(state: tenacity.RetryCallState) -> TaskResult:
@@ -608,7 +628,7 @@ class _PollLoop:
                 await self.sleep(seconds)
                 return
             woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            if not wake_on_news(watch.state(), functools.partial(_resolve, woken)):
+            if not wake_on_news(watch.state(), functools.partial(_wake, woken)):
                 await self.sleep(seconds)
                 return
             sleeping = asyncio.ensure_future(self.sleep(seconds))

@@ -439,6 +439,24 @@ async def test_a_schedule_with_news_ends_the_sleep_and_is_asked_again(
         await waiter
 
 
+async def test_a_wake_from_another_thread_ends_the_sleep_on_its_own_loop(
+    make_client: ClientFactory, emu: Emulator
+) -> None:
+    """One schedule may serve clients on several loops: a wake from another thread still works."""
+    time, schedule, task_id, waiter, _ = await asleep_for_news(make_client)
+    assert schedule.wake is not None
+    asyncio.get_running_loop().set_debug(True)  # a call from the wrong thread then raises
+
+    schedule.news = True
+    await asyncio.to_thread(schedule.wake)
+    await until(lambda: emu.task_gets[task_id] == 2, what="the look the news asked for")
+
+    assert time.held[0].cancelled()
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+
+
 async def test_cancelling_a_wait_asleep_for_news_leaves_no_task_behind(
     make_client: ClientFactory, emu: Emulator
 ) -> None:
