@@ -420,38 +420,29 @@ async def asleep_for_news(make_client: ClientFactory) -> AsleepForNews:
     return AsleepForNews(time, schedule, task_id, waiter, before)
 
 
+@pytest.mark.parametrize("from_thread", [False, True], ids=["same loop", "another thread"])
 async def test_a_schedule_with_news_ends_the_sleep_and_is_asked_again(
-    make_client: ClientFactory, emu: Emulator
+    make_client: ClientFactory, emu: Emulator, from_thread: bool
 ) -> None:
-    """A wake ends the 100 s sleep; the schedule, asked again with the same polls, says look now."""
+    """A wake ends the 100 s sleep; the schedule, asked again with the same polls, says look now.
+
+    One schedule may serve clients on several loops, so a wake may come from another
+    thread; debug mode makes a call on the loop from the wrong thread raise.
+    """
     time, schedule, task_id, waiter, _ = await asleep_for_news(make_client)
     assert emu.task_gets[task_id] == 1
+    asyncio.get_running_loop().set_debug(True)
 
     schedule.news = True
     assert schedule.wake is not None
-    schedule.wake()
+    if from_thread:
+        await asyncio.to_thread(schedule.wake)
+    else:
+        schedule.wake()
     await until(lambda: emu.task_gets[task_id] == 2, what="the look the news asked for")
 
     assert time.held[0].cancelled()  # ended by the wake, not run out
     assert schedule.asked[:3] == [0, 1, 1]  # the same polls: a new plan, nothing new seen
-    waiter.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
-
-
-async def test_a_wake_from_another_thread_ends_the_sleep_on_its_own_loop(
-    make_client: ClientFactory, emu: Emulator
-) -> None:
-    """One schedule may serve clients on several loops: a wake from another thread still works."""
-    time, schedule, task_id, waiter, _ = await asleep_for_news(make_client)
-    assert schedule.wake is not None
-    asyncio.get_running_loop().set_debug(True)  # a call from the wrong thread then raises
-
-    schedule.news = True
-    await asyncio.to_thread(schedule.wake)
-    await until(lambda: emu.task_gets[task_id] == 2, what="the look the news asked for")
-
-    assert time.held[0].cancelled()
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
