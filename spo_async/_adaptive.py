@@ -99,6 +99,7 @@ from typing import Any
 
 import attrs
 
+from ._models import TaskResult
 from ._schedules import PollMode, PollState
 from ._state import TaskStatus
 
@@ -262,7 +263,7 @@ class _Model:
         #: The task searching for the round length while nothing is known.
         self.scout: str | None = None
         #: Waits asleep that asked to be woken when the others' news moves their next look.
-        self.wakes: dict[str, Callable[[], None]] = {}
+        self.wakes: dict[str, list[Callable[[], None]]] = {}
 
     def paces(self, first: float) -> list[float]:
         """The finished tasks' round lengths, given round 1's share of a round."""
@@ -282,7 +283,7 @@ class _Model:
         mine = wakes.pop(task_id, None)
         if mine is not None:
             self.wakes[task_id] = mine
-        for wake in wakes.values():
+        for wake in [wake for waits in wakes.values() for wake in waits]:
             try:
                 wake()
             except Exception:  # another loop's; the task that brought the news goes on
@@ -309,6 +310,7 @@ class _Track:
         "phase",
         "polls",
         "searches",
+        "seen",
         "stage",
         "taught",
     )
@@ -326,6 +328,7 @@ class _Track:
         self.searches = searches  # searches for round 1 beside the scout (progress mode)
         self.due = now  # when the next look was planned
         self.taught = False  # whether its looks taught the queue time (to be saved)
+        self.seen: TaskResult | None = None  # the last snapshot taken in
 
 
 def _stage_of(state: PollState) -> int:
@@ -428,7 +431,14 @@ class AdaptiveSchedule:
             self.task_finished(state)
             return 0.0
         known = self._tasks.get(state.task_id)
-        replan = known is not None and state.polls == known.polls and state.elapsed >= known.last
+        # The same polls and the same snapshot as the last look: asked again, nothing seen
+        # (another wait of the task, in step with this one, brings its own snapshot).
+        replan = (
+            known is not None
+            and state.polls == known.polls
+            and state.elapsed >= known.last
+            and state.last == known.seen
+        )
         track = known if replan and known is not None else self._observe(state)
         now = state.elapsed
         at = self._plan(state, track, model)
@@ -472,7 +482,9 @@ class AdaptiveSchedule:
             return False
         if state.task_id not in self._tasks:
             return False
-        model.wakes[state.task_id] = wake
+        kept = model.wakes.setdefault(state.task_id, [])
+        if wake not in kept:  # one per wait: several waits may watch one task
+            kept.append(wake)
         return True
 
     def task_finished(self, state: PollState) -> None:
@@ -579,7 +591,7 @@ class AdaptiveSchedule:
         now = state.elapsed
         stage = _stage_of(state)
         track = self._tasks.get(state.task_id)
-        if track is None or state.polls <= track.polls or now < track.last:
+        if track is None or state.polls < track.polls or now < track.last:
             # A new wait (or one not seen from its start): every boundary seen is in
             # (submit, now]; before the submit when this client did not submit it.
             rng = self.rng
@@ -608,7 +620,7 @@ class AdaptiveSchedule:
         if track.stage < 0 <= stage and self._learn_queue(track):
             track.taught = True  # now, not at the end: the first wave plans by it
         track.stage = max(track.stage, stage)
-        track.last, track.polls = now, state.polls
+        track.last, track.polls, track.seen = now, state.polls, state.last
         return track
 
     def _learn_queue(self, track: _Track) -> bool:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -270,13 +269,15 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _wake(future: asyncio.Future[None]) -> None:
+def _wake(future: asyncio.Future[None] | None) -> None:
     """A schedule's wake, callable from any thread.
 
     One schedule may serve clients on several event loops (a sync client runs its own
     in a thread), so the task that brings the news may run on another loop than the
     sleep it ends: the future is then resolved on its own loop's thread.
     """
+    if future is None:
+        return
     loop = future.get_loop()
     try:
         running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -498,6 +499,7 @@ class _PollLoop:
         "timeout",
         "wake_on_news",
         "watch",
+        "woken",
     )
 
     def __init__(
@@ -520,9 +522,10 @@ class _PollLoop:
         self.timeout = timeout
         self.observer = observer
         self.sleep = sleep
-        self.wake_on_news: Callable[[PollState, Callable[[], None]], bool] | None = getattr(
+        self.wake_on_news: Callable[[PollState, Callable[[], None]], object] | None = getattr(
             schedule, "wake_on_news", None
         )
+        self.woken: asyncio.Future[None] | None = None  # the sleep a wake would end
 
     async def look(self) -> TaskResult:
         """One GET of the task, taken in by the watch."""
@@ -619,30 +622,57 @@ class _PollLoop:
         other tasks showed moved this one's next look); the loop then asks it for the
         delay again, from now, and sleeps that. A backoff after a failure is the retry
         policy's: it is slept whole. tenacity sleeps through this method (its public
-        ``sleep`` argument), so the client's ``sleep`` still does every wait.
+        ``sleep`` argument), so the client's ``sleep`` still does every wait. A
+        ``wake_on_news`` that raises or answers other than ``True``/``False`` costs the
+        loop its wakes (logged once), never the wait.
         """
         watch = self.watch
-        wake_on_news = self.wake_on_news
         while seconds > 0:
-            if wake_on_news is None or watch.failures or watch.contradictions:
+            if self.wake_on_news is None or watch.failures or watch.contradictions:
                 await self.sleep(seconds)
                 return
-            woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            if not wake_on_news(watch.state(), functools.partial(_wake, woken)):
+            woken = self.woken = asyncio.get_running_loop().create_future()
+            if not self.offer_wake():
                 await self.sleep(seconds)
                 return
             sleeping = asyncio.ensure_future(self.sleep(seconds))
+            stopped = False
             try:
                 await asyncio.wait((sleeping, woken), return_when=asyncio.FIRST_COMPLETED)
             finally:
                 woken.cancel()  # a wake that comes later finds it done
                 if not sleeping.done():  # woken, or cancelled: no sleep is left behind
+                    stopped = True
                     sleeping.cancel()
                     await asyncio.wait((sleeping,))
-            if not sleeping.cancelled():
-                sleeping.result()  # the sleep ran out (or raised): look now
+                elif not sleeping.cancelled():
+                    sleeping.exception()  # retrieved here, whatever ends the wait
+            if not (stopped and sleeping.cancelled()):
+                sleeping.result()  # the sleep ran out (or raised, or was cancelled): look
                 return
             seconds = min(self.schedule.next_delay(watch.state()), self.until_someone_is_due())
+
+    def offer_wake(self) -> bool:
+        """Offer the schedule this loop's wake; whether it kept it."""
+        assert self.wake_on_news is not None  # noqa: S101 - pause checked
+        try:
+            kept = self.wake_on_news(self.watch.state(), self.wake)
+        except Exception:
+            log.exception("the schedule's wake_on_news raised; this wait sleeps unwoken")
+            kept = None
+        if kept is True or kept is False:
+            return kept
+        close = getattr(kept, "close", None)  # a coroutine (an async wake_on_news), say
+        if close is not None:
+            close()
+        if kept is not None:
+            log.warning("wake_on_news answered %r, not True or False: ignored", type(kept))
+        self.wake_on_news = None
+        return False
+
+    def wake(self) -> None:
+        """Wake this loop's sleep: one wake for every sleep, callable from any thread."""
+        _wake(self.woken)
 
     def give_up(self, state: tenacity.RetryCallState) -> TaskResult:
         assert state.outcome is not None  # noqa: S101
