@@ -1,8 +1,7 @@
 """Review 4: the poll loop's wakeable sleep (``_PollLoop.pause``) and ``wake_on_news``.
 
-Each test here holds one behaviour the wakeable sleep gets wrong today (they fail
-on the code under review); the report that comes with them proposes the fix. The
-loop's own tests talk to the emulator on loopback with an injected clock and a
+Each test holds a behaviour a review found wrong in the first version of the wakeable
+sleep (each failed on it, and passes since the fix). The loop's own tests talk to the emulator on loopback with an injected clock and a
 sleep that lasts until the test (or a wake) ends it; the schedule's are pure.
 """
 
@@ -17,8 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from spo_async import Round, Sample, TaskResult, TaskStatus
-from spo_async.polling import AdaptiveSchedule, PollMode, PollState
+from spo_async import Sample, TaskResult, TaskStatus
+from spo_async.polling import AdaptiveSchedule, PollState
 from spo_async.testing import Emulator, EmulatorConfig, ManualClock
 
 from .conftest import (
@@ -29,6 +28,8 @@ from .conftest import (
     unpaced_limiter,
     until,
 )
+from .test_adaptive import looked
+from .test_client import HeldSleep, WakingSchedule
 
 
 @pytest.fixture
@@ -44,39 +45,6 @@ def make_client(make_client: ClientFactory, virtual_time: VirtualTime) -> Client
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-class HeldSleep:
-    """A client's sleep that lasts until something ends it: the test, or a wake."""
-
-    def __init__(self) -> None:
-        self.held: list[asyncio.Future[None]] = []
-
-    def clock(self) -> float:
-        return 0.0
-
-    async def sleep(self, seconds: float) -> None:
-        future = asyncio.get_running_loop().create_future()
-        self.held.append(future)
-        await future
-
-
-class WakingSchedule:
-    """Looks 100 s apart and keeps every wake offered; after news, looks at once."""
-
-    def __init__(self) -> None:
-        self.wake: Callable[[], None] | None = None
-        self.news = False
-
-    def next_delay(self, state: PollState) -> float:
-        if state.polls == 0 or self.news:
-            self.news = False
-            return 0.0
-        return 100.0
-
-    def wake_on_news(self, state: PollState, wake: Callable[[], None]) -> bool:
-        self.wake = wake
-        return True
 
 
 async def asleep(
@@ -260,25 +228,6 @@ async def test_a_wake_on_news_that_answers_no_bool_is_refused_not_taken_for_yes(
 
 
 _SAMPLE = (Sample("q", "a"),)
-
-
-def looked(task_id: str, t: float, polls: int, rounds_seen_at: tuple[float, ...]) -> PollState:
-    """A look in progress mode at a task of the model "new", submitted and started at 0."""
-    rounds = tuple(Round(n, "p", _SAMPLE, success=True) for n in range(1, len(rounds_seen_at) + 1))
-    return PollState(
-        task_id=task_id,
-        polls=polls,
-        elapsed=t,
-        last=TaskResult(
-            task_id=task_id, status=TaskStatus.PROCESSING, raw_status="processing", rounds=rounds
-        ),
-        model="new",
-        round_seen_at=rounds_seen_at,
-        started_at=0.0,
-        max_rounds=4,
-        mode=PollMode.PROGRESS,
-        submitted_at=0.0,
-    )
 
 
 def first_wave() -> AdaptiveSchedule:
