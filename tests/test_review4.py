@@ -1,8 +1,9 @@
 """Review 4: the poll loop's wakeable sleep (``_PollLoop.pause``) and ``wake_on_news``.
 
 Each test holds a behaviour a review found wrong in the first version of the wakeable
-sleep (each failed on it, and passes since the fix). The loop's own tests talk to the emulator on loopback with an injected clock and a
-sleep that lasts until the test (or a wake) ends it; the schedule's are pure.
+sleep (each failed on it, and passes since the fix). The loop's own tests talk to the
+emulator on loopback with an injected clock and a sleep that lasts until the test (or
+a wake) ends it; the schedule's are pure.
 """
 
 from __future__ import annotations
