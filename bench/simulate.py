@@ -136,8 +136,11 @@ def run_wave(
     mode: PollMode,
     latency: float,
     budget: Any,
-) -> list[dict[str, float]]:
+) -> list[dict[str, Any]]:
     """Poll every task of a wave on one virtual clock; GETs and lag (seconds) per task.
+
+    Each task's record: ``gets``, ``lag`` (as in the bench) and ``each``, the lag of
+    every round it saw, for looking into where a schedule spends its lag.
 
     Like the polling layer, it offers the schedule a wake before each sleep
     (``wake_on_news``); a woken task is asked for its delay again, from that moment.
@@ -159,7 +162,7 @@ def run_wave(
     for i, (task, name, w) in enumerate(zip(tasks, names, waits, strict=True)):
         first = schedule.next_delay(_state(w, name, w.began, mode, task))
         heapq.heappush(due, (w.began + first, i, planned[i]))
-    out: list[dict[str, float]] = [{} for _ in tasks]
+    out: list[dict[str, Any]] = [{} for _ in tasks]
     while due:
         t, i, plan = heapq.heappop(due)
         if plan != planned[i]:
@@ -174,21 +177,18 @@ def run_wave(
         state = _state(w, name, t, mode, task)
         if not result.is_terminal:
             sleep(i, t, schedule.next_delay(state))
-            while woken:
-                k = woken.pop()
-                sleep(k, t, schedule.next_delay(_state(waits[k], names[k], t, mode, tasks[k])))
-            continue
-        planned[i] += 1
-        finished = getattr(schedule, "task_finished", None)
-        if finished is not None:
-            finished(state)
-        if mode is PollMode.COMPLETION:
-            lag = t - task.ends
         else:
-            lag = statistics.fmean(
-                w.began + s - f for s, f in zip(w.seen, task.finishes, strict=True)
-            )
-        out[i] = {"gets": w.polls, "lag": lag}
+            planned[i] += 1
+            finished = getattr(schedule, "task_finished", None)
+            if finished is not None:
+                finished(state)
+            each = [w.began + s - f for s, f in zip(w.seen, task.finishes, strict=True)]
+            lag = t - task.ends if mode is PollMode.COMPLETION else statistics.fmean(each)
+            out[i] = {"gets": w.polls, "lag": lag, "each": each}
+        while woken:  # the waits this look woke plan again, from now
+            k = woken.pop()
+            if not out[k]:
+                sleep(k, t, schedule.next_delay(_state(waits[k], names[k], t, mode, tasks[k])))
     return out
 
 
