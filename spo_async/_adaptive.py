@@ -67,7 +67,12 @@ minutes.
    that way (the *scout*); the others look four times more rarely until a task has
    pinned the pace, then use it. In progress mode, where every round counts as
    much as the end, a quarter of the tasks (drawn at random) search for round 1
-   beside the scout, and the first of them to mark it wakes the others.
+   beside the scout, and the first of them to mark it wakes the others. Once the
+   polling layer has kept a wake (it can wake them), the others sleep until then
+   (at most 64 times their time in the stage, should no mark come); a task woken
+   after part of its window went by unseen looks soon (its boundary may be behind
+   it); and a scout whose wait ends early wakes them too, so that one of them takes
+   its search over.
 
 A tenth of the tasks (chosen at random) aim their first look in each window a
 little early: without that, tasks faster than any seen so far would only ever
@@ -129,6 +134,10 @@ _STALLED = 1.5
 #: How much more rarely than the scout the other tasks of a model never seen look, in
 #: completion mode (in progress mode each round counts as much as the end: all search).
 _SPARSE = 4.0
+#: In progress mode, how much more rarely than the searchers the other tasks of a first wave
+#: look for round 1 when their waits can be woken: they sleep until a searcher marks it, and
+#: this only bounds the sleep (six doublings of the search) should no mark ever come.
+_ASLEEP = 64.0
 #: A start-to-boundary time another running task showed, precise enough to share (max / min);
 #: the first of a boundary is shared looser, as the search brackets it (a factor of two).
 _MARK_RATIO, _FIRST_MARK_RATIO = 1.5, 2.5
@@ -138,6 +147,8 @@ _SCOUTS = 0.25
 #: In progress mode, the shortest gap between looks inside a window, in steps (a window
 #: nearly used up is looked at once more at its end, not ever closer to it).
 _MIN_GAP = 0.5
+#: In progress mode, how soon a task woken in its window looks, in steps.
+_SOON = 0.25
 #: While a model has fewer finished tasks than this, completion mode steps by this many
 #: times as much as ``completion_lag`` asks: the windows are wide then, and a look saved
 #: is worth more than a little lag (a first task is allowed 0.15 round, 0.10 after).
@@ -290,12 +301,16 @@ class _Model:
                 log.exception("a poll loop's wake raised; its wait sleeps on")
 
     def drop(self, task_id: str) -> None:
-        """Forget what a running task shared."""
+        """Forget what a running task shared; a first wave's scout is replaced at once."""
         self.live.pop(task_id, None)
         self.live_firsts.pop(task_id, None)
         self.wakes.pop(task_id, None)
         for marks in self.marks.values():
             marks.pop(task_id, None)
+        if task_id == self.scout:
+            self.scout = None
+            if self.first_wave():  # the others may sleep on its search: one takes it over
+                self.wake_others(task_id)
 
 
 class _Track:
@@ -402,6 +417,9 @@ class AdaptiveSchedule:
     )
     #: Bounds of the time the last tasks spent in ``queue`` (the service's, not a model's).
     _queue: collections.deque[tuple[float, float]] = attrs.field(init=False, repr=False)
+    #: Whether the polling layer ever kept a wake (see wake_on_news): a first wave's tasks
+    #: that do not search then sleep until a searcher marks round 1, not merely longer.
+    _wakes_kept: bool = attrs.field(init=False, default=False, repr=False)
 
     @first.validator
     def _check_first(self, _attribute: attrs.Attribute[float | None], value: float | None) -> None:
@@ -445,8 +463,9 @@ class AdaptiveSchedule:
         if at is not None:
             track.due = max(at, now + 1e-3 * self.floor)
             return track.due - now
-        if replan:  # woken, yet nothing bounds the round length still: keep the plan
-            return max(track.due - now, 0.0)
+        if replan and (model.scout in self._tasks or not model.first_wave()):
+            return max(track.due - now, 0.0)  # woken, and nothing bounds the pace still
+        # (Woken because the scout left: this task takes its search over, from now.)
         # Nothing bounds the round length yet: double the time spent in this stage.
         began = track.lo.get(track.stage, -_INF)
         if began == -_INF:
@@ -463,8 +482,8 @@ class AdaptiveSchedule:
             if model.scout is None or model.scout not in self._tasks:
                 model.scout = state.task_id
             scout = model.scout == state.task_id or (progress and track.searches)
-            if not scout:
-                wait *= _SPARSE - 1.0  # look four times later than now, not twice
+            if not scout:  # look four times later than now, not twice; or until woken
+                wait *= (_ASLEEP if progress and self._wakes_kept else _SPARSE) - 1.0
         track.due = now + wait
         return wait
 
@@ -485,6 +504,7 @@ class AdaptiveSchedule:
         kept = model.wakes.setdefault(state.task_id, [])
         if wake not in kept:  # one per wait: several waits may watch one task
             kept.append(wake)
+        self._wakes_kept = True  # the waits of this schedule can be woken: some may sleep long
         return True
 
     def task_finished(self, state: PollState) -> None:
@@ -874,6 +894,10 @@ class AdaptiveSchedule:
                     step=step,
                 )
             return start + min(width, step) if split is None else split
+        if track.last < lo_t < now:
+            # Woken: part of the window went by while the task slept, unseen. Its boundary
+            # may be behind it already: look soon (and if not, the look bounds it closely).
+            return now + _SOON * step
         nxt = None if last else self._window(track, target + 1, now, pace, shape=shape, queue=queue)
         return _progress_look(now, (start, hi_t), step, nxt)
 

@@ -10,6 +10,7 @@ schedule spends on real HTTP is measured in ``bench/``, not here.
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import itertools
 import json
@@ -296,6 +297,43 @@ def test_while_one_task_searches_the_others_of_its_model_look_rarely(mode: PollM
     assert other == pytest.approx(3.0)
 
 
+def test_in_a_first_wave_that_can_be_woken_the_tasks_that_do_not_search_sleep_on() -> None:
+    """Once the polling layer keeps wakes, a task that does not search waits to be woken.
+
+    It sleeps 64 times its time in the stage, not four (six doublings of the search:
+    a bound should no mark ever come); the scout and the few that search beside it
+    double, as before.
+    """
+    schedule = adaptive()
+    scout = searching("scout", 1.0, 2, PollMode.PROGRESS)
+    assert schedule.next_delay(scout) == pytest.approx(1.0)
+    assert schedule.wake_on_news(scout, lambda: None)
+    delays = {
+        round(schedule.next_delay(searching(f"t{i}", 1.0, 2, PollMode.PROGRESS)), 6)
+        for i in range(8)
+    }
+    assert delays == {1.0, 63.0}  # a few search beside the scout; the rest sleep on
+
+
+def test_when_the_scout_of_a_first_wave_goes_a_task_asleep_takes_its_search_over() -> None:
+    """The tasks asleep on a scout that is cancelled are woken; one of them searches on."""
+    schedule = adaptive()
+    woken: list[str] = []
+    names = ["scout", "a", "b", "c", "d"]
+    for name in names:
+        state = searching(name, 1.0, 2, PollMode.PROGRESS)
+        schedule.next_delay(state)
+        schedule.wake_on_news(state, functools.partial(woken.append, name))
+    schedule.forget("scout")  # its wait was cancelled
+    assert sorted(woken) == names[1:]
+    # Asked again from the moment they were woken: the first doubles its time since the
+    # start (the new scout); the others keep their plans (1 s after their look if they
+    # search beside the scout, else 63 s).
+    replans = [schedule.next_delay(searching(name, 2.0, 2, PollMode.PROGRESS)) for name in woken]
+    assert replans[0] == pytest.approx(2.0)
+    assert {round(delay, 6) for delay in replans[1:]} <= {0.0, 62.0}
+
+
 def looked(task_id: str, t: float, polls: int, rounds_seen_at: tuple[float, ...]) -> PollState:
     """A look in progress mode at a task of the model "new", submitted and started at 0."""
     return PollState(
@@ -342,6 +380,24 @@ def test_the_first_task_to_mark_round_one_wakes_the_rest_of_a_first_wave() -> No
     # Asked again with the same polls (nothing new seen): a re-plan, from now.
     again = 3.5 + schedule.next_delay(looked("other", 3.5, 2, ()))
     assert 3.5 < again < 5.25  # inside the window the mark gives, not at 8.0
+
+
+def test_a_task_woken_after_sleeping_through_part_of_its_window_looks_soon() -> None:
+    """Its boundary may lie in the part it slept through: it looks sooner than a task that
+    looked inside the window, which knows the boundary is still ahead of that look."""
+    schedule = adaptive()
+    for name in ("scout", "slept", "looked"):
+        schedule.next_delay(looked(name, 0.0, 1, ()))
+    woken: list[str] = []
+    for name, t in (("slept", 1.0), ("looked", 3.0)):
+        schedule.next_delay(looked(name, t, 2, ()))
+        schedule.wake_on_news(looked(name, t, 2, ()), functools.partial(woken.append, name))
+    schedule.next_delay(looked("scout", 3.0, 2, ()))
+    schedule.next_delay(looked("scout", 3.5, 3, (3.5,)))  # round 1 ended 3.0 to 3.5 in
+    assert sorted(woken) == ["looked", "slept"]
+    slept = schedule.next_delay(looked("slept", 3.5, 2, ()))
+    inside = schedule.next_delay(looked("looked", 3.5, 2, ()))
+    assert 0 < slept < inside / 1.5
 
 
 def test_a_wake_that_brings_no_news_keeps_the_plan() -> None:
@@ -443,8 +499,9 @@ def run_wave(
             outcomes[name] = Outcome(tuple(looks[name]), lag)
         else:
             sleep(name, t, schedule.next_delay(state(name, t)))
-            while woken:
-                other = woken.pop()
+        while woken:  # the waits this look woke plan again, from now
+            other = woken.pop()
+            if other not in outcomes:
                 sleep(other, t, schedule.next_delay(state(other, t)))
     return [outcomes[name] for name in waits]
 
