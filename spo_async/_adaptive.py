@@ -68,11 +68,13 @@ minutes.
    pinned the pace, then use it. In progress mode, where every round counts as
    much as the end, a quarter of the tasks (drawn at random) search for round 1
    beside the scout, and the first of them to mark it wakes the others. Once the
-   polling layer has kept a wake (it can wake them), the others sleep until then
-   (at most 64 times their time in the stage, should no mark come); a task woken
-   after part of its window went by unseen looks soon (its boundary may be behind
-   it); and a scout whose wait ends early wakes them too, so that one of them takes
-   its search over.
+   polling layer has kept a wake (it can wake them) and some task searches beside
+   the scout, the others sleep until then (at most 64 times their time in the
+   stage, should no mark come), and look for round 2 (whose window rests on round
+   1's unknown share) half as often as the searchers until a task marks it. A task
+   woken after part of its window went by unseen looks soon (its boundary may be
+   behind it); a scout whose wait ends early wakes them too, so that one of them
+   takes its search over.
 
 A tenth of the tasks (chosen at random) aim their first look in each window a
 little early: without that, tasks faster than any seen so far would only ever
@@ -149,6 +151,9 @@ _SCOUTS = 0.25
 _MIN_GAP = 0.5
 #: In progress mode, how soon a task woken in its window looks, in steps.
 _SOON = 0.25
+#: In a first wave, how much farther apart the looks for round 2 of a task that does not
+#: search are, until a task marks round 2 (see ``_waits_for_round_two``).
+_ROUND_TWO_SPARSE = 2.0
 #: While a model has fewer finished tasks than this, completion mode steps by this many
 #: times as much as ``completion_lag`` asks: the windows are wide then, and a look saved
 #: is worth more than a little lag (a first task is allowed 0.15 round, 0.10 after).
@@ -255,7 +260,17 @@ _Shape = tuple[float, float, float]
 class _Model:
     """What was learnt about one model."""
 
-    __slots__ = ("firsts", "live", "live_firsts", "marks", "scout", "slack", "tasks", "wakes")
+    __slots__ = (
+        "firsts",
+        "live",
+        "live_firsts",
+        "marks",
+        "scout",
+        "searchers",
+        "slack",
+        "tasks",
+        "wakes",
+    )
 
     def __init__(self, window: int) -> None:
         #: The last finished tasks: their rounds and their time from start to end. Kept
@@ -273,6 +288,8 @@ class _Model:
         self.marks: dict[int, dict[str, tuple[float, float]]] = collections.defaultdict(dict)
         #: The task searching for the round length while nothing is known.
         self.scout: str | None = None
+        #: The running tasks that search for round 1 beside the scout (progress mode).
+        self.searchers: set[str] = set()
         #: Waits asleep that asked to be woken when the others' news moves their next look.
         self.wakes: dict[str, list[Callable[[], None]]] = {}
 
@@ -287,6 +304,14 @@ class _Model:
     def first_wave(self) -> bool:
         """Whether no task of the model has finished yet (nothing learnt to plan by)."""
         return not self.tasks
+
+    def others_may_sleep(self) -> bool:
+        """Whether the tasks of a first wave that do not search may sleep until a mark.
+
+        Only while some task searches beside the scout: a scout alone is too thin a
+        thread to hang a wave on (it may be slow, or its wait may end early).
+        """
+        return self.first_wave() and bool(self.searchers)
 
     def wake_others(self, task_id: str) -> None:
         """Wake every wait asleep on this model but ``task_id``'s: their next look moved."""
@@ -305,6 +330,7 @@ class _Model:
         self.live.pop(task_id, None)
         self.live_firsts.pop(task_id, None)
         self.wakes.pop(task_id, None)
+        self.searchers.discard(task_id)
         for marks in self.marks.values():
             marks.pop(task_id, None)
         if task_id == self.scout:
@@ -458,6 +484,8 @@ class AdaptiveSchedule:
             and state.last == known.seen
         )
         track = known if replan and known is not None else self._observe(state)
+        if track.searches:
+            model.searchers.add(state.task_id)
         now = state.elapsed
         at = self._plan(state, track, model)
         if at is not None:
@@ -483,7 +511,8 @@ class AdaptiveSchedule:
                 model.scout = state.task_id
             scout = model.scout == state.task_id or (progress and track.searches)
             if not scout:  # look four times later than now, not twice; or until woken
-                wait *= (_ASLEEP if progress and self._wakes_kept else _SPARSE) - 1.0
+                asleep = progress and self._wakes_kept and model.others_may_sleep()
+                wait *= (_ASLEEP if asleep else _SPARSE) - 1.0
         track.due = now + wait
         return wait
 
@@ -899,7 +928,22 @@ class AdaptiveSchedule:
             # may be behind it already: look soon (and if not, the look bounds it closely).
             return now + _SOON * step
         nxt = None if last else self._window(track, target + 1, now, pace, shape=shape, queue=queue)
-        return _progress_look(now, (start, hi_t), step, nxt)
+        at = _progress_look(now, (start, hi_t), step, nxt)
+        if target == 2 and self._waits_for_round_two(state.task_id, track, model):
+            at = now + _ROUND_TWO_SPARSE * (at - now)
+        return at
+
+    def _waits_for_round_two(self, task_id: str, track: _Track, model: _Model) -> bool:
+        """Whether this task of a first wave may look for round 2 more rarely, to be woken.
+
+        Round 2's window rests on round 1's share of a round, unknown until some task
+        shows round 2: every window is wide then. The tasks that search (the scout and
+        those beside it) step through theirs; the others step half as often, if the
+        polling layer wakes them when a task marks round 2 (then they look where it says).
+        """
+        if track.searches or model.scout == task_id or model.marks.get(2):
+            return False
+        return self._wakes_kept and model.others_may_sleep()
 
     def _split(
         self,

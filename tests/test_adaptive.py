@@ -302,15 +302,18 @@ def test_in_a_first_wave_that_can_be_woken_the_tasks_that_do_not_search_sleep_on
 
     It sleeps 64 times its time in the stage, not four (six doublings of the search:
     a bound should no mark ever come); the scout and the few that search beside it
-    double, as before.
+    double, as before. (With nobody searching beside the scout, the others look four
+    times more rarely than it, as the test above shows.)
     """
     schedule = adaptive()
+    names = [f"t{i}" for i in range(8)]
+    for name in ["scout", *names]:  # the first looks: some are drawn to search
+        schedule.next_delay(searching(name, 0.5, 1, PollMode.PROGRESS))
     scout = searching("scout", 1.0, 2, PollMode.PROGRESS)
     assert schedule.next_delay(scout) == pytest.approx(1.0)
     assert schedule.wake_on_news(scout, lambda: None)
     delays = {
-        round(schedule.next_delay(searching(f"t{i}", 1.0, 2, PollMode.PROGRESS)), 6)
-        for i in range(8)
+        round(schedule.next_delay(searching(name, 1.0, 2, PollMode.PROGRESS)), 6) for name in names
     }
     assert delays == {1.0, 63.0}  # a few search beside the scout; the rest sleep on
 
@@ -398,6 +401,27 @@ def test_a_task_woken_after_sleeping_through_part_of_its_window_looks_soon() -> 
     slept = schedule.next_delay(looked("slept", 3.5, 2, ()))
     inside = schedule.next_delay(looked("looked", 3.5, 2, ()))
     assert 0 < slept < inside / 1.5
+
+
+def test_in_a_first_wave_only_the_searchers_step_at_full_pace_until_round_two_is_marked() -> None:
+    """Round 2's window rests on round 1's share of a round, unknown until a task shows it.
+
+    The tasks that search step through the window; the others, which a mark will wake,
+    look half as often; once a task has marked round 2, all plan alike.
+    """
+    schedule = adaptive()
+    names = [f"t{i}" for i in range(8)]
+    for name in ["scout", *names]:
+        schedule.next_delay(looked(name, 0.0, 1, ()))
+    schedule.wake_on_news(looked("scout", 0.0, 1, ()), lambda: None)  # wakes are kept
+    delays = {round(schedule.next_delay(looked(name, 3.5, 2, (3.5,))), 6) for name in names}
+    assert len(delays) == 2
+    assert max(delays) == pytest.approx(2 * min(delays))
+    schedule.next_delay(looked("scout", 3.5, 2, (3.5,)))
+    schedule.next_delay(looked("scout", 12.0, 3, (3.5,)))
+    schedule.next_delay(looked("scout", 13.0, 4, (3.5, 13.0)))  # round 2 ended 12 to 13 in
+    after = {round(schedule.next_delay(looked(name, 13.0, 3, (3.5,))), 6) for name in names}
+    assert len(after) == 1
 
 
 def test_a_wake_that_brings_no_news_keeps_the_plan() -> None:
