@@ -136,9 +136,10 @@ _STALLED = 1.5
 #: How much more rarely than the scout the other tasks of a model never seen look, in
 #: completion mode (in progress mode each round counts as much as the end: all search).
 _SPARSE = 4.0
-#: In progress mode, how much more rarely than the searchers the other tasks of a first wave
-#: look for round 1 when their waits can be woken: they sleep until a searcher marks it, and
-#: this only bounds the sleep (six doublings of the search) should no mark ever come.
+#: In progress mode, when the waits of a first wave can be woken, the tasks that do not
+#: search look for round 1 at this many times their time in the stage (not four times):
+#: they sleep until a searcher marks it, and this only bounds the sleep (six doublings of
+#: the search) should no mark ever come.
 _ASLEEP = 64.0
 #: A start-to-boundary time another running task showed, precise enough to share (max / min);
 #: the first of a boundary is shared looser, as the search brackets it (a factor of two).
@@ -484,7 +485,7 @@ class AdaptiveSchedule:
             and state.last == known.seen
         )
         track = known if replan and known is not None else self._observe(state)
-        if track.searches:
+        if track.searches and state.mode is PollMode.PROGRESS:
             model.searchers.add(state.task_id)
         now = state.elapsed
         at = self._plan(state, track, model)
