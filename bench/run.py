@@ -518,6 +518,7 @@ def spo_async_version() -> str:
     """Where ``spo_async`` comes from and at which commit, so a table can be traced back."""
     done = subprocess.run(  # noqa: S603 - our own interpreter
         [PY, "-c", "import os, spo_async; print(os.path.dirname(spo_async.__file__))"],
+        cwd=HERE,  # as the client processes import it (not from the current directory)
         capture_output=True,
         text=True,
         check=True,
