@@ -345,7 +345,7 @@ def cold_table(data: dict[str, Any]) -> str:
 # -- a second process with the same cache ---------------------------------------------------
 
 
-def bench_second_process(repeats: int, tasks: int) -> dict[str, Any]:
+def bench_second_process(repeats: int, tasks: int, cells: set[str]) -> dict[str, Any]:
     """One process learns a wave; then single tasks, each in a new process, reuse its file.
 
     Each single task is what one ``spo-async optimize`` is: a new process, one task.
@@ -355,6 +355,8 @@ def bench_second_process(repeats: int, tasks: int) -> dict[str, Any]:
     for scale_name, scale in SCHED_SCALES.items():
         for mode in ("completion", "progress"):
             key = f"{scale_name} {mode}"
+            if key not in cells:
+                continue
             out[key] = {"cached": [], "alone": []}
             for r in range(repeats):
                 with (
@@ -583,7 +585,9 @@ def main() -> None:
         results["schedules"] = bench_schedules(repeats, 8 if args.quick else SCHED_TASKS, cells)
         save(results)
     if "second" in only:
-        results["second"] = bench_second_process(1 if args.quick else 2, SCHED_TASKS)
+        cells = {cell.strip() for cell in args.cells.split(",")}
+        second_repeats = args.repeats or (1 if args.quick else 2)
+        results["second"] = bench_second_process(second_repeats, SCHED_TASKS, cells)
         save(results)
     if "overhead" in only:
         results["overhead"] = bench_overhead(repeats, shrink)
