@@ -290,6 +290,21 @@ def _wake(future: asyncio.Future[None] | None) -> None:
             loop.call_soon_threadsafe(_resolve, future)
 
 
+def _forget(retrying: tenacity.AsyncRetrying) -> None:
+    """Drop what ``retrying`` keeps of its last call, so that it is freed at once.
+
+    tenacity keeps each call's plan (a list of its own bound methods and closures) in
+    per-thread state on the retrying object: a reference cycle. Left alone, every
+    submit and every wait would leave one behind for the garbage collector, about
+    twenty objects each, which by then have usually outlived the young generations;
+    with a thousand tasks in flight that is most of what the full collections sweep
+    (``bench/README.md``, "Client overhead"). The pickle protocol's public pair
+    rebuilds the object without its per-thread state (``__getstate__`` leaves the
+    ``threading.local`` out), which breaks the cycle; the strategies and settings stay.
+    """
+    retrying.__setstate__(retrying.__getstate__())
+
+
 def _give_up(state: tenacity.RetryCallState) -> TaskResult:
     return state.args[0].give_up(state)  # type: ignore[no-any-return]
 
@@ -333,7 +348,10 @@ async def retry_call(
         before_sleep=_before_sleep,
         reraise=True,
     )
-    result: T = await retrying(_Call.attempt, one)
+    try:
+        result: T = await retrying(_Call.attempt, one)
+    finally:
+        _forget(retrying)
     return result
 
 
@@ -761,6 +779,7 @@ async def poll_until_done(
                 await sleep(first)
         result: TaskResult = await retrying(_PollLoop.look, loop)
     finally:
+        _forget(retrying)
         if finished is not None:
             # A learning schedule sees the final snapshot too, and forgets the task.
             finished(watch.state())
