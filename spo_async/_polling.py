@@ -301,8 +301,11 @@ def _forget(retrying: tenacity.AsyncRetrying) -> None:
     (``bench/README.md``, "Client overhead"). The pickle protocol's public pair
     rebuilds the object without its per-thread state (``__getstate__`` leaves the
     ``threading.local`` out), which breaks the cycle; the strategies and settings stay.
+    A tenacity without its own ``__setstate__`` keeps the cycle: slower, never wrong.
     """
-    retrying.__setstate__(retrying.__getstate__())
+    rebuild = getattr(retrying, "__setstate__", None)
+    if rebuild is not None:
+        rebuild(retrying.__getstate__())
 
 
 def _give_up(state: tenacity.RetryCallState) -> TaskResult:
