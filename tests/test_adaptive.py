@@ -689,6 +689,20 @@ def test_finished_tasks_are_forgotten_and_memory_is_bounded() -> None:
     assert len(schedule._tasks) == 3
 
 
+def test_what_the_tasks_of_a_first_wave_shared_goes_with_them() -> None:
+    """Searchers, wakes, paces and marks of running tasks leave when the tasks end."""
+    schedule = adaptive()
+    rng = random.Random(5)
+    tasks = [make_task(rng, round_time=30.0) for _ in range(20)]
+    run_wave(schedule, tasks, mode=PollMode.PROGRESS, latency=0.06)
+    model = schedule._models[MODEL]
+    assert not schedule._tasks
+    assert not model.searchers
+    assert not model.wakes
+    assert not model.live
+    assert not any(model.marks.values())
+
+
 # -- looks -----------------------------------------------------------------------------------
 
 
