@@ -1,0 +1,91 @@
+"""Review of the first-wave sleep rules of AdaptiveSchedule (review5): failing cases.
+
+Each test drives the schedule directly with PollState, as tests/test_adaptive.py does,
+and holds a behaviour the change should keep: a task that nobody can wake is not put
+to sleep for 64 times its time in the stage.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+
+import pytest
+from spo_async.polling import AdaptiveSchedule, PollMode, PollState
+
+from tests.test_adaptive import processing
+
+
+def searching(task_id: str, t: float, polls: int, model: str = "new") -> PollState:
+    """A progress-mode look at a task of a model never seen, before round 1 ends."""
+    return PollState(
+        task_id=task_id,
+        polls=polls,
+        elapsed=t,
+        last=processing(task_id),
+        model=model,
+        started_at=0.0,
+        max_rounds=4,
+        mode=PollMode.PROGRESS,
+        submitted_at=0.0,
+    )
+
+
+NAMES = [f"t{i}" for i in range(8)]
+
+
+def first_wave(schedule: AdaptiveSchedule, model: str = "new") -> dict[str, float]:
+    """A scout and eight tasks of ``model`` looked at twice; their second delays."""
+    for name in ["scout", *NAMES]:
+        schedule.next_delay(searching(name, 0.5, 1, model))
+    return {
+        name: schedule.next_delay(searching(name, 1.0, 2, model)) for name in ["scout", *NAMES]
+    }
+
+
+def test_a_wave_whose_waits_keep_no_wake_is_not_put_to_sleep_by_another_wave() -> None:
+    """Tasks whose waits never kept a wake look four times more rarely, not 64 times.
+
+    ``_wakes_kept`` is one flag for the whole schedule: one wait of another model that
+    kept a wake makes every later first wave sleep as if it could be woken, though
+    nothing will wake those waits (a loop of the user's own over the public
+    ``next_delay``, or a poll loop whose ``wake_on_news`` was switched off).
+    """
+    schedule = AdaptiveSchedule(rng=random.Random(1))
+    other = searching("elsewhere", 1.0, 2, model="other")
+    schedule.next_delay(searching("elsewhere", 0.5, 1, model="other"))
+    schedule.next_delay(other)
+    assert schedule.wake_on_news(other, lambda: None)  # another model's wait kept a wake
+    delays = first_wave(schedule)  # these waits never offer a wake
+    assert max(delays.values()) <= 3.0 + 1e-9, delays
+
+
+def test_when_the_last_task_searching_beside_the_scout_goes_the_sleepers_are_woken() -> None:
+    """Once only the scout searches, the tasks asleep on the searchers plan again.
+
+    ``others_may_sleep`` turns False when the searchers beside the scout are all
+    dropped (cancelled, or failed), by its docstring because "a scout alone is too thin
+    a thread to hang a wave on"; yet the tasks already asleep for 63 s are not woken,
+    so they keep that sleep and hang on the scout alone.
+    """
+    schedule = AdaptiveSchedule(rng=random.Random(1))
+    woken: list[str] = []
+    for name in ["scout", *NAMES]:
+        schedule.next_delay(searching(name, 0.5, 1))
+    delays = {}
+    for name in ["scout", *NAMES]:
+        state = searching(name, 1.0, 2)
+        delays[name] = schedule.next_delay(state)
+        schedule.wake_on_news(state, functools.partial(woken.append, name))
+    # The first wait kept a wake only after its delay was planned: ask the others again.
+    searchers = [n for n in NAMES if delays[n] == pytest.approx(1.0)]
+    sleepers = [n for n in NAMES if n not in searchers]
+    assert searchers, "seed must draw a searcher"
+    woken.clear()
+    for name in sleepers:
+        state = searching(name, 1.0, 2)
+        assert schedule.next_delay(state) == pytest.approx(63.0)
+        schedule.wake_on_news(state, functools.partial(woken.append, name))
+    for name in searchers:
+        schedule.forget(name)  # their waits were cancelled
+    assert sorted(woken) == sorted(sleepers)
