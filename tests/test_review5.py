@@ -89,3 +89,54 @@ def test_when_the_last_task_searching_beside_the_scout_goes_the_sleepers_are_wok
     for name in searchers:
         schedule.forget(name)  # their waits were cancelled
     assert sorted(woken) == sorted(sleepers)
+
+
+class Scripted(random.Random):
+    """A Random whose ``random()`` answers from a script, then 0.5."""
+
+    def __init__(self, script: list[float]) -> None:
+        super().__init__(0)
+        self.script = script
+
+    def random(self) -> float:
+        return self.script.pop(0) if self.script else 0.5
+
+
+def test_a_scout_drawn_to_search_is_not_a_task_searching_beside_it() -> None:
+    """With only the scout searching, the other task of a wave of two looks 4x, not 64x.
+
+    Each task draws ``searches`` at its first look, the scout too; ``searchers`` then
+    holds the scout itself, and ``others_may_sleep`` ("only while some task searches
+    beside the scout") says yes with nobody beside it.
+    """
+    # _Track draws phase, explore, searches: the scout searches, the other does not.
+    schedule = AdaptiveSchedule(rng=Scripted([0.5, 0.5, 0.1, 0.5, 0.5, 0.9]))
+    schedule.next_delay(searching("scout", 0.5, 1))
+    schedule.next_delay(searching("other", 0.5, 1))
+    scout = searching("scout", 1.0, 2)
+    assert schedule.next_delay(scout) == pytest.approx(1.0)
+    assert schedule.wake_on_news(scout, lambda: None)
+    assert schedule.next_delay(searching("other", 1.0, 2)) == pytest.approx(3.0)
+
+
+def test_a_searcher_woken_because_the_scout_left_does_not_look_later_than_planned() -> None:
+    """A wake moves a look earlier or keeps it: never later (see "keeps the plan").
+
+    The first task to re-plan after the scout's wait ends takes the search over "from
+    now": a task that searched beside the scout, due at 2.0, is put back to 3.0.
+    """
+    # The scout does not search beside itself; "beside" draws searches, "asleep" not.
+    schedule = AdaptiveSchedule(rng=Scripted([0.5, 0.5, 0.9, 0.5, 0.5, 0.1, 0.5, 0.5, 0.9]))
+    woken: list[str] = []
+    for name in ("scout", "beside", "asleep"):
+        schedule.next_delay(searching(name, 0.5, 1))
+    for name in ("beside", "scout", "asleep"):
+        state = searching(name, 1.0, 2)
+        schedule.next_delay(state)
+        schedule.wake_on_news(state, functools.partial(woken.append, name))
+    planned = 1.0 + schedule.next_delay(searching("beside", 1.0, 2))  # the same plan
+    assert planned == pytest.approx(2.0)
+    schedule.forget("scout")  # its wait was cancelled at 1.5
+    assert woken[0] == "beside"
+    again = 1.5 + schedule.next_delay(searching("beside", 1.5, 2))
+    assert again <= planned + 1e-9
