@@ -38,9 +38,7 @@ def first_wave(schedule: AdaptiveSchedule, model: str = "new") -> dict[str, floa
     """A scout and eight tasks of ``model`` looked at twice; their second delays."""
     for name in ["scout", *NAMES]:
         schedule.next_delay(searching(name, 0.5, 1, model))
-    return {
-        name: schedule.next_delay(searching(name, 1.0, 2, model)) for name in ["scout", *NAMES]
-    }
+    return {name: schedule.next_delay(searching(name, 1.0, 2, model)) for name in ["scout", *NAMES]}
 
 
 def test_a_wave_whose_waits_keep_no_wake_is_not_put_to_sleep_by_another_wave() -> None:
