@@ -188,3 +188,37 @@ def test_the_first_task_of_a_first_wave_to_finish_wakes_the_tasks_asleep() -> No
     schedule.task_finished(finished)
     assert schedule.round_seconds("new") is not None  # the model is known now
     assert "asleep" in woken
+
+
+def test_a_completion_wait_of_a_searcher_does_not_leave_the_wave_asleep_on_nobody() -> None:
+    """A task's completion wait beside its progress wait does not stop its search.
+
+    The completion wait's first look (fewer polls) rebuilds the task's track, which
+    draws ``searches`` again (no, here): the task stays in ``_Model.searchers``, so the
+    others sleep 64 times on, but its progress wait now sleeps 64 times too, and
+    nobody beside the scout searches for round 1 any more.
+    """
+    # The scout does not search beside itself; "beside" draws searches, "asleep" not;
+    # every later draw is 0.5 (no search).
+    schedule = AdaptiveSchedule(rng=Scripted([0.5, 0.5, 0.9, 0.5, 0.5, 0.1, 0.5, 0.5, 0.9]))
+    for name in ("scout", "beside", "asleep"):
+        schedule.next_delay(searching(name, 0.5, 1))
+    for name in ("scout", "beside", "asleep"):
+        state = searching(name, 1.0, 2)
+        schedule.next_delay(state)
+        schedule.wake_on_news(state, lambda: None)
+    assert schedule.next_delay(searching("asleep", 1.0, 2)) == pytest.approx(63.0)
+    completion = PollState(
+        task_id="beside",
+        polls=1,
+        elapsed=1.2,
+        last=processing("beside"),
+        model="new",
+        started_at=0.0,
+        max_rounds=4,
+        mode=PollMode.COMPLETION,
+        submitted_at=0.0,
+    )
+    schedule.next_delay(completion)  # a second wait of "beside", for its end
+    # The progress wait of "beside" looks again at 2.0: it still searches (doubles).
+    assert schedule.next_delay(searching("beside", 2.0, 3)) == pytest.approx(2.0)
