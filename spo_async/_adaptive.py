@@ -68,13 +68,16 @@ minutes.
    pinned the pace, then use it. In progress mode, where every round counts as
    much as the end, a quarter of the tasks (drawn at random) search for round 1
    beside the scout, and the first of them to mark it wakes the others. Once the
-   polling layer has kept a wake (it can wake them) and some task searches beside
-   the scout, the others sleep until then (at most 64 times their time in the
-   stage, should no mark come), and look for round 2 (whose window rests on round
-   1's unknown share) half as often as the searchers until a task marks it. A task
+   polling layer has kept a wake of the model (it can wake them), while some task
+   searches beside the scout and no task was ever seen queued (then starts, and so
+   marks, may never be precise), the others sleep until then (at most 64 times
+   their time in the stage, should no mark come), and look for round 2 (whose
+   window rests on round 1's unknown share) half as often as the searchers until a
+   task marks it. A task
    woken after part of its window went by unseen looks soon (its boundary may be
-   behind it); a scout whose wait ends early wakes them too, so that one of them
-   takes its search over.
+   behind it); the tasks asleep are woken too when the scout leaves (one of them
+   takes its search over), when the last task searching beside it leaves, when a
+   task is first seen queued and when the first task finishes.
 
 A tenth of the tasks (chosen at random) aim their first look in each window a
 little early: without that, tasks faster than any seen so far would only ever
@@ -269,7 +272,9 @@ class _Model:
         "scout",
         "searchers",
         "slack",
+        "sleepers",
         "tasks",
+        "wakeable",
         "wakes",
     )
 
@@ -291,6 +296,10 @@ class _Model:
         self.scout: str | None = None
         #: The running tasks that search for round 1 beside the scout (progress mode).
         self.searchers: set[str] = set()
+        #: The running tasks asleep until a searcher's mark (see ``AdaptiveSchedule``).
+        self.sleepers: set[str] = set()
+        #: Whether the polling layer kept a wake of a wait on this model (it can wake them).
+        self.wakeable = False
         #: Waits asleep that asked to be woken when the others' news moves their next look.
         self.wakes: dict[str, list[Callable[[], None]]] = {}
 
@@ -309,41 +318,56 @@ class _Model:
     def others_may_sleep(self) -> bool:
         """Whether the tasks of a first wave that do not search may sleep until a mark.
 
-        Only while some task searches beside the scout: a scout alone is too thin a
-        thread to hang a wave on (it may be slow, or its wait may end early).
+        Only if their waits can be woken, and while some task searches beside the scout:
+        a scout alone is too thin a thread to hang a wave on (it may be slow, or its wait
+        may end early).
         """
-        return self.first_wave() and bool(self.searchers)
+        if not (self.first_wave() and self.wakeable):
+            return False
+        return any(task_id != self.scout for task_id in self.searchers)
 
-    def wake_others(self, task_id: str) -> None:
-        """Wake every wait asleep on this model but ``task_id``'s: their next look moved."""
-        wakes, self.wakes = self.wakes, {}
-        mine = wakes.pop(task_id, None)
-        if mine is not None:
-            self.wakes[task_id] = mine
-        for wake in [wake for waits in wakes.values() for wake in waits]:
+    def wake_others(self, task_id: str, *, sleepers_only: bool = False) -> None:
+        """Wake every wait asleep on this model but ``task_id``'s: their next look moved.
+
+        ``sleepers_only`` wakes only the tasks asleep until a mark (``sleepers``).
+        """
+        woken = [
+            t for t in self.wakes if t != task_id and (not sleepers_only or t in self.sleepers)
+        ]
+        wakes = [wake for t in woken for wake in self.wakes.pop(t)]
+        for wake in wakes:
             try:
                 wake()
             except Exception:  # another loop's; the task that brought the news goes on
                 log.exception("a poll loop's wake raised; its wait sleeps on")
 
     def drop(self, task_id: str) -> None:
-        """Forget what a running task shared; a first wave's scout is replaced at once."""
+        """Forget what a running task shared.
+
+        The tasks of a first wave asleep on the search are woken when the scout leaves
+        (one of them takes its search over) or the last task searching beside it does
+        (they may no longer sleep on it).
+        """
         self.live.pop(task_id, None)
         self.live_firsts.pop(task_id, None)
         self.wakes.pop(task_id, None)
+        self.sleepers.discard(task_id)
+        sleeping_on = self.others_may_sleep()
         self.searchers.discard(task_id)
         for marks in self.marks.values():
             marks.pop(task_id, None)
-        if task_id == self.scout:
+        was_scout = task_id == self.scout
+        if was_scout:
             self.scout = None
-            if self.first_wave():  # the others may sleep on its search: one takes it over
-                self.wake_others(task_id)
+        if was_scout or (sleeping_on and not self.others_may_sleep()):
+            self.wake_others(task_id, sleepers_only=True)
 
 
 class _Track:
     """What one wait has shown of its task: a bracket ``(lo, hi]`` per boundary seen."""
 
     __slots__ = (
+        "asleep",
         "due",
         "explore",
         "hi",
@@ -371,6 +395,7 @@ class _Track:
         self.due = now  # when the next look was planned
         self.taught = False  # whether its looks taught the queue time (to be saved)
         self.seen: TaskResult | None = None  # the last snapshot taken in
+        self.asleep = False  # whether its plan is to sleep until another task's mark
 
 
 def _stage_of(state: PollState) -> int:
@@ -444,9 +469,8 @@ class AdaptiveSchedule:
     )
     #: Bounds of the time the last tasks spent in ``queue`` (the service's, not a model's).
     _queue: collections.deque[tuple[float, float]] = attrs.field(init=False, repr=False)
-    #: Whether the polling layer ever kept a wake (see wake_on_news): a first wave's tasks
-    #: that do not search then sleep until a searcher marks round 1, not merely longer.
-    _wakes_kept: bool = attrs.field(init=False, default=False, repr=False)
+    #: Whether a look ever showed a task in ``queue``: then no task sleeps on marks.
+    _queued_seen: bool = attrs.field(init=False, default=False, repr=False)
 
     @first.validator
     def _check_first(self, _attribute: attrs.Attribute[float | None], value: float | None) -> None:
@@ -485,16 +509,24 @@ class AdaptiveSchedule:
             and state.last == known.seen
         )
         track = known if replan and known is not None else self._observe(state)
+        if track.stage == _QUEUED and not self._queued_seen:
+            self._queued_seen = True  # marks may never be precise: the sleepers plan again
+            model.wake_others(state.task_id, sleepers_only=True)
         if track.searches and state.mode is PollMode.PROGRESS:
             model.searchers.add(state.task_id)
+        else:  # a track built again (another wait of the task) draws its part again
+            model.searchers.discard(state.task_id)
         now = state.elapsed
         at = self._plan(state, track, model)
         if at is not None:
+            track.asleep = False
+            model.sleepers.discard(state.task_id)
             track.due = max(at, now + 1e-3 * self.floor)
             return track.due - now
-        if replan and (model.scout in self._tasks or not model.first_wave()):
+        searched = model.scout in self._tasks or not model.first_wave()
+        if replan and searched and not (track.asleep and not self._may_sleep(model)):
             return max(track.due - now, 0.0)  # woken, and nothing bounds the pace still
-        # (Woken because the scout left: this task takes its search over, from now.)
+        # (Woken because the scout left, or the task may sleep no longer: plan from now.)
         # Nothing bounds the round length yet: double the time spent in this stage.
         began = track.lo.get(track.stage, -_INF)
         if began == -_INF:
@@ -511,9 +543,15 @@ class AdaptiveSchedule:
             if model.scout is None or model.scout not in self._tasks:
                 model.scout = state.task_id
             scout = model.scout == state.task_id or (progress and track.searches)
+            track.asleep = not scout and progress and self._may_sleep(model)
+            if track.asleep:
+                model.sleepers.add(state.task_id)
+            else:
+                model.sleepers.discard(state.task_id)
             if not scout:  # look four times later than now, not twice; or until woken
-                asleep = progress and self._wakes_kept and model.others_may_sleep()
-                wait *= (_ASLEEP if asleep else _SPARSE) - 1.0
+                wait *= (_ASLEEP if track.asleep else _SPARSE) - 1.0
+        if replan and track.due > now:
+            wait = min(wait, track.due - now)  # a wake never puts a look off
         track.due = now + wait
         return wait
 
@@ -534,7 +572,7 @@ class AdaptiveSchedule:
         kept = model.wakes.setdefault(state.task_id, [])
         if wake not in kept:  # one per wait: several waits may watch one task
             kept.append(wake)
-        self._wakes_kept = True  # the waits of this schedule can be woken: some may sleep long
+        model.wakeable = True  # the waits of this model can be woken: some may sleep long
         return True
 
     def task_finished(self, state: PollState) -> None:
@@ -554,8 +592,11 @@ class AdaptiveSchedule:
         for j in range(track.stage + 1, stage + 1):
             track.lo[j], track.hi[j] = track.last, state.elapsed
         track.stage = stage
+        first_wave = model.first_wave()
         if self._learn(track, model, stage) and self.persist is not None:
             self.save()
+        if first_wave and not model.first_wave():  # the first to finish: a pace to plan by
+            model.wake_others(state.task_id, sleepers_only=True)
 
     def forget(self, task_id: str) -> None:
         """Drop what is tracked about one task (what it taught about its model stays)."""
@@ -650,7 +691,8 @@ class AdaptiveSchedule:
                 state.polls,
                 rng.random(),
                 rng.random() < _EXPLORE,
-                searches=rng.random() < _SCOUTS,
+                # A task keeps its part in the search when another wait of it starts over.
+                searches=rng.random() < _SCOUTS if track is None else track.searches,
             )
             base = state.submitted_at
             if base is None:
@@ -944,7 +986,15 @@ class AdaptiveSchedule:
         """
         if track.searches or model.scout == task_id or model.marks.get(2):
             return False
-        return self._wakes_kept and model.others_may_sleep()
+        return self._may_sleep(model)
+
+    def _may_sleep(self, model: _Model) -> bool:
+        """Whether a first wave's tasks that do not search may sleep on the searchers' marks.
+
+        Not once a task was seen queued: starts are then bracketed as loosely as the
+        search looks, so the searchers' rounds may never be precise enough to mark.
+        """
+        return model.others_may_sleep() and not self._queued_seen
 
     def _split(
         self,
