@@ -117,21 +117,30 @@ def test_a_scout_drawn_to_search_is_not_a_task_searching_beside_it() -> None:
     assert schedule.next_delay(searching("other", 1.0, 2)) == pytest.approx(3.0)
 
 
+def wave_of_three(order: tuple[str, ...]) -> tuple[AdaptiveSchedule, list[str]]:
+    """A first wave of three in progress mode whose waits take wakes, each looked at twice.
+
+    "scout" searches (and not beside itself), "beside" searches beside it, "asleep" does
+    not; every later draw is 0.5 (no search). ``order`` is the order of the second looks.
+    """
+    schedule = AdaptiveSchedule(rng=Scripted([0.5, 0.5, 0.9, 0.5, 0.5, 0.1, 0.5, 0.5, 0.9]))
+    woken: list[str] = []
+    for name in ("scout", "beside", "asleep"):
+        schedule.next_delay(searching(name, 0.5, 1))
+    for name in order:
+        state = searching(name, 1.0, 2)
+        schedule.next_delay(state)
+        schedule.wake_on_news(state, functools.partial(woken.append, name))
+    return schedule, woken
+
+
 def test_a_searcher_woken_because_the_scout_left_does_not_look_later_than_planned() -> None:
     """A wake moves a look earlier or keeps it: never later (see "keeps the plan").
 
     The first task to re-plan after the scout's wait ends takes the search over "from
     now": a task that searched beside the scout, due at 2.0, is put back to 3.0.
     """
-    # The scout does not search beside itself; "beside" draws searches, "asleep" not.
-    schedule = AdaptiveSchedule(rng=Scripted([0.5, 0.5, 0.9, 0.5, 0.5, 0.1, 0.5, 0.5, 0.9]))
-    woken: list[str] = []
-    for name in ("scout", "beside", "asleep"):
-        schedule.next_delay(searching(name, 0.5, 1))
-    for name in ("beside", "scout", "asleep"):
-        state = searching(name, 1.0, 2)
-        schedule.next_delay(state)
-        schedule.wake_on_news(state, functools.partial(woken.append, name))
+    schedule, _ = wave_of_three(("beside", "scout", "asleep"))
     planned = 1.0 + schedule.next_delay(searching("beside", 1.0, 2))  # the same plan
     assert planned == pytest.approx(2.0)
     schedule.forget("scout")  # its wait was cancelled at 1.5
@@ -161,15 +170,7 @@ def test_the_first_task_of_a_first_wave_to_finish_wakes_the_tasks_asleep() -> No
     for 64 times their time in the stage, on a mark that may never come, are left
     asleep: only a scout's end wakes them (``_Model.drop``).
     """
-    # The scout does not search beside itself; "beside" draws searches, "asleep" not.
-    schedule = AdaptiveSchedule(rng=Scripted([0.5, 0.5, 0.9, 0.5, 0.5, 0.1, 0.5, 0.5, 0.9]))
-    woken: list[str] = []
-    for name in ("scout", "beside", "asleep"):
-        schedule.next_delay(searching(name, 0.5, 1))
-    for name in ("scout", "beside", "asleep"):
-        state = searching(name, 1.0, 2)
-        schedule.next_delay(state)
-        schedule.wake_on_news(state, functools.partial(woken.append, name))
+    schedule, woken = wave_of_three(("scout", "beside", "asleep"))
     assert schedule.next_delay(searching("asleep", 1.0, 2)) == pytest.approx(63.0)
     done = FakeTask(0.0, (1.5, 3.0, 4.5, 6.0))
     finished = PollState(
@@ -197,15 +198,7 @@ def test_a_completion_wait_of_a_searcher_does_not_leave_the_wave_asleep_on_nobod
     others sleep 64 times on, but its progress wait now sleeps 64 times too, and
     nobody beside the scout searches for round 1 any more.
     """
-    # The scout does not search beside itself; "beside" draws searches, "asleep" not;
-    # every later draw is 0.5 (no search).
-    schedule = AdaptiveSchedule(rng=Scripted([0.5, 0.5, 0.9, 0.5, 0.5, 0.1, 0.5, 0.5, 0.9]))
-    for name in ("scout", "beside", "asleep"):
-        schedule.next_delay(searching(name, 0.5, 1))
-    for name in ("scout", "beside", "asleep"):
-        state = searching(name, 1.0, 2)
-        schedule.next_delay(state)
-        schedule.wake_on_news(state, lambda: None)
+    schedule, _ = wave_of_three(("scout", "beside", "asleep"))
     assert schedule.next_delay(searching("asleep", 1.0, 2)) == pytest.approx(63.0)
     completion = PollState(
         task_id="beside",
