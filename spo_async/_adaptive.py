@@ -73,11 +73,10 @@ minutes.
    marks, may never be precise), the others sleep until then (at most 64 times
    their time in the stage, should no mark come), and look for round 2 (whose
    window rests on round 1's unknown share) half as often as the searchers until a
-   task marks it. A task
-   woken after part of its window went by unseen looks soon (its boundary may be
-   behind it); the tasks asleep are woken too when the scout leaves (one of them
-   takes its search over), when the last task searching beside it leaves, when a
-   task is first seen queued and when the first task finishes.
+   task marks it. A task woken after part of its window went by unseen looks soon
+   (its boundary may be behind it); the tasks asleep are woken too when the scout
+   leaves (one of them takes its search over), when the last task searching beside
+   it leaves, when a task is first seen queued and when the first task finishes.
 
 A tenth of the tasks (chosen at random) aim their first look in each window a
 little early: without that, tasks faster than any seen so far would only ever
@@ -367,7 +366,6 @@ class _Track:
     """What one wait has shown of its task: a bracket ``(lo, hi]`` per boundary seen."""
 
     __slots__ = (
-        "asleep",
         "due",
         "explore",
         "hi",
@@ -395,7 +393,6 @@ class _Track:
         self.due = now  # when the next look was planned
         self.taught = False  # whether its looks taught the queue time (to be saved)
         self.seen: TaskResult | None = None  # the last snapshot taken in
-        self.asleep = False  # whether its plan is to sleep until another task's mark
 
 
 def _stage_of(state: PollState) -> int:
@@ -519,12 +516,12 @@ class AdaptiveSchedule:
         now = state.elapsed
         at = self._plan(state, track, model)
         if at is not None:
-            track.asleep = False
             model.sleepers.discard(state.task_id)
             track.due = max(at, now + 1e-3 * self.floor)
             return track.due - now
         searched = model.scout in self._tasks or not model.first_wave()
-        if replan and searched and not (track.asleep and not self._may_sleep(model)):
+        slept = state.task_id in model.sleepers
+        if replan and searched and not (slept and not self._may_sleep(model)):
             return max(track.due - now, 0.0)  # woken, and nothing bounds the pace still
         # (Woken because the scout left, or the task may sleep no longer: plan from now.)
         # Nothing bounds the round length yet: double the time spent in this stage.
@@ -543,13 +540,10 @@ class AdaptiveSchedule:
             if model.scout is None or model.scout not in self._tasks:
                 model.scout = state.task_id
             scout = model.scout == state.task_id or (progress and track.searches)
-            track.asleep = not scout and progress and self._may_sleep(model)
-            if track.asleep:
-                model.sleepers.add(state.task_id)
-            else:
-                model.sleepers.discard(state.task_id)
+            asleep = not scout and progress and self._may_sleep(model)
+            (model.sleepers.add if asleep else model.sleepers.discard)(state.task_id)
             if not scout:  # look four times later than now, not twice; or until woken
-                wait *= (_ASLEEP if track.asleep else _SPARSE) - 1.0
+                wait *= (_ASLEEP if asleep else _SPARSE) - 1.0
         if replan and track.due > now:
             wait = min(wait, track.due - now)  # a wake never puts a look off
         track.due = now + wait

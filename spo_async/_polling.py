@@ -296,7 +296,7 @@ def _forget(retrying: tenacity.AsyncRetrying) -> None:
     tenacity keeps each call's plan (a list of its own bound methods and closures) in
     per-thread state on the retrying object: a reference cycle. Left alone, every
     submit and every wait would leave one behind for the garbage collector, about
-    twenty objects each, which by then have usually outlived the young generations;
+    36 objects each, which by then have usually outlived the young generations;
     with a thousand tasks in flight that is most of what the full collections sweep
     (``bench/README.md``, "Client overhead"). The pickle protocol's public pair
     rebuilds the object without its per-thread state (``__getstate__`` leaves the
