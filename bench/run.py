@@ -562,6 +562,7 @@ def main() -> None:
         print("\n\n".join(tables_of(saved)))
         return
     only = set(args.only.split(","))
+    cells = {cell.strip() for cell in args.cells.split(",")}
     repeats = args.repeats or (1 if args.quick else 3)
     shrink = 10 if args.quick else 1
     RESULTS.mkdir(exist_ok=True)
@@ -581,11 +582,9 @@ def main() -> None:
         results["import"] = bench_import(max(repeats * 4, 5))
         save(results)
     if "schedules" in only:
-        cells = {cell.strip() for cell in args.cells.split(",")}
         results["schedules"] = bench_schedules(repeats, 8 if args.quick else SCHED_TASKS, cells)
         save(results)
     if "second" in only:
-        cells = {cell.strip() for cell in args.cells.split(",")}
         second_repeats = args.repeats or (1 if args.quick else 2)
         results["second"] = bench_second_process(second_repeats, SCHED_TASKS, cells)
         save(results)
