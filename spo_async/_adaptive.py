@@ -95,13 +95,10 @@ comes from ``rng``: pass a seeded :class:`random.Random` for reproducible delays
 from __future__ import annotations
 
 import collections
-import contextlib
-import json
 import logging
 import math
 import os
 import random
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -109,6 +106,7 @@ from typing import Any
 import attrs
 
 from ._models import TaskResult
+from ._schedule_cache import CacheFile, Knowledge, default_cache_path
 from ._schedules import PollMode, PollState
 from ._state import TaskStatus
 
@@ -163,19 +161,6 @@ _ROUND_TWO_SPARSE = 2.0
 _COLD_TASKS, _COLD_LAG = 8, 1.8
 #: In progress mode, how far into a window narrower than a step the look goes.
 _NARROW = 0.7
-#: What the cache file holds at most, and its format name.
-_CACHE_MODELS, _CACHE_SAMPLES, _CACHE_BYTES = 64, 64, 256 * 1024
-_CACHE_FORMAT = "spo-async schedule"
-
-
-def default_cache_path() -> Path:
-    """Where ``persist=True`` keeps what was learnt: the user's cache folder.
-
-    ``$XDG_CACHE_HOME/spo-async/schedule.json``, else ``~/.cache/spo-async/schedule.json``.
-    """
-    base = os.environ.get("XDG_CACHE_HOME") or ""
-    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
-    return root / "spo-async" / "schedule.json"
 
 
 def _span(samples: Iterable[float]) -> tuple[float, float] | None:
@@ -273,6 +258,8 @@ class _Model:
         "slack",
         "sleepers",
         "tasks",
+        "unsaved_firsts",
+        "unsaved_tasks",
         "wakeable",
         "wakes",
     )
@@ -301,6 +288,8 @@ class _Model:
         self.wakeable = False
         #: Waits asleep that asked to be woken when the others' news moves their next look.
         self.wakes: dict[str, list[Callable[[], None]]] = {}
+        #: How many of the newest ``tasks`` and ``firsts`` the cache file lacks.
+        self.unsaved_tasks = self.unsaved_firsts = 0
 
     def paces(self, first: float) -> list[float]:
         """The finished tasks' round lengths, given round 1's share of a round."""
@@ -430,10 +419,11 @@ class AdaptiveSchedule:
     ``True`` for ``schedule.json`` in the user's cache folder
     (``$XDG_CACHE_HOME/spo-async``, else ``~/.cache/spo-async``), a path for
     another file, ``None`` or ``False`` (the default) for none. It is read once,
-    here, and rewritten after each task that taught something (or on
-    :meth:`save`). The file holds model names and durations only, is replaced
-    atomically (processes sharing it never see it half written; the last writer
-    wins), and is ignored when unreadable, foreign or too large.
+    here, and added to after each task that taught something (or on
+    :meth:`save`). The file holds model names and durations only; processes
+    sharing it merge their samples into it under a lock and replace it atomically
+    (none sees it half written, none loses another's samples), and it is ignored
+    when unreadable, foreign or too large.
     """
 
     #: The mean delay aimed at between the end of the task and the look that sees it, as a
@@ -468,6 +458,9 @@ class AdaptiveSchedule:
     _queue: collections.deque[tuple[float, float]] = attrs.field(init=False, repr=False)
     #: Whether a look ever showed a task in ``queue``: then no task sleeps on marks.
     _queued_seen: bool = attrs.field(init=False, default=False, repr=False)
+    #: The cache file (``persist``), and how many of the newest queue samples it lacks.
+    _file: CacheFile | None = attrs.field(init=False, default=None, repr=False)
+    _unsaved_queue: int = attrs.field(init=False, default=0, repr=False)
 
     @first.validator
     def _check_first(self, _attribute: attrs.Attribute[float | None], value: float | None) -> None:
@@ -480,7 +473,8 @@ class AdaptiveSchedule:
 
     def __attrs_post_init__(self) -> None:
         if self.persist is not None:
-            self._load(self.persist)
+            self._file = CacheFile(self.persist)
+            self._load(self._file)
 
     # -- public ----------------------------------------------------------------------------
 
@@ -587,7 +581,7 @@ class AdaptiveSchedule:
             track.lo[j], track.hi[j] = track.last, state.elapsed
         track.stage = stage
         first_wave = model.first_wave()
-        if self._learn(track, model, stage) and self.persist is not None:
+        if self._learn(track, model, stage):
             self.save()
         if first_wave and not model.first_wave():  # the first to finish: a pace to plan by
             model.wake_others(state.task_id, sleepers_only=True)
@@ -612,52 +606,33 @@ class AdaptiveSchedule:
         return None if known is None else (known[0] + known[1]) / 2
 
     def save(self) -> None:
-        """Write what was learnt to ``persist`` now (done after each finished task anyway)."""
-        if self.persist is None:
-            return
-        models = {
-            name: {"tasks": [list(t) for t in m.tasks], "firsts": [list(f) for f in m.firsts]}
-            for name, m in list(self._models.items())[-_CACHE_MODELS:]
-            if name is not None and (m.tasks or m.firsts)
-        }
-        body = {
-            "format": _CACHE_FORMAT,
-            "version": 1,
-            "queue": [list(q) for q in self._queue],
-            "models": models,
-        }
-        try:
-            self.persist.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=self.persist.parent, prefix=".schedule-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as out:
-                    json.dump(body, out, separators=(",", ":"))
-                os.replace(temp, self.persist)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
-                raise
-        except OSError as exc:  # a cache that cannot be written costs looks, not the wait
-            log.debug("poll schedule cache %s not written: %s", self.persist, exc)
+        """Add what was learnt since the last write to ``persist`` (done after each lesson).
 
-    # -- the cache file ----------------------------------------------------------------------
+        The samples go into what the file holds now (see ``spo_async._schedule_cache``):
+        processes sharing the file keep each other's. Should another process hold the
+        file's lock, they wait for the next write.
+        """
+        if self._file is None:
+            return
+        fresh = Knowledge(queue=_newest(self._queue, self._unsaved_queue))
+        for name, model in self._models.items():
+            if name is not None and (model.unsaved_tasks or model.unsaved_firsts):
+                learnt = fresh.model(name)
+                learnt.tasks = _newest(model.tasks, model.unsaved_tasks)
+                learnt.firsts = _newest(model.firsts, model.unsaved_firsts)
+        if fresh and self._file.merge(fresh):
+            self._unsaved_queue = 0
+            for model in self._models.values():
+                model.unsaved_tasks = model.unsaved_firsts = 0
 
-    def _load(self, path: Path) -> None:
-        """Take in what another process learnt; ignore a file that is not ours or not sane."""
-        try:
-            with path.open("rb") as file:
-                raw = file.read(_CACHE_BYTES + 1)
-            queue, learnt = _parse_cache(raw)
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, TypeError) as exc:
-            log.debug("poll schedule cache %s ignored: %s", path, exc)
-            return
-        self._queue.extend(queue)
-        for name, (tasks, firsts) in learnt.items():
+    def _load(self, file: CacheFile) -> None:
+        """Take in what other processes learnt (nothing if the file is not ours or not sane)."""
+        known = file.read()
+        self._queue.extend(known.queue)
+        for name, learnt in known.models.items():
             model = self._model(name)
-            model.tasks.extend(tasks)
-            model.firsts.extend(firsts)
+            model.tasks.extend(learnt.tasks)
+            model.firsts.extend(learnt.firsts)
 
     # -- one task's timeline -----------------------------------------------------------------
 
@@ -725,6 +700,7 @@ class AdaptiveSchedule:
         if known is not None and q_lo <= known[0] <= known[1] <= q_hi:
             return False
         self._queue.append((q_lo, q_hi))
+        self._unsaved_queue += 1
         return True
 
     def _shape(self, model: _Model) -> _Shape:
@@ -1098,6 +1074,7 @@ class AdaptiveSchedule:
         learnt = total is not None and stage >= 1 and total > 0
         if total is not None and learnt:
             model.tasks.append((stage, total))
+            model.unsaved_tasks += 1
             self._learn_slack(track, model, stage, total / rounds)
         return self._learn_share(track, model, stage, queue) or learnt
 
@@ -1118,6 +1095,7 @@ class AdaptiveSchedule:
         bounds = self._share_bounds(track, model, stage, queue)
         if bounds is not None:
             model.firsts.append(bounds)
+            model.unsaved_firsts += 1
         return bounds is not None
 
     def _share_bounds(
@@ -1154,52 +1132,6 @@ class AdaptiveSchedule:
         return None
 
 
-#: What the cache file holds for one model: finished tasks and round-1 share bounds.
-_Learnt = tuple[list[tuple[int, float]], list[tuple[float, float]]]
-
-
-def _parse_cache(raw: bytes) -> tuple[list[tuple[float, float]], dict[str, _Learnt]]:
-    """The queue bounds and per-model knowledge of a cache file; raises if it is not one.
-
-    Every value is checked: a file written by another program, an older format or
-    a half-written one is refused whole, and out-of-range numbers are dropped.
-    """
-    if len(raw) > _CACHE_BYTES:
-        raise ValueError(f"larger than {_CACHE_BYTES} bytes")
-    body = json.loads(raw)
-    if not isinstance(body, dict) or body.get("format") != _CACHE_FORMAT:
-        raise TypeError("not a spo-async schedule cache")
-    if body.get("version") != 1:
-        raise ValueError(f"unknown version {body.get('version')!r}")
-    models = body.get("models", {})
-    if not isinstance(models, dict):
-        raise TypeError("models is not an object")
-    learnt: dict[str, _Learnt] = {}
-    for name, entry in list(models.items())[-_CACHE_MODELS:]:
-        if not isinstance(entry, dict) or len(name) > 200:
-            raise TypeError(f"bad entry for model {name[:50]!r}")
-        tasks = [(int(n), t) for n, t in _pairs(entry.get("tasks", []), 1e7) if 1 <= n <= 1000]
-        learnt[name] = (
-            [(n, t) for n, t in tasks if t > 0 and n == round(n)],
-            [(a, b) for a, b in _pairs(entry.get("firsts", []), 10, ordered=True)],
-        )
-    return _pairs(body.get("queue", []), 1e7, ordered=True), learnt
-
-
-def _pairs(values: Any, bound: float, *, ordered: bool = False) -> list[tuple[float, float]]:
-    """The sane ``[a, b]`` pairs of numbers in ``[0, bound)`` (``a <= b`` if ``ordered``)."""
-    if not isinstance(values, list):
-        raise TypeError("expected a list of pairs")
-    pairs = [
-        (float(v[0]), float(v[1]))
-        for v in values
-        if isinstance(v, list)
-        and len(v) == 2
-        and all(_number(x) and 0 <= x < bound for x in v)
-        and (not ordered or v[0] <= v[1])
-    ]
-    return pairs[-_CACHE_SAMPLES:]
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def _newest(samples: collections.deque[Any], count: int) -> list[Any]:
+    """The last ``count`` of ``samples`` (all of them if fewer are left)."""
+    return list(samples)[max(len(samples) - count, 0) :] if count > 0 else []

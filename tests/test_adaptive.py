@@ -14,15 +14,24 @@ import functools
 import heapq
 import itertools
 import json
+import os
 import random
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
 import pytest
 from spo_async import Round, Sample, TaskResult, TaskStatus
-from spo_async._adaptive import default_cache_path
+from spo_async._schedule_cache import (
+    MAX_BYTES,
+    SAMPLES,
+    Knowledge,
+    default_cache_path,
+    parse,
+    render,
+)
 from spo_async.polling import AdaptiveSchedule, FixedSchedule, PollMode, PollSchedule, PollState
 
 MODEL = "claude-3-5-sonnet-20240620"
@@ -847,6 +856,55 @@ def test_insane_numbers_in_the_cache_are_dropped(tmp_path: Path) -> None:
     assert list(schedule._models[MODEL].tasks) == [(4, 10.0)]
     assert list(schedule._models[MODEL].firsts) == [(0.3, 0.4)]
     assert not schedule._queue
+
+
+def _cached_tasks(cache: Path, model: str = MODEL) -> int:
+    return len(json.loads(cache.read_text())["models"][model]["tasks"])
+
+
+def test_processes_sharing_the_cache_keep_each_other_s_samples(tmp_path: Path) -> None:
+    """Two processes that read the file at once and learn apart both add to it, in turn."""
+    cache = tmp_path / "schedule.json"
+    run_many(adaptive(persist=cache), 3)
+    before = _cached_tasks(cache)
+    one, two = adaptive(persist=cache), adaptive(persist=cache)  # both read the same file
+    run_many(one, 4, seed=1)
+    run_many(two, 5, seed=2)
+    taught = [len(s._models[MODEL].tasks) - before for s in (one, two)]
+    assert min(taught) > 0
+    assert _cached_tasks(cache) == before + sum(taught)  # none twice, none lost to a writer
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no advisory lock on Windows")
+def test_a_held_lock_puts_the_write_off_to_the_next_lesson(tmp_path: Path) -> None:
+    """While another process holds the file's lock, samples wait; none are lost."""
+    import fcntl  # POSIX only
+
+    cache = tmp_path / "schedule.json"
+    schedule = adaptive(persist=cache)
+    folder = os.open(tmp_path, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)  # another process, writing
+        run_many(schedule, 2)
+        assert not cache.exists()  # the wait went on; nothing was blocked on the lock
+    finally:
+        os.close(folder)
+    run_many(schedule, 1, seed=5)
+    assert _cached_tasks(cache) == 3
+
+
+def test_a_full_cache_stays_small_enough_to_be_read(tmp_path: Path) -> None:
+    """Many long model names and samples: the oldest models go, the file stays readable."""
+    full = Knowledge()
+    for i in range(200):
+        learnt = full.model(f"{i:03}" + "m" * 190)
+        learnt.tasks = [(4, 1.0 / 3 + k) for k in range(SAMPLES)]
+        learnt.firsts = [(1.0 / 3, 2.0 / 3)] * SAMPLES
+    text = render(full)
+    assert len(text.encode()) <= MAX_BYTES
+    kept = parse(text.encode())
+    assert 0 < len(kept.models) <= 64
+    assert next(reversed(kept.models)).startswith("199")  # the newest model is kept
 
 
 def test_persist_is_off_unless_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
