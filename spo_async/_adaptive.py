@@ -159,6 +159,10 @@ _ROUND_TWO_SPARSE = 2.0
 #: times as much as ``completion_lag`` asks: the windows are wide then, and a look saved
 #: is worth more than a little lag (a first task is allowed 0.15 round, 0.10 after).
 _COLD_TASKS, _COLD_LAG = 8, 1.8
+#: The cache file is written after a process's 1st, 2nd, 4th ... 16th lesson, then every 16th
+#: (and on :meth:`AdaptiveSchedule.save`): a first run keeps what it learnt at once, and a
+#: batch of thousands of tasks does not rewrite the file for each.
+_SAVE_EVERY = 16
 #: In progress mode, how far into a window narrower than a step the look goes.
 _NARROW = 0.7
 
@@ -419,8 +423,9 @@ class AdaptiveSchedule:
     ``True`` for ``schedule.json`` in the user's cache folder
     (``$XDG_CACHE_HOME/spo-async``, else ``~/.cache/spo-async``), a path for
     another file, ``None`` or ``False`` (the default) for none. It is read once,
-    here, and added to after each task that taught something (or on
-    :meth:`save`). The file holds model names and durations only; processes
+    here, and added to as tasks teach something (after the 1st, 2nd, 4th, 8th
+    and 16th, then every 16th) and on :meth:`save`, which a client calls for its
+    schedule when it closes. The file holds model names and durations only; processes
     sharing it merge their samples into it under a lock and replace it atomically
     (none sees it half written, none loses another's samples), and it is ignored
     when unreadable, foreign or too large.
@@ -461,6 +466,8 @@ class AdaptiveSchedule:
     #: The cache file (``persist``), and how many of the newest queue samples it lacks.
     _file: CacheFile | None = attrs.field(init=False, default=None, repr=False)
     _unsaved_queue: int = attrs.field(init=False, default=0, repr=False)
+    #: Tasks that taught something: the file is written after the 1st, 2nd, 4th, ... of them.
+    _lessons: int = attrs.field(init=False, default=0, repr=False)
 
     @first.validator
     def _check_first(self, _attribute: attrs.Attribute[float | None], value: float | None) -> None:
@@ -582,7 +589,9 @@ class AdaptiveSchedule:
         track.stage = stage
         first_wave = model.first_wave()
         if self._learn(track, model, stage):
-            self.save()
+            self._lessons += 1
+            if self._lessons % _SAVE_EVERY == 0 or self._lessons & (self._lessons - 1) == 0:
+                self.save()
         if first_wave and not model.first_wave():  # the first to finish: a pace to plan by
             model.wake_others(state.task_id, sleepers_only=True)
 
@@ -606,7 +615,7 @@ class AdaptiveSchedule:
         return None if known is None else (known[0] + known[1]) / 2
 
     def save(self) -> None:
-        """Add what was learnt since the last write to ``persist`` (done after each lesson).
+        """Add what was learnt since the last write to ``persist`` (the client does on close).
 
         The samples go into what the file holds now (see ``spo_async._schedule_cache``):
         processes sharing the file keep each other's. Should another process hold the

@@ -370,6 +370,9 @@ class AsyncSPOClient:
             await core.transport.aclose()
         finally:
             await core.limiter._release()
+            save = getattr(self._options.schedule, "save", None)
+            if callable(save):  # what an AdaptiveSchedule(persist=...) learnt since it wrote
+                save()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if getattr(self, "_owner", False) and not self._core.closed:

@@ -164,18 +164,14 @@ class CacheFile:
 
 
 def render(knowledge: Knowledge) -> str:
-    """The file's text: numbers to six significant digits, the oldest models dropped to fit."""
-
-    def pairs(values: list[tuple[Any, float]]) -> list[list[float]]:
-        return [[float(f"{a:.6g}"), float(f"{b:.6g}")] for a, b in values]
-
+    """The file's text, its least recently taught models dropped should it outgrow a reader."""
     models = {
-        name: {"tasks": pairs(m.tasks), "firsts": pairs(m.firsts)}
+        name: {"tasks": m.tasks, "firsts": m.firsts}
         for name, m in list(knowledge.models.items())[-MODELS:]
         if len(name) <= _NAME
     }
     while True:
-        body = {"format": _FORMAT, "version": _VERSION, "queue": pairs(knowledge.queue)}
+        body = {"format": _FORMAT, "version": _VERSION, "queue": knowledge.queue}
         text = json.dumps({**body, "models": models}, separators=(",", ":"))
         if len(text.encode()) <= MAX_BYTES or not models:
             return text

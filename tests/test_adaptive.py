@@ -889,8 +889,22 @@ def test_a_held_lock_puts_the_write_off_to_the_next_lesson(tmp_path: Path) -> No
         assert not cache.exists()  # the wait went on; nothing was blocked on the lock
     finally:
         os.close(folder)
-    run_many(schedule, 1, seed=5)
-    assert _cached_tasks(cache) == 3
+    schedule.save()
+    assert _cached_tasks(cache) == len(schedule._models[MODEL].tasks)
+
+
+def test_a_batch_writes_the_cache_after_its_first_lessons_then_every_sixteenth(
+    tmp_path: Path,
+) -> None:
+    """The 1st, 2nd, 4th, 8th, 16th, 32nd ... lesson is written; ``save`` writes the rest."""
+    cache = tmp_path / "schedule.json"
+    schedule = adaptive(persist=cache, window=64)
+    run_many(schedule, 40)
+    taught = len(schedule._models[MODEL].tasks)
+    assert 32 <= taught < 48  # (some tasks teach nothing: their brackets were too loose)
+    assert _cached_tasks(cache) == 32
+    schedule.save()
+    assert _cached_tasks(cache) == min(taught, SAMPLES)
 
 
 def test_a_full_cache_stays_small_enough_to_be_read(tmp_path: Path) -> None:
