@@ -370,9 +370,10 @@ class AsyncSPOClient:
             await core.transport.aclose()
         finally:
             await core.limiter._release()
-            save = getattr(self._options.schedule, "save", None)
-            if callable(save):  # what an AdaptiveSchedule(persist=...) learnt since it wrote
-                save()
+            from ._adaptive import AdaptiveSchedule  # noqa: PLC0415 - see __init__
+
+            if isinstance(self._options.schedule, AdaptiveSchedule):
+                self._options.schedule.save()  # what it learnt since it last wrote its file
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if getattr(self, "_owner", False) and not self._core.closed:
