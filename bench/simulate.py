@@ -226,7 +226,6 @@ def second_process(*, seed: int, scale: float, mode: PollMode, budget: bool = Tr
         gate = Budget() if budget else NoBudget()
         names = [f"a{i}" for i in range(20)]
         run_wave(first, batch, names, mode=mode, latency=0.002 * scale, budget=gate)
-        first.save()  # as its client does when it closes
         t, out = max(task.ends for task in batch) + 0.05 * scale, []
         for k in range(3):
             fresh = AdaptiveSchedule(persist=cache, rng=random.Random(seed * 10 + k))

@@ -159,8 +159,8 @@ _ROUND_TWO_SPARSE = 2.0
 #: times as much as ``completion_lag`` asks: the windows are wide then, and a look saved
 #: is worth more than a little lag (a first task is allowed 0.15 round, 0.10 after).
 _COLD_TASKS, _COLD_LAG = 8, 1.8
-#: The cache file is written after a process's 1st, 2nd, 4th ... 16th lesson, then every 16th
-#: (and on :meth:`AdaptiveSchedule.save`): a first run keeps what it learnt at once, and a
+#: The cache file is written after a process's 1st, 2nd, 4th ... 16th lesson, then every 16th,
+#: and whenever no task is left to wait for: a first run keeps what it learnt at once, and a
 #: batch of thousands of tasks does not rewrite the file for each.
 _SAVE_EVERY = 16
 #: In progress mode, how far into a window narrower than a step the look goes.
@@ -424,8 +424,8 @@ class AdaptiveSchedule:
     (``$XDG_CACHE_HOME/spo-async``, else ``~/.cache/spo-async``), a path for
     another file, ``None`` or ``False`` (the default) for none. It is read once,
     here, and added to as tasks teach something (after the 1st, 2nd, 4th, 8th
-    and 16th, then every 16th) and on :meth:`save`, which a client calls for its
-    schedule when it closes. The file holds model names and durations only; processes
+    and 16th, then every 16th), whenever no task is left to wait for, and on
+    :meth:`save`. The file holds model names and durations only; processes
     sharing it merge their samples into it under a lock and replace it atomically
     (none sees it half written, none loses another's samples), and it is ignored
     when unreadable, foreign or too large.
@@ -581,25 +581,26 @@ class AdaptiveSchedule:
         if model is not None:
             model.drop(state.task_id)
         last = state.last
-        if track is None or model is None or last is None or not last.is_terminal or last.failed:
-            return
-        stage = _stage_of(state)
-        for j in range(track.stage + 1, stage + 1):
-            track.lo[j], track.hi[j] = track.last, state.elapsed
-        track.stage = stage
-        first_wave = model.first_wave()
-        if self._learn(track, model, stage):
-            self._lessons += 1
-            if self._lessons % _SAVE_EVERY == 0 or self._lessons & (self._lessons - 1) == 0:
-                self.save()
-        if first_wave and not model.first_wave():  # the first to finish: a pace to plan by
-            model.wake_others(state.task_id, sleepers_only=True)
+        done = last is not None and last.is_terminal and not last.failed
+        if track is not None and model is not None and done:
+            first_wave = model.first_wave()
+            taught = self._learn(track, model, _stage_of(state), state.elapsed)
+            if first_wave and not model.first_wave():  # the first to finish: a pace to plan by
+                model.wake_others(state.task_id, sleepers_only=True)
+            if taught:
+                self._lessons += 1
+                if self._lessons % _SAVE_EVERY == 0 or self._lessons & (self._lessons - 1) == 0:
+                    self.save()
+        if not self._tasks:
+            self.save()  # idle: what is left unwritten would wait for the next task
 
     def forget(self, task_id: str) -> None:
         """Drop what is tracked about one task (what it taught about its model stays)."""
         self._tasks.pop(task_id, None)
         for model in self._models.values():
             model.drop(task_id)
+        if not self._tasks:
+            self.save()
 
     def round_seconds(self, model: str | None) -> float | None:
         """The median learnt duration of a round after the first on ``model``, if any."""
@@ -615,7 +616,7 @@ class AdaptiveSchedule:
         return None if known is None else (known[0] + known[1]) / 2
 
     def save(self) -> None:
-        """Add what was learnt since the last write to ``persist`` (the client does on close).
+        """Add what was learnt since the last write to ``persist`` (see the class docstring).
 
         The samples go into what the file holds now (see ``spo_async._schedule_cache``):
         processes sharing the file keep each other's. Should another process hold the
@@ -1059,8 +1060,14 @@ class AdaptiveSchedule:
 
     # -- learning ----------------------------------------------------------------------------
 
-    def _learn(self, track: _Track, model: _Model, stage: int) -> bool:
-        """Take a finished task's processing time, round-1 share and queue time; True if any."""
+    def _learn(self, track: _Track, model: _Model, stage: int, now: float) -> bool:
+        """Take a finished task's processing time, round-1 share and queue time; True if any.
+
+        The rounds not seen before ``now``, the end's look, ended since the last look.
+        """
+        for j in range(track.stage + 1, stage + 1):
+            track.lo[j], track.hi[j] = track.last, now
+        track.stage = stage
         # The queue first (learnt when the start was bracketed, or now if it was not).
         learnt = self._learn_queue(track) or track.taught
         shape = self._shape(model)

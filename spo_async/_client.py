@@ -370,10 +370,6 @@ class AsyncSPOClient:
             await core.transport.aclose()
         finally:
             await core.limiter._release()
-            from ._adaptive import AdaptiveSchedule  # noqa: PLC0415 - see __init__
-
-            if isinstance(self._options.schedule, AdaptiveSchedule):
-                self._options.schedule.save()  # what it learnt since it last wrote its file
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if getattr(self, "_owner", False) and not self._core.closed:

@@ -27,6 +27,7 @@ from spo_async import Round, Sample, TaskResult, TaskStatus
 from spo_async._schedule_cache import (
     MAX_BYTES,
     SAMPLES,
+    CacheFile,
     Knowledge,
     default_cache_path,
     parse,
@@ -893,18 +894,36 @@ def test_a_held_lock_puts_the_write_off_to_the_next_lesson(tmp_path: Path) -> No
     assert _cached_tasks(cache) == len(schedule._models[MODEL].tasks)
 
 
-def test_a_batch_writes_the_cache_after_its_first_lessons_then_every_sixteenth(
-    tmp_path: Path,
+def test_a_wave_writes_the_cache_after_its_first_lessons_then_every_sixteenth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The 1st, 2nd, 4th, 8th, 16th, 32nd ... lesson is written; ``save`` writes the rest."""
+    """Lessons 1, 2, 4, 8, 16, 32 ... are written, and the rest once no task is left."""
+    writes: list[int] = []
+    merge = CacheFile.merge
+
+    def counted(file: CacheFile, fresh: Knowledge) -> bool:
+        writes.append(len(fresh.models[MODEL].tasks) if MODEL in fresh.models else 0)
+        return merge(file, fresh)
+
+    monkeypatch.setattr(CacheFile, "merge", counted)
     cache = tmp_path / "schedule.json"
     schedule = adaptive(persist=cache, window=64)
-    run_many(schedule, 40)
+    rng = random.Random(8)
+    run_wave(schedule, [make_task(rng) for _ in range(40)], mode=PollMode.COMPLETION)
     taught = len(schedule._models[MODEL].tasks)
-    assert 32 <= taught < 48  # (some tasks teach nothing: their brackets were too loose)
-    assert _cached_tasks(cache) == 32
-    schedule.save()
-    assert _cached_tasks(cache) == min(taught, SAMPLES)
+    assert taught > 32
+    assert len(writes) <= 7  # 1, 2, 4, 8, 16, 32, and when the wave is over
+    assert sum(writes) == taught  # no sample twice, none left out
+    assert _cached_tasks(cache) == SAMPLES
+
+
+def test_a_schedule_left_with_no_task_writes_what_it_learnt(tmp_path: Path) -> None:
+    """One task at a time (one ``spo-async optimize`` after another): each lesson is kept."""
+    cache = tmp_path / "schedule.json"
+    schedule = adaptive(persist=cache)
+    for n in range(1, 6):
+        run_many(schedule, 1, seed=n)
+        assert _cached_tasks(cache) == len(schedule._models[MODEL].tasks)
 
 
 def test_a_full_cache_stays_small_enough_to_be_read(tmp_path: Path) -> None:

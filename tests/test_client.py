@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import random
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -36,7 +34,7 @@ from spo_async import (
     TaskSubmitted,
     WaitTimeoutError,
 )
-from spo_async.polling import AdaptiveSchedule, FixedSchedule, PollState
+from spo_async.polling import FixedSchedule, PollState
 from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind, ManualClock, TaskOutcome
 from spo_async.transport import AiohttpTransport, HTTPRequest, HTTPResponse
 
@@ -483,23 +481,6 @@ async def test_a_function_schedule_is_asked_before_the_first_look_too(
     assert seen[0] == (0, True)
     assert all(polls >= 1 and not empty for polls, empty in seen[1:])
     assert [polls for polls, _ in seen[1:]] == list(range(1, len(seen)))
-
-
-async def test_closing_the_client_keeps_what_its_schedule_learnt(
-    make_client: ClientFactory, clock: ManualClock, tmp_path: Path
-) -> None:
-    """A persisting schedule writes its last lessons when its client closes."""
-    cache = tmp_path / "schedule.json"
-    schedule = AdaptiveSchedule(persist=cache, rng=random.Random(3))
-    async with Emulator(attrs.evolve(FAST, clock=clock, round_seconds=1.0)) as slow:
-        client = make_client(base_url=slow.base_url, api_key=slow.api_key, schedule=schedule)
-        for _ in range(3):  # the 3rd lesson waits for the 4th, or for the close
-            await client.optimize(make_request(), timeout=600)
-        written = json.loads(cache.read_text())["models"]
-        await client.aclose()
-    kept = json.loads(cache.read_text())["models"]
-    assert [len(m["tasks"]) for m in written.values()] == [2]
-    assert [len(m["tasks"]) for m in kept.values()] == [3]
 
 
 async def test_unknown_status_keeps_waiting_by_default(
