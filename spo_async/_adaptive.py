@@ -131,6 +131,8 @@ _SPREAD = 0.5
 _SHARE_RATIO, _LEARN_RATIO = 2.0, 1.25
 #: Tasks that aim early, and by how much of the learnt range's low edge.
 _EXPLORE, _EXPLORE_BY = 0.1, 0.2
+#: The widest relative range kept beside a task's own bounds when it is outside the prior.
+_WIDEST = 4.0
 #: A task this much slower than the slowest seen counts as stalled: looks back off.
 _STALLED = 1.5
 #: How much more rarely than the scout the other tasks of a model never seen look, in
@@ -163,6 +165,8 @@ _COLD_TASKS, _COLD_LAG = 8, 1.8
 #: and whenever no task is left to wait for: a first run keeps what it learnt at once, and a
 #: batch of thousands of tasks does not rewrite the file for each.
 _SAVE_EVERY = 16
+#: While a task is queued, its looks are at least this part of its time queued apart.
+_QUEUED_STEP = 0.25
 #: In progress mode, how far into a window narrower than a step the look goes.
 _NARROW = 0.7
 
@@ -370,6 +374,7 @@ class _Track:
         "seen",
         "stage",
         "taught",
+        "whole",
     )
 
     def __init__(
@@ -385,7 +390,35 @@ class _Track:
         self.searches = searches  # searches for round 1 beside the scout (progress mode)
         self.due = now  # when the next look was planned
         self.taught = False  # whether its looks taught the queue time (to be saved)
+        #: Whether its looks go back to the wait's first (not a track built again later):
+        #: only then may the learnt queue time narrow its start (see ``_bracket``).
+        self.whole = False
         self.seen: TaskResult | None = None  # the last snapshot taken in
+
+    def shares_clock(self, state: PollState) -> bool:
+        """Whether ``state`` counts time as this track does: from the same submit."""
+        return (
+            self.whole
+            and state.submitted_at is not None
+            and (state.submitted_at == self.hi.get(_QUEUED, -_INF))
+        )
+
+
+def _in_track_time(state: PollState, track: _Track | None) -> PollState:
+    """``state`` on the clock of the task's track, when it is another wait's look.
+
+    Each wait counts ``elapsed`` from its own start, so a second wait of one task (a
+    view of the client with other settings, or one taking over from a wait that
+    left) would look like a new wait and throw the brackets away. When both know the
+    submit, the submit is their common origin: one timeline.
+    """
+    if track is None or (state.polls >= track.polls and state.elapsed >= track.last):
+        return state
+    submitted = track.hi.get(_QUEUED, -_INF)
+    if state.submitted_at is None or submitted == -_INF or not track.whole:
+        return state
+    shift = submitted - state.submitted_at
+    return attrs.evolve(state, elapsed=state.elapsed + shift, submitted_at=submitted)
 
 
 def _stage_of(state: PollState) -> int:
@@ -494,6 +527,19 @@ class AdaptiveSchedule:
         model = self._model(state.model)
         if state.polls <= 0:
             return self._first_delay(state, model)
+        known = self._tasks.get(state.task_id)
+        state = _in_track_time(state, known)
+        if (
+            known is not None
+            and (state.polls < known.polls or state.elapsed < known.last)
+            and not known.shares_clock(state)
+            and not (state.last is not None and state.last.is_terminal)
+        ):
+            # Another wait of the task, running beside the one this track follows, on a
+            # clock it cannot read (one of them does not know the submit). Built again at
+            # each of its looks, the track would lose its brackets, and both waits would
+            # search from scratch, at a few of ``floor`` apart: the same pace as the other.
+            return max(known.due - known.last, self.floor)
         if state.last is not None and state.last.is_terminal:
             self.task_finished(state)
             return 0.0
@@ -529,6 +575,8 @@ class AdaptiveSchedule:
         began = track.lo.get(track.stage, -_INF)
         if began == -_INF:
             began = track.hi.get(track.stage, now)
+        if began == -_INF:  # queued since a submit this client did not see: from now on
+            began = now
         wait = now - began
         if wait < self.floor:
             wait = self.floor * (1.0 + track.phase)
@@ -576,6 +624,7 @@ class AdaptiveSchedule:
         The polling layer calls this when a wait ends; a terminal ``state.last``
         passed to :meth:`next_delay` has the same effect.
         """
+        state = _in_track_time(state, self._tasks.get(state.task_id))
         track = self._tasks.pop(state.task_id, None)
         model = self._models.get(state.model)
         if model is not None:
@@ -661,6 +710,19 @@ class AdaptiveSchedule:
         now = state.elapsed
         stage = _stage_of(state)
         track = self._tasks.get(state.task_id)
+        if (
+            track is not None
+            and track.shares_clock(state)
+            and state.polls < track.polls
+            and (stage <= track.stage or now >= track.last)
+        ):
+            # Another wait of the task, on the same timeline (see _in_track_time): its
+            # look adds to this track, unless it contradicts a later look of it.
+            for j in range(track.stage + 1, stage + 1):
+                track.lo[j], track.hi[j] = track.last, now
+            track.stage = max(track.stage, stage)
+            track.last, track.seen = max(track.last, now), state.last
+            return track
         if track is None or state.polls < track.polls or now < track.last:
             # A new wait (or one not seen from its start): every boundary seen is in
             # (submit, now]; before the submit when this client did not submit it.
@@ -681,6 +743,7 @@ class AdaptiveSchedule:
             track.lo[_QUEUED] = track.hi[_QUEUED] = base
             for j in range(stage + 1):
                 track.lo[j], track.hi[j] = base, now
+            track.whole = state.polls <= 1
             self._tasks[state.task_id] = track
             if len(self._tasks) > self.max_tasks:
                 old, _ = self._tasks.popitem(last=False)
@@ -755,10 +818,15 @@ class AdaptiveSchedule:
     def _bracket(
         self, track: _Track, j: int, queue: tuple[float, float] | None
     ) -> tuple[float, float]:
-        """Boundary ``j``'s bracket; the start's narrowed by the learnt queue time."""
+        """Boundary ``j``'s bracket; the start's narrowed by the learnt queue time.
+
+        Only on a track that saw the task from its wait's first look: one built again
+        later (another wait of the task took over, say) has lost the looks that showed
+        the task still queued, and this task may have queued far longer than others.
+        """
         lo, hi = track.lo[j], track.hi[j]
         submitted = track.hi[_QUEUED]
-        if j == 0 and queue is not None and submitted > -_INF:
+        if j == 0 and queue is not None and submitted > -_INF and track.whole:
             a, z = max(lo, submitted + queue[0]), min(hi, submitted + queue[1])
             if a <= z:
                 return a, z
@@ -841,8 +909,8 @@ class AdaptiveSchedule:
             if i >= target:
                 continue
             lo_i, hi_i = self._bracket(track, i, queue)
-            if i == _QUEUED:
-                q_lo, q_hi = queue if queue is not None else (0.0, _INF)
+            if i == _QUEUED:  # (a track built again may have queued longer: see _bracket)
+                q_lo, q_hi = queue if queue is not None and track.whole else (0.0, _INF)
                 low, high = self._rounds_between(0, target, shape)
                 d_lo, d_hi = q_lo + low * pace[0], q_hi + high * pace[1]
             else:
@@ -850,7 +918,8 @@ class AdaptiveSchedule:
                 d_lo, d_hi = low * pace[0], high * pace[1]
             if lo_i > -_INF:
                 lo_t = max(lo_t, lo_i + d_lo)
-            hi_t = min(hi_t, hi_i + d_hi)
+            if hi_i > -_INF:  # (a submit this client did not see: no bound)
+                hi_t = min(hi_t, hi_i + d_hi)
         return lo_t, hi_t
 
     def _pace(
@@ -862,8 +931,9 @@ class AdaptiveSchedule:
         lo, hi = max(own[0], prior[0]), min(own[1], prior[1])
         if lo <= hi:
             return lo, hi
-        # Outside everything seen: keep the prior's relative width beside the task's bounds.
-        ratio = prior[1] / prior[0] if prior[0] > 0 else 2.0
+        # Outside everything seen: keep the prior's relative width beside the task's bounds
+        # (up to a factor of four: one task far faster than the others makes it huge).
+        ratio = min(prior[1] / prior[0], _WIDEST) if prior[0] > 0 else 2.0
         if own[0] > prior[1]:
             return own[0], min(own[1], own[0] * ratio)
         return max(own[0], own[1] / ratio), own[1]
@@ -881,6 +951,7 @@ class AdaptiveSchedule:
             return self.floor * (1.0 + self.rng.random())
         track = _Track(state.elapsed, 0, 0.0, False)
         track.lo[_QUEUED] = track.hi[_QUEUED] = state.submitted_at
+        track.whole = True
         at = self._plan(state, track, model, share=False)
         return 0.0 if at is None else max(at - state.elapsed, 0.0)
 
@@ -917,9 +988,7 @@ class AdaptiveSchedule:
             round_time = (pace[0] + pace[1]) / 2
             if marked is not None and target == track.stage + 1:  # both, where they agree
                 lo_t, hi_t = _narrowed((lo_t, hi_t), marked[:2])
-        step = 2.0 * (self.completion_lag if completion else self.progress_lag) * round_time
-        if completion and len(model.tasks) < _COLD_TASKS:
-            step *= _COLD_LAG
+        step = self._step(track, model, now, round_time, completion=completion)
         start = max(now, lo_t)
         if prior is not None and own[0] > _STALLED * prior[1]:
             # Far slower than any task seen: stalled. How late it is, by the slowest pace.
@@ -955,6 +1024,21 @@ class AdaptiveSchedule:
         if target == 2 and self._waits_for_round_two(state.task_id, track, model):
             at = now + _ROUND_TWO_SPARSE * (at - now)
         return at
+
+    def _step(
+        self, track: _Track, model: _Model, now: float, round_time: float, *, completion: bool
+    ) -> float:
+        """How far apart the looks inside a window go: twice the lag aimed at, in rounds."""
+        step = 2.0 * (self.completion_lag if completion else self.progress_lag) * round_time
+        if completion and len(model.tasks) < _COLD_TASKS:
+            step *= _COLD_LAG
+        submitted = track.hi[_QUEUED]
+        if track.stage == _QUEUED and submitted > -_INF:
+            # Queued: when it starts depends on the service's queue, not on the rounds the
+            # model's tasks took (one very fast task makes those tiny). Looks a part of the
+            # time queued apart: a task that waits long is looked at a few times, not many.
+            step = max(step, _QUEUED_STEP * (now - submitted))
+        return step
 
     def _waits_for_round_two(self, task_id: str, track: _Track, model: _Model) -> bool:
         """Whether this task of a first wave may look for round 2 more rarely, to be woken.

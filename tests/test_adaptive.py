@@ -789,6 +789,119 @@ def test_deterministic_under_a_seeded_rng() -> None:
     assert first == again
 
 
+# -- hostile timelines ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", list(PollMode))
+@pytest.mark.parametrize("rounds", [1, 2, 3])
+def test_a_task_submitted_elsewhere_and_under_way_gets_a_finite_next_look(
+    mode: PollMode, rounds: int
+) -> None:
+    """A wait of a task this client did not submit (resumed, say) plans a look, never inf."""
+    schedule = adaptive()
+    run_many(schedule, 10)  # a model it knows
+    state = PollState(
+        task_id="resumed",
+        polls=1,
+        elapsed=0.0,
+        last=processing("resumed", rounds),
+        max_rounds=4,
+        model=MODEL,
+        mode=mode,
+        submitted_at=None,
+        started_at=0.0,
+        round_seen_at=(0.0,) * rounds,
+    )
+    assert 0 < schedule.next_delay(state) < 4.0  # rounds of about a second
+
+
+def test_a_queued_task_is_not_polled_at_the_pace_of_one_very_fast_task() -> None:
+    """Tasks of 0.3 s rounds taught the model; a task queued for 60 s still looks rarely.
+
+    Queue times that vary (0 and 20 s) leave a wide window for the start, which steps
+    by the model's round would cross in hundreds of looks.
+    """
+    schedule = adaptive()
+    run_many(schedule, 2, round_time=0.3)
+    run_many(schedule, 2, round_time=0.3, queue=20.0, seed=1)
+    queued = make_task(random.Random(2), round_time=30.0, queue=60.0)
+    looks = simulate(schedule, queued, task_id="queued").looks
+    assert sum(t < 60.0 for t in looks) <= 40  # 338 when they stepped by the round
+
+
+def test_a_track_built_again_mid_task_does_not_take_the_learnt_queue_time() -> None:
+    """A look from a wait that took over late cannot assume the task queued as others did.
+
+    Other tasks never queued; this one queued 20 s and another wait saw it, then left.
+    Taking its start within the learnt queue time would make its round 1 last 20 s,
+    a pace of 60 s, which its plan and the model's shared paces would then use.
+    """
+    schedule = adaptive()
+    run_many(schedule, 10)  # rounds of about a second, no queue
+    state = PollState(
+        task_id="late",
+        polls=5,  # this wait's fifth look, the schedule's first sight of it
+        elapsed=20.5,
+        last=processing("late", 1),
+        max_rounds=4,
+        model=MODEL,
+        mode=PollMode.PROGRESS,
+        submitted_at=0.0,
+        started_at=20.5,
+        round_seen_at=(20.5,),
+    )
+    assert schedule.next_delay(state) < 3.0
+    assert all(pace < 3.0 for pace in schedule._models[MODEL].live.values())
+
+
+def _look(
+    task_id: str, polls: int, elapsed: float, rounds: int, submitted_at: float | None
+) -> PollState:
+    return PollState(
+        task_id=task_id,
+        polls=polls,
+        elapsed=elapsed,
+        last=processing(task_id, rounds),
+        max_rounds=4,
+        model=MODEL,
+        mode=PollMode.PROGRESS,
+        submitted_at=submitted_at,
+        started_at=elapsed,
+        round_seen_at=(elapsed,) * rounds,
+    )
+
+
+def test_two_waits_of_a_task_that_know_its_submit_keep_one_track() -> None:
+    """A second wait (its clock starts later) adds its looks to the first's brackets."""
+    schedule = adaptive()
+    run_many(schedule, 10)
+    schedule.next_delay(_look("x", 1, 0.2, 0, 0.0))
+    schedule.next_delay(_look("x", 2, 0.5, 1, 0.0))  # round 1 ended between 0.2 and 0.5
+    before = dict(schedule._tasks["x"].hi)
+    schedule.next_delay(_look("x", 1, 0.4, 1, -0.3))  # started 0.3 s later: at 0.7
+    track = schedule._tasks["x"]
+    assert track.hi == before
+    assert track.lo[1] == 0.2  # round 1's bracket is kept, not reset to the submit
+    assert track.last == pytest.approx(0.7)
+
+
+def test_a_wait_on_a_clock_the_track_cannot_read_follows_its_pace() -> None:
+    """A wait that does not know the submit, beside one that does, keeps the other's pace.
+
+    Built again at each of its looks, the track would lose its brackets, and both
+    waits would search from scratch: hundreds of looks a task.
+    """
+    schedule = adaptive()
+    run_many(schedule, 10)
+    for polls, (t, rounds) in enumerate([(0.2, 0), (0.5, 1), (0.9, 1)], start=1):
+        first = schedule.next_delay(_look("x", polls, t, rounds, 0.0))
+    track = schedule._tasks["x"]
+    kept = (dict(track.lo), dict(track.hi), track.polls)
+    other = schedule.next_delay(_look("x", 1, 0.1, 1, None))
+    assert other == pytest.approx(max(first, schedule.floor))
+    assert (dict(track.lo), dict(track.hi), track.polls) == kept
+
+
 # -- the cache file --------------------------------------------------------------------------
 
 
