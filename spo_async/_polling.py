@@ -27,11 +27,12 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Generic, NamedTuple, Protocol, TypeVar
 
-from ._errors import SPOError, WaitTimeoutError, contradicting_task
+from ._errors import ConfigurationError, SPOError, WaitTimeoutError, contradicting_task
 from ._models import TaskResult
 from ._retry import (
     RetryPolicy,
@@ -306,6 +307,21 @@ def _forget(retrying: tenacity.AsyncRetrying) -> None:
     rebuild = getattr(retrying, "__setstate__", None)
     if rebuild is not None:
         rebuild(retrying.__getstate__())
+
+
+def _checked(delay: object, task_id: str) -> float:
+    """A schedule's delay, if it is a number of seconds a sleep can take (negative: none).
+
+    NaN would become a look at once after every look (``min``/``max`` pass it through
+    as 0), and infinity a sleep until the deadline, or for ever without one: a
+    schedule's bug surfaces here, typed and at once, rather than as a storm or a hang.
+    """
+    if isinstance(delay, int | float) and not isinstance(delay, bool) and math.isfinite(delay):
+        return delay
+    raise ConfigurationError(
+        f"the poll schedule gave {delay!r} as the delay before the next look at task "
+        f"{task_id}: it must be a finite number of seconds (the task goes on on the service)"
+    )
 
 
 def _give_up(state: tenacity.RetryCallState) -> TaskResult:
@@ -625,7 +641,7 @@ class _PollLoop:
         assert state.outcome is not None  # noqa: S101 - tenacity sets it before waiting
         exc, watch = state.outcome.exception(), self.watch
         if exc is None:
-            delay = self.schedule.next_delay(watch.state())
+            delay = _checked(self.schedule.next_delay(watch.state()), watch.task_id)
         else:
             failures = max(watch.failures, watch.contradictions)
             delay = backoff_delay(self.policy, failures, exc, _rng)
@@ -777,7 +793,8 @@ async def poll_until_done(
     try:
         if not look_at_once:
             # The schedule's delay before the first look (``polls == 0``), usually 0.
-            first = min(schedule.next_delay(watch.state()), loop.until_someone_is_due())
+            delay = _checked(schedule.next_delay(watch.state()), task_id)
+            first = min(delay, loop.until_someone_is_due())
             if first > 0:
                 await sleep(first)
         result: TaskResult = await retrying(_PollLoop.look, loop)

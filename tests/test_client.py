@@ -483,6 +483,22 @@ async def test_a_function_schedule_is_asked_before_the_first_look_too(
     assert [polls for polls, _ in seen[1:]] == list(range(1, len(seen)))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "soon", None])
+@pytest.mark.parametrize("from_look", [0, 1], ids=["first-delay", "after-a-look"])
+async def test_a_schedule_s_nonsense_delay_is_a_typed_error_not_a_hang(
+    make_client: ClientFactory, emu: Emulator, bad: object, from_look: int
+) -> None:
+    """NaN would poll in a storm, infinity sleep for ever: both fail the wait at once."""
+
+    def schedule(state: PollState) -> float:
+        return bad if state.polls >= from_look else 0.002  # type: ignore[return-value]
+
+    client = make_client(schedule=schedule)
+    with pytest.raises(ConfigurationError, match="finite number of seconds") as caught:
+        await client.optimize(make_request(), timeout=30)
+    assert str(emu.submits[0].task_id) in str(caught.value)
+
+
 async def test_unknown_status_keeps_waiting_by_default(
     client: AsyncSPOClient, emu: Emulator
 ) -> None:
