@@ -111,7 +111,8 @@ class CacheFile:
             return parse(raw)
         except FileNotFoundError:
             return Knowledge()
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, RecursionError) as exc:
+            # (RecursionError: JSON nested deeper than the parser goes, in a hostile file.)
             log.debug("poll schedule cache %s ignored: %s", self.path, exc)
             return Knowledge()
 

@@ -938,8 +938,9 @@ def test_the_cache_holds_model_names_and_durations_only(tmp_path: Path) -> None:
         b'{"format": "spo-async schedule", "version": 1, "models": []}',
         b"x" * 300_000,
         b"\xff\xfe",
+        b"[" * 100_000,
     ],
-    ids=["corrupt", "foreign", "newer", "wrong-shape", "huge", "not-utf8"],
+    ids=["corrupt", "foreign", "newer", "wrong-shape", "huge", "not-utf8", "nested-deep"],
 )
 def test_an_unreadable_cache_is_ignored(tmp_path: Path, content: bytes) -> None:
     """A corrupt, foreign or oversized file is ignored: the schedule starts from scratch."""
