@@ -95,7 +95,6 @@ comes from ``rng``: pass a seeded :class:`random.Random` for reproducible delays
 from __future__ import annotations
 
 import collections
-import logging
 import os
 import random
 from collections.abc import Callable
@@ -121,8 +120,6 @@ from ._schedule_cache import CacheFile, Knowledge, default_cache_path
 from ._schedules import PollMode, PollState
 
 __all__ = ["AdaptiveSchedule", "default_cache_path"]
-
-log = logging.getLogger("spo_async")
 
 #: Round 1 runs one LLM stage of a later round's three (it executes the prompt; nothing
 #: is written or judged), so until measured its share of a later round is taken between
