@@ -23,7 +23,7 @@ from spo_async import AsyncSPOClient, OptimizationRequest, QAPair
 from spo_async.cli._safe import is_database, shown_argument, without_passwords
 from spo_async.testing import EmulatorConfig, Fault, FaultKind, TaskOutcome, ThreadedEmulator
 
-from tests.cli_helpers import EXAMPLES, ROOT, cli, cli_env, run_cli
+from tests.cli_helpers import EXAMPLES, ROOT, cli, cli_env, run_cli, sigint_not_ignored
 from tests.servers import pg_database, postgres_uri
 
 __all__ = ["pg_database", "postgres_uri"]  # fixtures, imported for pytest
@@ -204,10 +204,12 @@ def test_ctrl_c_in_the_first_moments_of_a_batch_never_shows_a_traceback(
         "sys.exit(main(sys.argv[2:]))\n"
     )
     for delay in (0.001, 0.05, 0.15, 0.3, 0.6):
-        done = subprocess.run(  # noqa: S603 - our own interpreter
-            [sys.executable, "-c", driver, str(delay), *args],
-            env=cli_env(env), cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+        with sigint_not_ignored():  # a test run started in the background ignores SIGINT
+            done = subprocess.run(  # noqa: S603 - our own interpreter
+                [sys.executable, "-c", driver, str(delay), *args],
+                env=cli_env(env), cwd=ROOT, capture_output=True, text=True, timeout=60,
+                check=False,
+            )  # fmt: skip
         assert done.returncode == 130, (delay, done.stderr)
         assert "Traceback" not in done.stderr, (delay, done.stderr)
         assert "interrupted" in done.stderr, (delay, done.stderr)
