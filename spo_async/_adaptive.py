@@ -514,7 +514,9 @@ class AdaptiveSchedule:
             track.lo[_QUEUED] = track.hi[_QUEUED] = base
             for j in range(stage + 1):
                 track.lo[j], track.hi[j] = base, now
-            track.whole = state.polls <= 1
+            # (That submit is a guess: how long tasks queue says nothing of when this one
+            # started. Only a track that saw the task from its real submit is whole.)
+            track.whole = state.polls <= 1 and state.submitted_at is not None
             self._tasks[state.task_id] = track
             if len(self._tasks) > self.max_tasks:
                 old, _ = self._tasks.popitem(last=False)
@@ -532,10 +534,11 @@ class AdaptiveSchedule:
         """Take the time the task spent in ``queue`` once its start is bracketed; True if kept.
 
         A task never seen queued started at its submit, which pins its start even when
-        its first look came late.
+        its first look came late. Only from a whole track: one built again later, or
+        one whose submit is a guess, bounds nothing worth keeping.
         """
         submitted = track.hi[_QUEUED]
-        if submitted == -_INF or 0 not in track.hi or track.lo[0] == -_INF:
+        if not track.whole or 0 not in track.hi or track.lo[0] == -_INF:
             return False
         # A loose bracket bounds the queue time too (see _queue_range); one that holds
         # the whole range known already adds nothing, and would push out tight ones.

@@ -27,6 +27,10 @@ _QUEUED = -1  # the boundary "submitted": a task before it has started
 _INF = math.inf
 #: The prior range's relative half-width around a single sample; divided by the count.
 _SPREAD = 0.5
+#: A task this many times faster or slower than the model's median stays out of its prior
+#: range: tasks differ by tens of percent, and one stalled task a hundred times slower
+#: would stretch the range of every later task (and how far apart their looks go) with it.
+_OUTLIER = 10.0
 
 
 def _span(samples: Iterable[float]) -> tuple[float, float] | None:
@@ -136,8 +140,12 @@ class _Model:
         return [total / (n - 1 + first) for n, total in self.tasks]
 
     def prior(self, first: float) -> tuple[float, float] | None:
-        """The range that should hold a new task's round length."""
-        return _span([*self.paces(first), *self.live.values()])
+        """The range that should hold a new task's round length (outliers left out)."""
+        paces = sorted([*self.paces(first), *self.live.values()])
+        if paces:
+            middle = paces[len(paces) // 2]
+            paces = [p for p in paces if middle <= _OUTLIER * p and p <= _OUTLIER * middle]
+        return _span(paces)
 
     def first_wave(self) -> bool:
         """Whether no task of the model has finished yet (nothing learnt to plan by)."""

@@ -902,6 +902,41 @@ def test_a_wait_on_a_clock_the_track_cannot_read_follows_its_pace() -> None:
     assert (dict(track.lo), dict(track.hi), track.polls) == kept
 
 
+@pytest.mark.parametrize("mode", list(PollMode))
+def test_one_task_a_hundred_times_slower_does_not_delay_the_next_ones(mode: PollMode) -> None:
+    """A stalled task stays out of the model's prior range: the next tasks are seen in time.
+
+    In the prior's span it stretched the range to 100 s rounds, and the next tasks'
+    first look came 5 to 12 rounds after their end.
+    """
+    schedule = adaptive()
+    run_many(schedule, 10, mode=mode)
+    simulate(schedule, make_task(random.Random(7), round_time=100.0), task_id="stalled", mode=mode)
+    control = adaptive()
+    run_many(control, 10, mode=mode)
+    after = run_many(schedule, 5, mode=mode, seed=3)
+    unharmed = run_many(control, 5, mode=mode, seed=3)
+    assert max(o.lag for o in after) < 0.25  # rounds of about a second
+    assert sum(o.polls for o in after) <= sum(o.polls for o in unharmed) + 2
+
+
+@pytest.mark.parametrize("mode", list(PollMode))
+def test_a_task_submitted_elsewhere_and_seen_queued_teaches_no_queue_time(mode: PollMode) -> None:
+    """Its submit is a guess (its first look): the learnt queue time says nothing of its start.
+
+    Taken as submitted at its first look, it taught tasks to queue up to 5 s (a model
+    whose tasks never queue) and took its own start within the learnt queue time.
+    """
+    schedule = adaptive()
+    run_many(schedule, 10, mode=mode)
+    assert schedule._queue_range() == (0.0, 0.0)
+    queued = make_task(random.Random(5), queue=3.0)
+    outcome = simulate(schedule, queued, task_id="elsewhere", submitted_at=None, mode=mode)
+    assert schedule._queue_range() == (0.0, 0.0)
+    assert outcome.lag < 0.25
+    assert outcome.polls < (12 if mode is PollMode.COMPLETION else 19)  # what it took then
+
+
 # -- the cache file --------------------------------------------------------------------------
 
 
