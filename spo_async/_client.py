@@ -372,7 +372,7 @@ class AsyncSPOClient:
             await core.limiter._release()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if getattr(self, "_owner", False) and not self._core.closed:
+        if getattr(self, "_owner", False) and not self._core.closed and self._core.warns_unclosed:
             self._core.closed = True
             _warn(
                 f"unclosed {self!r}: use 'async with' or call 'await client.aclose()'",

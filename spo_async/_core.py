@@ -183,6 +183,9 @@ class Core:
         self.claims = limiter._poll_claims(clock, sleep)
         self.known: collections.OrderedDict[str, TaskFacts] = collections.OrderedDict()
         self.closed = False
+        #: Whether the client warns when it is dropped unclosed: not inside an SPOClient,
+        #: which warns itself (and which the collector may finalize after it).
+        self.warns_unclosed = True
         self.loop: asyncio.AbstractEventLoop | None = None
         #: The client's one cap on requests in flight. A request queues here, before
         #: its timeout starts and before it is counted as sent: waiting for a free

@@ -192,6 +192,7 @@ class SPOClient:
                 )
 
             self._client = runner.call(build())
+            self._client._core.warns_unclosed = False  # this client warns, and closes it
         except BaseException:
             runner.stop()
             raise
