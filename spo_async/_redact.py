@@ -185,16 +185,17 @@ def _entity_escape(match: re.Match[bytes]) -> bytes:
     return (f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}").encode()
 
 
-def _decoded_view(lowered: bytes) -> str | None:
+def _decoded_view(lowered: bytes, *, references: bool = True) -> str | None:
     r"""``lowered`` with every escape a secret could hide behind decoded, lower-cased.
 
     Only to look for secrets in: it decodes more than any one format would (HTML
     references, backslash runs of any length, ``\xXX``, ``%XX``, ``\uXXXX``), with
     C-speed replaces and one codec pass. ``None`` when there are too many HTML
-    references to decode cheaply.
+    references to decode cheaply. ``references=False`` leaves HTML references as
+    they are (what a reader who decodes only the rest sees).
     """
     view = lowered
-    if b"&" in view:
+    if references and b"&" in view:
         if view.count(b"&#") > _MAX_ENTITIES:
             return None
         view = _ENTITY.sub(_entity_escape, view)
@@ -364,7 +365,15 @@ class Redactor:
         ):
             return False
         view = _decoded_view(lowered)
-        return view is None or any(secret in view for secret in self._view)
+        if view is None or any(secret in view for secret in self._view):
+            return True
+        if b"&#" not in lowered:
+            return False
+        # A reference without its ``;`` takes every digit after it: ``&#x30`` before ``000``
+        # decodes to one character, U+30000. A reader who does not decode references sees
+        # the digits, and a secret of hex digits may run on from the reference's own.
+        plain = _decoded_view(lowered, references=False)
+        return plain is not None and any(secret in plain for secret in self._view)
 
     def _replace_raw(self, data: bytes) -> bytes:
         """``data`` with the raw forms of the secrets replaced, at C speed."""

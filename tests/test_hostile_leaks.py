@@ -536,6 +536,20 @@ def test_any_key_in_any_mix_of_forms_is_taken_out(
         assert not [view for view in views(out) if key.lower() in view]
 
 
+def test_a_reference_without_its_semicolon_does_not_hide_a_key_of_digits() -> None:
+    """``&#X30`` before ``000`` decodes to one character (U+30000), but it was the key's first.
+
+    Read without decoding references, the reference's own ``0`` and the digits after
+    it show the key: bytes were let through because the decoded view did not hold it.
+    """
+    key = "000000000000"
+    body = "1&#X30000\\u00300000000" + "1"
+    redactor = redactor_for([key])
+    assert redactor is not None
+    assert redactor.data(body.encode()) == b"1<redacted>1"
+    assert redactor.text(body) == "1<redacted>1"
+
+
 class EchoingTransport:
     """A user's own Transport, careless with the request it failed to send."""
 
