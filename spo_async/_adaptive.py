@@ -53,9 +53,14 @@ minutes.
    about ``lag``); a window wider than two steps is first *split*: a look in the
    middle of a middle round's window (completion) or of the target's own
    (progress, while the round after it is uncertain) halves the pace range for
-   the rest of the task. A task past its window, or far slower than any seen,
-   is looked at less and less often, in proportion to how late it is; inside a
-   window, looks in progress mode keep at least one lag apart. While
+   the rest of the task. In progress mode on a model with finished tasks, where
+   the pace is known as well as it will be, a look goes instead where it trades
+   best between the delay it may let pass and what a miss teaches (the pace, for
+   every later round): ``(worth / spread) ** (1/3)`` of the way in, ``spread``
+   being the width of the task's pace range (see ``_known_look``). A task past
+   its window, or far slower than any seen, is looked at less and less often, in
+   proportion to how late it is; inside a window, looks in progress mode keep at
+   least one lag apart (a tenth of a step on a known model). While
    fewer than eight tasks of the model have finished, completion mode steps
    by 1.8 times as much: the windows are wide then, and the lag allowed a
    first task (0.15 round) is wider than a known model's (0.10).
@@ -172,6 +177,13 @@ _SAVE_EVERY = 16
 _QUEUED_STEP = 0.25
 #: In progress mode, how far into a window narrower than a step the look goes.
 _NARROW = 0.7
+#: In progress mode on a known model, a look goes ``a * (worth / spread) ** (1/3)`` of the
+#: way into its window (see ``_known_look``): ``a`` for round 1 and for the later rounds,
+#: and a look worth this many times ``progress_lag`` of a round of delay.
+_INTO_FIRST, _INTO_LATER, _LOOK_WORTH = 0.78, 0.56, 1.8
+#: ... keeping this many steps apart, and going to the window's end rather than leave less
+#: of it unseen than this part of the way the look went.
+_KNOWN_GAP, _SLIVER = 0.1, 0.25
 
 
 def _progress_look(
@@ -198,6 +210,33 @@ def _progress_look(
     else:
         at = start + step
     return max(at, min(now + _MIN_GAP * step, end))
+
+
+def _known_look(
+    now: float, window: tuple[float, float], spread: float, *, first: bool, worth: float, gap: float
+) -> float:
+    """Where to look for the next round of a task whose pace range the model bounds.
+
+    A look that comes before the boundary costs a look and narrows the task's
+    pace (``spread``: its range's width, in rounds) for this round and every
+    later one; one that comes after it costs the delay it let pass. A dynamic
+    program over the pace range (``bench/placement.py``, a look worth ``worth``
+    rounds of delay) puts the best look about ``(worth / spread) ** (1/3)`` of the
+    way in: at the end of a window that the pace pins, near its middle when the
+    pace is loose (every later round gains from a miss). Round 1 is looked at a
+    little later than the program says: its share of a round is known less well
+    than the program assumes, and the bench sees fewer looks that way.
+    """
+    start, end = window
+    x = 1.0
+    if spread > 0:
+        x = min((_INTO_FIRST if first else _INTO_LATER) * (worth / spread) ** (1 / 3), 1.0)
+    at = max(start + x * max(end - start, 0.0), min(now + gap, end))
+    if start <= now and end - at < _SLIVER * (at - now):
+        # Inside the window (the last look missed it): its end, not a look just short of
+        # it and then another, ever closer, at a task running late.
+        return end
+    return at
 
 
 def _check_lag(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -238,9 +277,11 @@ class AdaptiveSchedule:
     #: The mean delay aimed at between the end of the task and the look that sees it, as a
     #: fraction of a round, in completion mode (nobody watches the rounds).
     completion_lag: float = attrs.field(default=0.09, validator=_check_lag)
-    #: The same for every round, the last included, in progress mode. Looks inside a
-    #: window step by twice this, but a window narrower than a step is looked at 70 %
-    #: into it, so the mean delay comes out lower (about 0.1 round with the default).
+    #: The same for every round, the last included, in progress mode. On a model never
+    #: seen, looks inside a window step by twice this (a window narrower than a step is
+    #: looked at 70 % into it); once tasks of the model have finished, a look is taken as
+    #: worth 1.8 times this of a round of delay, and placed where that trade is best.
+    #: Either way the mean delay comes out lower: about 0.1 round with the default.
     progress_lag: float = attrs.field(default=0.15, validator=_check_lag)
     #: Seconds: the first gap of the search on a model never seen. The one constant in
     #: seconds; the search doubles it, so it costs one look per doubling of the round.
@@ -775,12 +816,11 @@ class AdaptiveSchedule:
             if began > -_INF:
                 hi_t = min(hi_t, now + max(now - began, step))
                 width = max(hi_t - start, 0.0)
-        if completion:
-            split = None
-            if rounds is not None and width > 2 * step:
-                split = self._split(
+        if completion:  # (target is the last round)
+            split = (
+                self._split(
                     track,
-                    rounds,
+                    target,
                     now,
                     pace,
                     shape=shape,
@@ -788,11 +828,24 @@ class AdaptiveSchedule:
                     by=lo_t + step / 2,
                     step=step,
                 )
+                if width > 2 * step
+                else None
+            )
             return start + min(width, step) if split is None else split
         if track.last < lo_t < now:
             # Woken: part of the window went by while the task slept, unseen. Its boundary
             # may be behind it already: look soon (and if not, the look bounds it closely).
             return now + _SOON * step
+        known = 0 < pace[0] <= pace[1] < _INF and hi_t < _INF
+        if progress and known and not model.first_wave():
+            return _known_look(
+                now,
+                (start, hi_t),
+                (pace[1] - pace[0]) / round_time,  # how loosely the pace is known
+                first=target <= 1,
+                worth=_LOOK_WORTH * self.progress_lag,
+                gap=_KNOWN_GAP * step,
+            )
         nxt = None if last else self._window(track, target + 1, now, pace, shape=shape, queue=queue)
         at = _progress_look(now, (start, hi_t), step, nxt)
         if target == 2 and self._waits_for_round_two(state.task_id, track, model):

@@ -24,6 +24,7 @@ from pathlib import Path
 import attrs
 import pytest
 from spo_async import Round, Sample, TaskResult, TaskStatus
+from spo_async._adaptive import _known_look
 from spo_async._schedule_cache import (
     MAX_BYTES,
     SAMPLES,
@@ -726,11 +727,37 @@ def test_warm_completion_mode_sees_the_end_soon_with_few_looks() -> None:
 
 
 def test_warm_progress_mode_sees_each_round_with_about_one_look() -> None:
-    """Watching rounds, a known model costs about one look per round, plus a few."""
+    """Watching rounds, a known model costs about one look per round, plus two at most."""
     schedule = adaptive()
     run_many(schedule, 20, mode=PollMode.PROGRESS)
     warm = run_many(schedule, 40, seed=9, mode=PollMode.PROGRESS)
-    assert mean([o.polls for o in warm]) < 4 + 3
+    assert mean([o.polls for o in warm]) < 4 + 2
+    assert mean([o.lag for o in warm]) < 0.1
+
+
+def test_on_a_known_model_a_look_goes_as_far_into_its_window_as_the_pace_is_sure() -> None:
+    """Where in the window: the end of one the pace pins, near the middle of a loose one."""
+    window = (10.0, 11.0)
+
+    def into(spread: float, *, first: bool = False) -> float:
+        return _known_look(9.0, window, spread, first=first, worth=0.27, gap=0.03) - 10.0
+
+    assert into(0.01) == 1.0  # the pace pinned: at the end, nothing to learn from a miss
+    assert into(0.6) == pytest.approx(0.43, abs=0.01)  # tasks that differ by ±30 %
+    widths = [0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 1.0]
+    fractions = [into(w) for w in widths]
+    assert fractions == sorted(fractions, reverse=True)
+    assert all(into(w, first=True) >= into(w) for w in widths)  # round 1 is short
+
+
+def test_on_a_known_model_looks_inside_a_window_keep_apart_and_spare_no_sliver() -> None:
+    """After a miss, the next look keeps a gap; one that would leave a sliver takes the end."""
+    assert _known_look(10.0, (10.0, 11.0), 0.6, first=False, worth=0.27, gap=0.5) == 10.5
+    # 0.88 of the way into a window of 0.1 leaves 0.012 of it: the end instead, not a
+    # look and then another, ever closer. Entering the window, the look is not moved.
+    assert _known_look(10.0, (10.0, 10.1), 0.07, first=False, worth=0.27, gap=0.01) == 10.1
+    entering = _known_look(9.0, (10.0, 10.1), 0.07, first=False, worth=0.27, gap=0.01)
+    assert entering == pytest.approx(10.088, abs=0.001)
 
 
 def test_completion_mode_looks_less_than_a_fixed_interval_at_the_same_lag() -> None:
