@@ -6,7 +6,7 @@ fraction ``x`` of the way into the window where the next round should end,
     x = a * (worth / spread) ** (1/3), at most 1,
 
 where ``spread`` is the width of the task's pace range (in rounds), ``worth`` is
-what a look costs in rounds of delay (1.8 times ``progress_lag``: 0.27 with the
+what a look costs in rounds of delay (1.6 times ``progress_lag``: 0.24 with the
 default), and ``a`` is 0.78 for round 1 and 0.56 for the later rounds
 (``spo_async/_adaptive.py``, ``_known_look``). This script shows where those
 numbers come from.

@@ -180,7 +180,7 @@ _NARROW = 0.7
 #: In progress mode on a known model, a look goes ``a * (worth / spread) ** (1/3)`` of the
 #: way into its window (see ``_known_look``): ``a`` for round 1 and for the later rounds,
 #: and a look worth this many times ``progress_lag`` of a round of delay.
-_INTO_FIRST, _INTO_LATER, _LOOK_WORTH = 0.78, 0.56, 1.8
+_INTO_FIRST, _INTO_LATER, _LOOK_WORTH = 0.78, 0.56, 1.6
 #: ... keeping this many steps apart, and going to the window's end rather than leave less
 #: of it unseen than this part of the way the look went.
 _KNOWN_GAP, _SLIVER = 0.1, 0.25
@@ -280,7 +280,7 @@ class AdaptiveSchedule:
     #: The same for every round, the last included, in progress mode. On a model never
     #: seen, looks inside a window step by twice this (a window narrower than a step is
     #: looked at 70 % into it); once tasks of the model have finished, a look is taken as
-    #: worth 1.8 times this of a round of delay, and placed where that trade is best.
+    #: worth 1.6 times this of a round of delay, and placed where that trade is best.
     #: Either way the mean delay comes out lower: about 0.1 round with the default.
     progress_lag: float = attrs.field(default=0.15, validator=_check_lag)
     #: Seconds: the first gap of the search on a model never seen. The one constant in
