@@ -5,8 +5,8 @@ rounds still to come, in completion mode), then step by a fixed fraction of a
 round until something new shows. Round lengths are learnt per model from
 finished tasks (the time between the first and the last round seen, per round
 between them, or from the start to the end with round 1 counted as a third of a
-round, spec §6.2; round 1 on its own), shared by every task of the client, as
-the default schedule does. Until a round length is known it searches like the
+round, since round 1 only runs the prompt; round 1 on its own), shared by every
+task of the client, as the default schedule does. Until a round length is known it searches like the
 default: doubling the time spent in the current stage, from 0.25 s.
 
 ``early`` moves the planned look that much of the remaining time earlier: with

@@ -258,7 +258,7 @@ def test_parse_retry_after_reads_seconds_or_a_date(
 
 # -- error_from_response -----------------------------------------------------------------------
 
-#: Spec §4.1, row by row: err_code -> the class the SDK raises.
+#: 302.AI's documented error codes, row by row: err_code -> the class the SDK raises.
 SPEC_ERR_CODES: list[tuple[int, type[APIError]]] = [
     (-10001, AuthenticationError),
     (-10002, AuthenticationError),
@@ -294,7 +294,7 @@ STATUSES_FOR_CODES = [400, 401, 404, 429, 503]
 def test_known_err_code_decides_the_class_before_the_http_status(
     code: int, cls: type[APIError], status: int
 ) -> None:
-    """Each §4.1 err_code maps to its class at any HTTP status, and the code is kept."""
+    """Each documented err_code maps to its class at any HTTP status, and the code is kept."""
     error = error_from_response(response(status, envelope(code, message="m")))
     assert type(error) is cls
     assert (error.err_code, error.status) == (code, status)
@@ -323,7 +323,7 @@ UNKNOWN_CODES: list[tuple[Any, int, type[APIError], int | None]] = [
 def test_unknown_or_mistyped_err_code_falls_back_to_the_http_status(
     code: Any, status: int, cls: type[APIError], kept: int | None
 ) -> None:
-    """An err_code outside §4.1 (or not an int) leaves the class to the HTTP status."""
+    """An err_code not documented (or not an int) leaves the class to the HTTP status."""
     error = error_from_response(response(status, envelope(code, message="m")))
     assert type(error) is cls
     assert error.err_code == kept
