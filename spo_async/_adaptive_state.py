@@ -27,9 +27,10 @@ _QUEUED = -1  # the boundary "submitted": a task before it has started
 _INF = math.inf
 #: The prior range's relative half-width around a single sample; divided by the count.
 _SPREAD = 0.5
-#: A task this many times faster or slower than the model's median stays out of its prior
-#: range: tasks differ by tens of percent, and one stalled task a hundred times slower
-#: would stretch the range of every later task (and how far apart their looks go) with it.
+#: A task this many times slower than the model's median stays out of its prior range:
+#: tasks differ by tens of percent, and one stalled task a hundred times slower would
+#: stretch the window of every later task, which would then be seen rounds late. (A fast
+#: one stays in: it makes looks come early, which costs looks, never a late sight.)
 _OUTLIER = 10.0
 
 
@@ -140,11 +141,11 @@ class _Model:
         return [total / (n - 1 + first) for n, total in self.tasks]
 
     def prior(self, first: float) -> tuple[float, float] | None:
-        """The range that should hold a new task's round length (outliers left out)."""
+        """The range that should hold a new task's round length (stalled tasks left out)."""
         paces = sorted([*self.paces(first), *self.live.values()])
         if paces:
-            middle = paces[len(paces) // 2]
-            paces = [p for p in paces if middle <= _OUTLIER * p and p <= _OUTLIER * middle]
+            slowest = _OUTLIER * paces[len(paces) // 2]
+            paces = [pace for pace in paces if pace <= slowest]
         return _span(paces)
 
     def first_wave(self) -> bool:
