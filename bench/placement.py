@@ -8,7 +8,7 @@ fraction ``x`` of the way into the window where the next round should end,
 where ``spread`` is the width of the task's pace range (in rounds), ``worth`` is
 what a look costs in rounds of delay (1.6 times ``progress_lag``: 0.24 with the
 default), and ``a`` is 0.78 for round 1 and 0.56 for the later rounds
-(``spo_async/_adaptive.py``, ``_known_look``). This script shows where those
+(``spo_async/_placement.py``, ``_known_look``). This script shows where those
 numbers come from.
 
 The model: a task of ``n`` rounds, its start known, round 1 a third of a round,
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 
-from spo_async._adaptive import _LOOK_WORTH, _known_look
+from spo_async._placement import _LOOK_WORTH, _known_look
 
 WIDEST = 0.63  # the widest pace range, in rounds
 SHARE = 1 / 3  # round 1's share of a round

@@ -57,7 +57,7 @@ minutes.
    the pace is known as well as it will be, a look goes instead where it trades
    best between the delay it may let pass and what a miss teaches (the pace, for
    every later round): ``(worth / spread) ** (1/3)`` of the way in, ``spread``
-   being the width of the task's pace range (see ``_known_look``). A task past
+   being the width of the task's pace range (see ``spo_async._placement``). A task past
    its window, or far slower than any seen, is looked at less and less often, in
    proportion to how late it is; inside a window, looks in progress mode keep at
    least one lag apart (a tenth of a step on a known model). While
@@ -121,6 +121,7 @@ from ._adaptive_state import (
     _stage_of,
     _Track,
 )
+from ._placement import _KNOWN_GAP, _LOOK_WORTH, _known_look, _progress_look
 from ._schedule_cache import CacheFile, Knowledge, default_cache_path
 from ._schedules import PollMode, PollState
 
@@ -157,9 +158,6 @@ _MARK_RATIO, _FIRST_MARK_RATIO = 1.5, 2.5
 #: In progress mode, the share of the tasks of a model never seen that search for round 1
 #: beside the scout (drawn at random): a slow scout alone would find it late for the others.
 _SCOUTS = 0.25
-#: In progress mode, the shortest gap between looks inside a window, in steps (a window
-#: nearly used up is looked at once more at its end, not ever closer to it).
-_MIN_GAP = 0.5
 #: In progress mode, how soon a task woken in its window looks, in steps.
 _SOON = 0.25
 #: In a first wave, how much farther apart the looks for round 2 of a task that does not
@@ -175,68 +173,6 @@ _COLD_TASKS, _COLD_LAG = 8, 1.8
 _SAVE_EVERY = 16
 #: While a task is queued, its looks are at least this part of its time queued apart.
 _QUEUED_STEP = 0.25
-#: In progress mode, how far into a window narrower than a step the look goes.
-_NARROW = 0.7
-#: In progress mode on a known model, a look goes ``a * (worth / spread) ** (1/3)`` of the
-#: way into its window (see ``_known_look``): ``a`` for round 1 and for the later rounds,
-#: and a look worth this many times ``progress_lag`` of a round of delay.
-_INTO_FIRST, _INTO_LATER, _LOOK_WORTH = 0.78, 0.56, 1.6
-#: ... keeping this many steps apart, and going to the window's end rather than leave less
-#: of it unseen than this part of the way the look went.
-_KNOWN_GAP, _SLIVER = 0.1, 0.25
-
-
-def _progress_look(
-    now: float, window: tuple[float, float], step: float, following: tuple[float, float] | None
-) -> float:
-    """Where in the target's window to look next, in progress mode.
-
-    A window wider than two steps, or followed by a next round's still wider than
-    two steps (``following``; ``None`` after the last round), is split: the look
-    halves it. A narrow one is looked at most of the way in. Looks inside a window
-    keep ``_MIN_GAP`` step apart: a window nearly used up is looked at at its end,
-    not ever closer to it (after which the task is late, and looks back off).
-    """
-    start, end = window
-    width = max(end - start, 0.0)
-    if width > 2 * step or (
-        following is not None and following[1] - max(following[0], now) > 2 * step
-    ):
-        at = start + min(width / 2, step)
-    elif width <= step:
-        # Most of a narrow window, not all: the few it misses cost a second look,
-        # the many it sees are seen sooner (what a search over the pace finds best).
-        at = start + _NARROW * width
-    else:
-        at = start + step
-    return max(at, min(now + _MIN_GAP * step, end))
-
-
-def _known_look(
-    now: float, window: tuple[float, float], spread: float, *, first: bool, worth: float, gap: float
-) -> float:
-    """Where to look for the next round of a task whose pace range the model bounds.
-
-    A look that comes before the boundary costs a look and narrows the task's
-    pace (``spread``: its range's width, in rounds) for this round and every
-    later one; one that comes after it costs the delay it let pass. A dynamic
-    program over the pace range (``bench/placement.py``, a look worth ``worth``
-    rounds of delay) puts the best look about ``(worth / spread) ** (1/3)`` of the
-    way in: at the end of a window that the pace pins, near its middle when the
-    pace is loose (every later round gains from a miss). Round 1 is looked at a
-    little later than the program says: its share of a round is known less well
-    than the program assumes, and the bench sees fewer looks that way.
-    """
-    start, end = window
-    x = 1.0
-    if spread > 0:
-        x = min((_INTO_FIRST if first else _INTO_LATER) * (worth / spread) ** (1 / 3), 1.0)
-    at = max(start + x * max(end - start, 0.0), min(now + gap, end))
-    if start <= now and end - at < _SLIVER * (at - now):
-        # Inside the window (the last look missed it): its end, not a look just short of
-        # it and then another, ever closer, at a task running late.
-        return end
-    return at
 
 
 def _check_lag(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:

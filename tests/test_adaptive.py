@@ -24,7 +24,7 @@ from pathlib import Path
 import attrs
 import pytest
 from spo_async import Round, Sample, TaskResult, TaskStatus
-from spo_async._adaptive import _known_look
+from spo_async._placement import _known_look
 from spo_async._schedule_cache import (
     MAX_BYTES,
     SAMPLES,

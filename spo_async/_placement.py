@@ -1,0 +1,77 @@
+"""Where in a window to look next, in progress mode: the adaptive schedule's placement.
+
+Why a module of its own. :class:`~spo_async.polling.AdaptiveSchedule` works out a
+*window* for the next boundary of a task (``spo_async._adaptive``); where inside it
+the next look goes is a separate question with its own reasoning, answered here by
+two pure functions: stepping through the window while a model is new, and, once a
+model's tasks have finished, the trade a dynamic program over the task's pace finds
+best (``bench/placement.py`` solves it and prints the rule beside it).
+"""
+
+from __future__ import annotations
+
+#: In progress mode, the shortest gap between looks inside a window, in steps (a window
+#: nearly used up is looked at once more at its end, not ever closer to it).
+_MIN_GAP = 0.5
+#: In progress mode, how far into a window narrower than a step the look goes.
+_NARROW = 0.7
+#: In progress mode on a known model, a look goes ``a * (worth / spread) ** (1/3)`` of the
+#: way into its window (see ``_known_look``): ``a`` for round 1 and for the later rounds,
+#: and a look worth this many times ``progress_lag`` of a round of delay.
+_INTO_FIRST, _INTO_LATER, _LOOK_WORTH = 0.78, 0.56, 1.6
+#: ... keeping this many steps apart, and going to the window's end rather than leave less
+#: of it unseen than this part of the way the look went.
+_KNOWN_GAP, _SLIVER = 0.1, 0.25
+
+
+def _progress_look(
+    now: float, window: tuple[float, float], step: float, following: tuple[float, float] | None
+) -> float:
+    """Where in the target's window to look next, in progress mode.
+
+    A window wider than two steps, or followed by a next round's still wider than
+    two steps (``following``; ``None`` after the last round), is split: the look
+    halves it. A narrow one is looked at most of the way in. Looks inside a window
+    keep ``_MIN_GAP`` step apart: a window nearly used up is looked at at its end,
+    not ever closer to it (after which the task is late, and looks back off).
+    """
+    start, end = window
+    width = max(end - start, 0.0)
+    if width > 2 * step or (
+        following is not None and following[1] - max(following[0], now) > 2 * step
+    ):
+        at = start + min(width / 2, step)
+    elif width <= step:
+        # Most of a narrow window, not all: the few it misses cost a second look,
+        # the many it sees are seen sooner (what a search over the pace finds best).
+        at = start + _NARROW * width
+    else:
+        at = start + step
+    return max(at, min(now + _MIN_GAP * step, end))
+
+
+def _known_look(
+    now: float, window: tuple[float, float], spread: float, *, first: bool, worth: float, gap: float
+) -> float:
+    """Where to look for the next round of a task whose pace range the model bounds.
+
+    A look that comes before the boundary costs a look and narrows the task's
+    pace (``spread``: its range's width, in rounds) for this round and every
+    later one; one that comes after it costs the delay it let pass. A dynamic
+    program over the pace range (``bench/placement.py``, a look worth ``worth``
+    rounds of delay) puts the best look about ``(worth / spread) ** (1/3)`` of the
+    way in: at the end of a window that the pace pins, near its middle when the
+    pace is loose (every later round gains from a miss). Round 1 is looked at a
+    little later than the program says: its share of a round is known less well
+    than the program assumes, and the bench sees fewer looks that way.
+    """
+    start, end = window
+    x = 1.0
+    if spread > 0:
+        x = min((_INTO_FIRST if first else _INTO_LATER) * (worth / spread) ** (1 / 3), 1.0)
+    at = max(start + x * max(end - start, 0.0), min(now + gap, end))
+    if start <= now and end - at < _SLIVER * (at - now):
+        # Inside the window (the last look missed it): its end, not a look just short of
+        # it and then another, ever closer, at a task running late.
+        return end
+    return at
