@@ -458,14 +458,22 @@ def test_only_a_first_wave_in_progress_mode_asks_to_be_woken() -> None:
     assert not schedule.wake_on_news(attrs.evolve(progress, task_id="never looked at"), print)
 
 
-def test_a_task_not_seen_at_the_end_of_its_window_is_not_looked_at_ever_closer() -> None:
-    """Looks inside a window keep a lag apart: at most one shorter gap, to the window's end."""
+@pytest.mark.parametrize("seed", range(12))
+def test_a_task_not_seen_at_the_end_of_its_window_is_not_looked_at_ever_closer(
+    seed: int,
+) -> None:
+    """Near a window's end, at most two gaps shorter than the lag; then looks back off.
+
+    A look a little short of the end that misses is followed by one at the end, not
+    by ever closer ones. Over several learning histories: where a look goes depends
+    on what the model's tasks taught.
+    """
     schedule = adaptive()
-    run_many(schedule, 10, mode=PollMode.PROGRESS)
+    run_many(schedule, 10, seed=seed, mode=PollMode.PROGRESS)
     slow = FakeTask(0.0, (0.33, 1.33, 2.9, 3.9))  # round 3 far later than round 2 says
     looks = simulate(schedule, slow, mode=PollMode.PROGRESS).looks
     gaps = [b - a for a, b in itertools.pairwise(looks) if 1.33 < a < 2.9]
-    assert len([gap for gap in gaps if gap < 0.1]) <= 1  # the lag: 0.15 round
+    assert len([gap for gap in gaps if gap < 0.1]) <= 2  # the lag: 0.15 round
 
 
 def run_wave(
