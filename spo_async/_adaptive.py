@@ -62,9 +62,8 @@ minutes.
    proportion to how late it is; inside a window, looks in progress mode keep at
    least one lag apart (a tenth of a step on a known model). While
    fewer than eight tasks of the model have finished, completion mode steps
-   by 1.9 times as far, progress mode by 1.1 times (unless a task was seen
-   queued): the windows are wide then, and the lag allowed a first wave
-   (0.15 round) is wider than a known model's (0.10).
+   by 1.9 times as much: the windows are wide then, and the lag allowed a
+   first task (0.15 round) is wider than a known model's (0.10).
 
 4. **It finds the pace from scratch in a few looks.** On a model it has never
    seen, a task doubles the time it has spent in its current stage at each look,
@@ -164,15 +163,10 @@ _SOON = 0.25
 #: In a first wave, how much farther apart the looks for round 2 of a task that does not
 #: search are, until a task marks round 2 (see ``_waits_for_round_two``).
 _ROUND_TWO_SPARSE = 2.0
-#: While a model has fewer finished tasks than this, looks inside a window step by this
-#: many times as far as the lag asked for, in completion mode and in progress mode: the
-#: windows are wide then, and a look saved is worth more than a little lag (a first wave
-#: is allowed 0.15 round, a later one 0.10). Picked on ``bench/simulate.py`` and on the
-#: tests' waves (all submitted at once): a first wave then sees its ends about 0.12
-#: round late, and its rounds about 0.13. (Not in progress mode once a task was seen
-#: queued: starts are then bracketed only as closely as the search looked, and its
-#: rounds are seen later already.)
-_COLD_TASKS, _COLD_LAG, _COLD_PROGRESS_LAG = 8, 1.9, 1.1
+#: While a model has fewer finished tasks than this, completion mode steps by this many
+#: times as much as ``completion_lag`` asks: the windows are wide then, and a look saved
+#: is worth more than a little lag (a first task is allowed 0.15 round, 0.10 after).
+_COLD_TASKS, _COLD_LAG = 8, 1.9
 #: The cache file is written after a process's 1st, 2nd, 4th ... 16th lesson, then every 16th,
 #: and whenever no task is left to wait for: a first run keeps what it learnt at once, and a
 #: batch of thousands of tasks does not rewrite the file for each.
@@ -799,8 +793,8 @@ class AdaptiveSchedule:
     ) -> float:
         """How far apart the looks inside a window go: twice the lag aimed at, in rounds."""
         step = 2.0 * (self.completion_lag if completion else self.progress_lag) * round_time
-        if len(model.tasks) < _COLD_TASKS and (completion or not self._queued_seen):
-            step *= _COLD_LAG if completion else _COLD_PROGRESS_LAG
+        if completion and len(model.tasks) < _COLD_TASKS:
+            step *= _COLD_LAG
         submitted = track.hi[_QUEUED]
         if track.stage == _QUEUED and submitted > -_INF:
             # Queued: when it starts depends on the service's queue, not on the rounds the
