@@ -60,7 +60,9 @@ minutes.
    being the width of the task's pace range (see ``spo_async._placement``). A task past
    its window, or far slower than any seen, is looked at less and less often, in
    proportion to how late it is; inside a window, looks in progress mode keep at
-   least one lag apart (a tenth of a step on a known model). While
+   least one lag apart (a tenth of a step on a known model), but for one look at
+   the window's end, not two in a row (a look there that misses shows a slower
+   task, which moves the end a little later every time). While
    fewer than eight tasks of the model have finished, completion mode steps
    by 1.9 times as much: the windows are wide then, and the lag allowed a
    first task (0.15 round) is wider than a known model's (0.10).
@@ -121,7 +123,7 @@ from ._adaptive_state import (
     _stage_of,
     _Track,
 )
-from ._placement import _KNOWN_GAP, _LOOK_WORTH, _known_look, _progress_look
+from ._placement import _KNOWN_GAP, _LOOK_WORTH, _MIN_GAP, _known_look, _progress_look
 from ._schedule_cache import CacheFile, Knowledge, default_cache_path
 from ._schedules import PollMode, PollState
 
@@ -783,9 +785,30 @@ class AdaptiveSchedule:
                 gap=_KNOWN_GAP * step,
             )
         nxt = None if last else self._window(track, target + 1, now, pace, shape=shape, queue=queue)
-        at = _progress_look(now, (start, hi_t), step, nxt)
+        at = self._stepped_look(track, (state.polls, target), now, (start, hi_t), step, nxt=nxt)
         if target == 2 and self._waits_for_round_two(state.task_id, track, model):
             at = now + _ROUND_TWO_SPARSE * (at - now)
+        return at
+
+    @staticmethod
+    def _stepped_look(
+        track: _Track,
+        look: tuple[int, int],
+        now: float,
+        window: tuple[float, float],
+        step: float,
+        *,
+        nxt: tuple[float, float] | None,
+    ) -> float:
+        """:func:`_progress_look` for ``look`` (this look's ``polls``, the round aimed at).
+
+        A look short of a step, at the window's end, not twice in a row for one round:
+        if the first missed, the window moved (see ``_progress_look``).
+        """
+        done = track.to_end
+        again = done is not None and done[1] == look[1] and done[0] < look[0]
+        at = _progress_look(now, window, step, nxt, to_end=not again)
+        track.to_end = look if at - now < _MIN_GAP * step else None
         return at
 
     def _step(

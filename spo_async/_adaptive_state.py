@@ -215,6 +215,7 @@ class _Track:
         "seen",
         "stage",
         "taught",
+        "to_end",
         "whole",
     )
 
@@ -235,6 +236,8 @@ class _Track:
         #: only then may the learnt queue time narrow its start (see ``_bracket``).
         self.whole = False
         self.seen: TaskResult | None = None  # the last snapshot taken in
+        #: The look (its ``polls``) and round of the last short look at a window's end.
+        self.to_end: tuple[int, int] | None = None
 
     def shares_clock(self, state: PollState) -> bool:
         """Whether ``state`` counts time as this track does: from the same submit."""

@@ -25,7 +25,12 @@ _KNOWN_GAP, _SLIVER = 0.1, 0.25
 
 
 def _progress_look(
-    now: float, window: tuple[float, float], step: float, following: tuple[float, float] | None
+    now: float,
+    window: tuple[float, float],
+    step: float,
+    following: tuple[float, float] | None,
+    *,
+    to_end: bool = True,
 ) -> float:
     """Where in the target's window to look next, in progress mode.
 
@@ -33,7 +38,9 @@ def _progress_look(
     two steps (``following``; ``None`` after the last round), is split: the look
     halves it. A narrow one is looked at most of the way in. Looks inside a window
     keep ``_MIN_GAP`` step apart: a window nearly used up is looked at at its end,
-    not ever closer to it (after which the task is late, and looks back off).
+    not ever closer to it (after which the task is late, and looks back off). Only
+    once (``to_end``): a look at the end that misses shows a slower task, which
+    moves the end a little later, and a look at each new end would come ever closer.
     """
     start, end = window
     width = max(end - start, 0.0)
@@ -47,7 +54,7 @@ def _progress_look(
         at = start + _NARROW * width
     else:
         at = start + step
-    return max(at, min(now + _MIN_GAP * step, end))
+    return max(at, min(now + _MIN_GAP * step, end) if to_end else now + _MIN_GAP * step)
 
 
 def _known_look(

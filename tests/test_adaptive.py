@@ -476,6 +476,32 @@ def test_a_task_not_seen_at_the_end_of_its_window_is_not_looked_at_ever_closer(
     assert len([gap for gap in gaps if gap < 0.1]) <= 2  # the lag: 0.15 round
 
 
+@pytest.mark.parametrize("round_time", [2.0, 30.0])
+def test_a_first_wave_does_not_look_ever_closer_at_a_window_end_that_moves(
+    round_time: float,
+) -> None:
+    """A look at a window's end that misses shows a slower task: the end moves on.
+
+    Looking at each new end would look again and again a few hundredths of a round
+    apart (the search's own doubling, near the start, aside). The next look keeps
+    half a step away instead: never two looks in a row that close while waiting for
+    the same round.
+    """
+    for seed in range(11, 23):
+        rng = random.Random(seed)
+        tasks = [make_task(rng, round_time=round_time) for _ in range(20)]
+        outcomes = run_wave(
+            adaptive(seed=seed), tasks, mode=PollMode.PROGRESS, latency=0.002 * round_time
+        )
+        for task, outcome in zip(tasks, outcomes, strict=True):
+            looks = [(t, sum(end <= t for end in task.finishes)) for t in outcome.looks]
+            close = [
+                b - a < 0.06 * round_time and done_a == done_b and a > 0.2 * round_time
+                for (a, done_a), (b, done_b) in itertools.pairwise(looks)
+            ]
+            assert not any(x and y for x, y in itertools.pairwise(close)), outcome.looks
+
+
 def run_wave(
     schedule: PollSchedule,
     tasks: Sequence[FakeTask],
