@@ -64,7 +64,7 @@ minutes.
    the window's end, not two in a row (a look there that misses shows a slower
    task, which moves the end a little later every time). While
    fewer than eight tasks of the model have finished, completion mode steps
-   by 1.9 times as much: the windows are wide then, and the lag allowed a
+   by 1.8 times as much: the windows are wide then, and the lag allowed a
    first task (0.15 round) is wider than a known model's (0.10).
 
 4. **It finds the pace from scratch in a few looks.** On a model it has never
@@ -168,7 +168,7 @@ _ROUND_TWO_SPARSE = 2.0
 #: While a model has fewer finished tasks than this, completion mode steps by this many
 #: times as much as ``completion_lag`` asks: the windows are wide then, and a look saved
 #: is worth more than a little lag (a first task is allowed 0.15 round, 0.10 after).
-_COLD_TASKS, _COLD_LAG = 8, 1.9
+_COLD_TASKS, _COLD_LAG = 8, 1.8
 #: The cache file is written after a process's 1st, 2nd, 4th ... 16th lesson, then every 16th,
 #: and whenever no task is left to wait for: a first run keeps what it learnt at once, and a
 #: batch of thousands of tasks does not rewrite the file for each.
@@ -214,7 +214,7 @@ class AdaptiveSchedule:
 
     #: The mean delay aimed at between the end of the task and the look that sees it, as a
     #: fraction of a round, in completion mode (nobody watches the rounds).
-    completion_lag: float = attrs.field(default=0.085, validator=_check_lag)
+    completion_lag: float = attrs.field(default=0.09, validator=_check_lag)
     #: The same for every round, the last included, in progress mode. On a model never
     #: seen, looks inside a window step by twice this (a window narrower than a step is
     #: looked at 70 % into it); once tasks of the model have finished, a look is taken as
