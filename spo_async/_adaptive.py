@@ -50,9 +50,13 @@ minutes.
    *progress* mode (someone watches the rounds) and the end of the task in
    *completion* mode. Its window is where the pace bounds put it. Inside a
    window the looks step by ``2 * lag`` of a round (the mean delay left is then
-   about ``lag``); a window wider than two steps is first *split*: a look in the
-   middle of a middle round's window (completion) or of the target's own
-   (progress, while the round after it is uncertain) halves the pace range for
+   about ``lag``) in progress mode; in completion mode they start farther apart
+   and come closer together as the window is used up, where the end grows likelier
+   (each gap shorter than the last by the same amount, see
+   ``spo_async._placement._completion_look``). A window wider than two steps is
+   first *split*: a look in the middle of a middle round's window (completion, if
+   no later than the look stepping would make) or of the target's own (progress,
+   while the round after it is uncertain) halves the pace range for
    the rest of the task. In progress mode on a model with finished tasks, where
    the pace is known as well as it will be, a look goes instead where it trades
    best between the delay it may let pass and what a miss teaches (the pace, for
@@ -64,7 +68,7 @@ minutes.
    the window's end, not two in a row (a look there that misses shows a slower
    task, which moves the end a little later every time). While
    fewer than eight tasks of the model have finished, completion mode steps
-   by 1.8 times as much: the windows are wide then, and the lag allowed a
+   by 2.8 times as much: the windows are wide then, and the lag allowed a
    first task (0.15 round) is wider than a known model's (0.10).
 
 4. **It finds the pace from scratch in a few looks.** On a model it has never
@@ -123,7 +127,14 @@ from ._adaptive_state import (
     _stage_of,
     _Track,
 )
-from ._placement import _KNOWN_GAP, _LOOK_WORTH, _MIN_GAP, _known_look, _progress_look
+from ._placement import (
+    _KNOWN_GAP,
+    _LOOK_WORTH,
+    _MIN_GAP,
+    _completion_look,
+    _known_look,
+    _progress_look,
+)
 from ._schedule_cache import CacheFile, Knowledge, default_cache_path
 from ._schedules import PollMode, PollState
 
@@ -168,7 +179,7 @@ _ROUND_TWO_SPARSE = 2.0
 #: While a model has fewer finished tasks than this, completion mode steps by this many
 #: times as much as ``completion_lag`` asks: the windows are wide then, and a look saved
 #: is worth more than a little lag (a first task is allowed 0.15 round, 0.10 after).
-_COLD_TASKS, _COLD_LAG = 8, 1.8
+_COLD_TASKS, _COLD_LAG = 8, 2.8
 #: The cache file is written after a process's 1st, 2nd, 4th ... 16th lesson, then every 16th,
 #: and whenever no task is left to wait for: a first run keeps what it learnt at once, and a
 #: batch of thousands of tasks does not rewrite the file for each.
@@ -212,9 +223,12 @@ class AdaptiveSchedule:
     when unreadable, foreign or too large.
     """
 
-    #: The mean delay aimed at between the end of the task and the look that sees it, as a
-    #: fraction of a round, in completion mode (nobody watches the rounds).
-    completion_lag: float = attrs.field(default=0.09, validator=_check_lag)
+    #: How soon after the end of the task a look should see it, as a fraction of a round,
+    #: in completion mode (nobody watches the rounds). Looks inside the end's window start
+    #: farther apart than twice this and come closer together as it is used up (each gap
+    #: shorter by 0.3 of that step); the mean delay comes out higher than this: about 0.08
+    #: round with the default, on a known model.
+    completion_lag: float = attrs.field(default=0.05, validator=_check_lag)
     #: The same for every round, the last included, in progress mode. On a model never
     #: seen, looks inside a window step by twice this (a window narrower than a step is
     #: looked at 70 % into it); once tasks of the model have finished, a look is taken as
@@ -755,21 +769,13 @@ class AdaptiveSchedule:
                 hi_t = min(hi_t, now + max(now - began, step))
                 width = max(hi_t - start, 0.0)
         if completion:  # (target is the last round)
+            at = start + _completion_look(width, step)
             split = (
-                self._split(
-                    track,
-                    target,
-                    now,
-                    pace,
-                    shape=shape,
-                    queue=queue,
-                    by=lo_t + step / 2,
-                    step=step,
-                )
+                self._split(track, target, now, pace, shape=shape, queue=queue, by=at, step=step)
                 if width > 2 * step
                 else None
             )
-            return start + min(width, step) if split is None else split
+            return at if split is None else split
         if track.last < lo_t < now:
             # Woken: part of the window went by while the task slept, unseen. Its boundary
             # may be behind it already: look soon (and if not, the look bounds it closely).
@@ -860,8 +866,11 @@ class AdaptiveSchedule:
     ) -> float | None:
         """A look that splits the pace range through a middle round (completion mode).
 
-        The middle of the last middle round's window wider than a step, if it falls
-        before ``by`` (never past the end's window); else ``None``.
+        The middle of the last middle round's window wider than a step, if it comes no
+        later than ``by``, the look that stepping through the end's window would make
+        anyway (then it is worth more: it may see the end as well); else ``None``. (A
+        split held back to the start of the end's window chose round 2 or round 3 on a
+        knife's edge, by how wide the learnt range came out: a look more a task, or not.)
         """
         split = None
         for j in range(max(track.stage + 1, 1), rounds):
