@@ -72,10 +72,11 @@ def _completion_look(width: float, step: float) -> float:
     classic checking schedule for a failure time spread evenly): ``n`` gaps, the first
     ``width / n + c * (n - 1) / 2``, each ``c`` shorter than the last, ``n`` as many as
     keep every gap positive, ``c`` being ``_CLOSER`` of a step. Planned again after each
-    miss, the rule gives the same gaps. A window no wider than a step is looked at once,
-    at its end; one without an end (no pace bounds it yet) a step in. The simulator
-    (``bench/simulate.py``) sees about 0.2 fewer looks a task than with equal steps, at a
-    little less delay.
+    miss, the rule gives the same gaps (but that what is left of a window, once no wider
+    than a step, is looked at once, at its end). A window without an end (no pace bounds
+    it yet) is looked at a step in. Over a window a round wide and the default step (a
+    tenth of a round), that is 3.2 looks against 3.5 at equal steps for the same mean
+    delay, 0.08 round.
     """
     if width <= step:
         return max(width, 0.0)
