@@ -55,7 +55,7 @@ minutes.
    (each gap shorter than the last by the same amount, see
    ``spo_async._placement._completion_look``). A window wider than two steps is
    first *split*: a look in the middle of a middle round's window (completion, if
-   no later than the look stepping would make) or of the target's own (progress,
+   no later than the next look through the end's window) or of the target's own (progress,
    while the round after it is uncertain) halves the pace range for
    the rest of the task. In progress mode on a model with finished tasks, where
    the pace is known as well as it will be, a look goes instead where it trades
@@ -224,10 +224,10 @@ class AdaptiveSchedule:
     """
 
     #: How soon after the end of the task a look should see it, as a fraction of a round,
-    #: in completion mode (nobody watches the rounds). Looks inside the end's window start
-    #: farther apart than twice this and come closer together as it is used up (each gap
-    #: shorter by 0.3 of that step); the mean delay comes out higher than this: about 0.08
-    #: round with the default, on a known model.
+    #: in completion mode (nobody watches the rounds). A step is twice this; looks inside
+    #: the end's window come closer together as it is used up (each gap shorter by 0.3 of
+    #: a step, the first 2.3 steps long in a window a round wide); the mean delay comes
+    #: out higher than this: about 0.08 round with the default, on a known model.
     completion_lag: float = attrs.field(default=0.05, validator=_check_lag)
     #: The same for every round, the last included, in progress mode. On a model never
     #: seen, looks inside a window step by twice this (a window narrower than a step is

@@ -74,16 +74,17 @@ def _completion_look(width: float, step: float) -> float:
     keep every gap positive, ``c`` being ``_CLOSER`` of a step. Planned again after each
     miss, the rule gives the same gaps (but that what is left of a window, once no wider
     than a step, is looked at once, at its end). A window without an end (no pace bounds
-    it yet) is looked at a step in. Over a window a round wide and the default step (a
-    tenth of a round), that is 3.2 looks against 3.5 at equal steps for the same mean
-    delay, 0.08 round.
+    it yet, or one too wide for the arithmetic) is looked at a step in. Over a window a
+    round wide and the default step (a tenth of a round), that is 3.2 looks against 3.5
+    at equal steps for the same mean delay, 0.08 round.
     """
     if width <= step:
         return max(width, 0.0)
-    if width == math.inf:
-        return step
     closer = _CLOSER * step
-    gaps = max(int((1 + math.sqrt(1 + 8 * width / closer)) / 2), 1)
+    reach = 8 * width / closer if closer > 0 else math.inf
+    if not math.isfinite(reach):
+        return step
+    gaps = max(int((1 + math.sqrt(1 + reach)) / 2), 1)
     while gaps > 1 and gaps * (gaps - 1) * closer >= 2 * width:
         gaps -= 1
     return width / gaps + closer * (gaps - 1) / 2
