@@ -345,11 +345,24 @@ def cold_table(data: dict[str, Any]) -> str:
 # -- a second process with the same cache ---------------------------------------------------
 
 
+#: The columns of the second-process table: what the cache file held, and the heading.
+SECOND_KINDS = {
+    "cached": f"cache from a batch of {SCHED_TASKS} tasks",
+    "after_one": "cache from one earlier task",
+    "after_two": "cache from two earlier tasks",
+    "alone": "no cache",
+}
+
+
 def bench_second_process(repeats: int, tasks: int, cells: set[str]) -> dict[str, Any]:
-    """One process learns a wave; then single tasks, each in a new process, reuse its file.
+    """What the first task of a new process costs, by what the cache file holds.
 
     Each single task is what one ``spo-async optimize`` is: a new process, one task.
-    ``first alone`` is the same single task without a cache file, for comparison.
+    ``cached``: one process learns a wave of ``tasks`` (a batch run), then three single
+    tasks, one after the other, each reuse its file. ``alone``, ``after_one`` and
+    ``after_two``: a chain of single tasks on a file of their own, the first with
+    nothing learnt, the next after one earlier task, the last after two (what running
+    ``spo-async optimize`` again and again gives).
     """
     out: dict[str, Any] = {}
     for scale_name, scale in SCHED_SCALES.items():
@@ -357,13 +370,14 @@ def bench_second_process(repeats: int, tasks: int, cells: set[str]) -> dict[str,
             key = f"{scale_name} {mode}"
             if key not in cells:
                 continue
-            out[key] = {"cached": [], "alone": []}
+            out[key] = {kind: [] for kind in SECOND_KINDS}
             for r in range(repeats):
                 with (
                     tempfile.TemporaryDirectory() as folder,
                     emulator(seed=300 + r, **SCHED_TASK) as (base, truth_url),
                 ):
                     cache = str(Path(folder) / "schedule.json")
+                    chain = str(Path(folder) / "chain.json")
                     common = [
                         "schedules",
                         f"--base-url={base}",
@@ -376,9 +390,18 @@ def bench_second_process(repeats: int, tasks: int, cells: set[str]) -> dict[str,
                         client(*common, f"--cache={cache}", "--tasks=1", "--waves=1")[0]
                         for _ in range(3)
                     ]
-                    alone = [client(*common, "--tasks=1", "--waves=1")[0] for _ in range(2)]
+                    alone, after_one, after_two = (
+                        client(*common, f"--cache={chain}", "--tasks=1", "--waves=1")[0]
+                        for _ in range(3)
+                    )
                     known = truth(truth_url)
-                for kind, records in (("cached", cached), ("alone", alone)):
+                runs = {
+                    "cached": cached,
+                    "after_one": [after_one],
+                    "after_two": [after_two],
+                    "alone": [alone],
+                }
+                for kind, records in runs.items():
                     for record in records:
                         out[key][kind].append(
                             {
@@ -392,14 +415,16 @@ def bench_second_process(repeats: int, tasks: int, cells: set[str]) -> dict[str,
 
 def second_process_table(data: dict[str, Any]) -> str:
     rows = [
-        "| rounds, mode | first task of a new process, cache from an earlier one"
-        " | first task of a new process, no cache |",
-        "|---|---|---|",
+        "| rounds, mode | " + " | ".join(SECOND_KINDS.values()) + " |",
+        "|---" * (len(SECOND_KINDS) + 1) + "|",
     ]
     for key, entry in data.items():
         cells = []
-        for kind in ("cached", "alone"):
-            records = entry[kind]
+        for kind in SECOND_KINDS:
+            records = entry.get(kind)
+            if not records:
+                cells.append("")
+                continue
             gets = statistics.fmean(x["gets"] for x in records)
             lag = statistics.fmean(x["lag"] for x in records)
             cells.append(f"{gets:.2f} GETs / {lag:.3f} rounds (n = {len(records)})")

@@ -11,6 +11,10 @@ submits; ``--no-limiter`` leaves it out. No sockets and no sleeps: a few seconds
 everything. Its figures guide tuning only; the figures reported come from
 ``bench/run.py``, which runs the real client against the emulator.
 
+Below each scale, the first task of a new process that reads a cache file: written by
+a wave of 20 tasks (``second process``: a batch run, then ``spo-async optimize``), and
+by one task alone (``after one task``: ``spo-async optimize`` run twice).
+
     python bench/simulate.py                  # default and baseline, 2 s and 30 s rounds
     python bench/simulate.py --seeds 20 --queue 0.5
 """
@@ -237,6 +241,27 @@ def second_process(*, seed: int, scale: float, mode: PollMode, budget: bool = Tr
     return out
 
 
+def after_one_task(*, seed: int, scale: float, mode: PollMode, budget: bool = True) -> list[Any]:
+    """One task alone with a cache file, then one more, on a new schedule reading it.
+
+    Running ``spo-async optimize`` twice: the second task's record (what one task taught).
+    """
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory() as folder:
+        cache = Path(folder) / "schedule.json"
+        t, out = 0.0, []
+        for k in range(2):
+            schedule = AdaptiveSchedule(persist=cache, rng=random.Random(seed * 10 + k))
+            task = Task(t, scale * rng.uniform(0.7, 1.3), 4, 0.0)
+            gate = Budget() if budget else NoBudget()
+            res = run_wave(
+                schedule, [task], [f"c{k}"], mode=mode, latency=0.002 * scale, budget=gate
+            )
+            out = [{"gets": r["gets"], "lag": r["lag"] / scale} for r in res]
+            t = task.ends + 0.05 * scale
+    return out
+
+
 def _cell(records: list[dict[str, float]]) -> str:
     gets = statistics.fmean(r["gets"] for r in records)
     lag = statistics.fmean(r["lag"] for r in records)
@@ -276,13 +301,14 @@ def main() -> None:
                     warm += res[-1]
                 cells += [_cell(cold), _cell(warm)]
             print(f"{row:16} | " + " | ".join(cells))
-        cells = []
-        for mode in PollMode.COMPLETION, PollMode.PROGRESS:
-            singles: list[dict[str, float]] = []
-            for seed in range(args.seeds):
-                singles += second_process(seed=seed, scale=scale, mode=mode, budget=budget)
-            cells.append(_cell(singles))
-        print(f"{'second process':16} | completion {cells[0]} | progress {cells[1]}")
+        for row, single in (("second process", second_process), ("after one task", after_one_task)):
+            cells = []
+            for mode in PollMode.COMPLETION, PollMode.PROGRESS:
+                singles: list[dict[str, float]] = []
+                for seed in range(args.seeds):
+                    singles += single(seed=seed, scale=scale, mode=mode, budget=budget)
+                cells.append(_cell(singles))
+            print(f"{row:16} | completion {cells[0]} | progress {cells[1]}")
 
 
 if __name__ == "__main__":
