@@ -157,6 +157,11 @@ _EXPLORE, _EXPLORE_BY = 0.1, 0.2
 _WIDEST = 4.0
 #: A task this much slower than the slowest seen counts as stalled: looks back off.
 _STALLED = 1.5
+#: How far the learnt range's slow end gives way to a task whose looks show it slower
+#: than nearly all of the range: the range's ratio (max / min) to this power over the
+#: number of finished tasks it was learnt from (a quarter for one task, almost nothing
+#: for thirty). See ``_pace``.
+_SOFT_EDGE = 0.25
 #: How much more rarely than the scout the other tasks of a model never seen look, in
 #: completion mode (in progress mode each round counts as much as the end: all search).
 _SPARSE = 4.0
@@ -690,11 +695,25 @@ class AdaptiveSchedule:
         return lo_t, hi_t
 
     def _pace(
-        self, own: tuple[float, float], prior: tuple[float, float] | None
+        self, own: tuple[float, float], prior: tuple[float, float] | None, *, learnt_from: int
     ) -> tuple[float, float]:
-        """The task's round length: its own bounds within the model's prior range."""
+        """The task's round length: its own bounds within the model's prior range.
+
+        The range's slow end is soft, the more so the fewer tasks it was learnt from
+        (``learnt_from``): the next task lies past the slowest of n with a chance of
+        about one in n + 1, and once its own looks have ruled out most of the range,
+        that chance is no longer small. Held hard, the end draws each look closer to
+        it, miss after miss (a window that shrinks puts its look nearer its end), and
+        a task past it is then searched for from scratch (on a model known from one
+        task, the tasks over half as slow again as it, one in twelve, took ten looks
+        and saw their rounds a quarter of a round late). Instead the end stays a
+        little ahead of the task's own lower bound.
+        """
         if prior is None:
             return own
+        if prior[0] > 0 and own[0] > 0:
+            ahead = own[0] * (prior[1] / prior[0]) ** (_SOFT_EDGE / max(learnt_from, 1))
+            prior = (prior[0], max(prior[1], ahead))
         lo, hi = max(own[0], prior[0]), min(own[1], prior[1])
         if lo <= hi:
             return lo, hi
@@ -735,7 +754,7 @@ class AdaptiveSchedule:
         prior = model.prior(shape[0])
         if prior is not None and track.explore:
             prior = (prior[0] * (1 - _EXPLORE_BY), prior[1])
-        pace = self._pace(own, prior)
+        pace = self._pace(own, prior, learnt_from=len(model.tasks))
         progress = state.mode is PollMode.PROGRESS
         marked = self._marked(track, model, shape, queue) if share and progress else None
         if (pace[1] == _INF or pace[1] <= 0) and marked is None:

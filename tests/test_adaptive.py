@@ -476,6 +476,28 @@ def test_a_task_not_seen_at_the_end_of_its_window_is_not_looked_at_ever_closer(
     assert len([gap for gap in gaps if gap < 0.1]) <= 2  # the lag: 0.15 round
 
 
+@pytest.mark.parametrize("slower", [1.6, 1.75, 1.85])
+@pytest.mark.parametrize("first_pace", [0.7, 0.8])
+def test_a_task_slower_than_the_one_task_a_model_showed_is_still_seen_soon(
+    first_pace: float, slower: float
+) -> None:
+    """One task teaches a range around its pace; the next may lie past its slow end.
+
+    Tasks within ±30 % of one mean differ by up to 1.86 times. Held to the range
+    learnt from one task, the looks for such a task's round 2 crept up on the
+    range's end, then searched past it, and saw rounds up to half a round late
+    with up to a dozen looks.
+    """
+    schedule = adaptive()
+    simulate(schedule, FakeTask(0.0, tuple(first_pace * (k + 1 / 3) for k in range(4))))
+    pace = first_pace * slower
+    slow = FakeTask(0.0, tuple(pace * (k + 1 / 3) for k in range(4)))
+    looks = simulate(schedule, slow, mode=PollMode.PROGRESS).looks
+    lags = [min(t for t in looks if t >= end) - end for end in slow.finishes]
+    assert max(lags) <= 0.2 * pace, [round(lag / pace, 3) for lag in lags]
+    assert len(looks) <= 10
+
+
 @pytest.mark.parametrize("round_time", [2.0, 30.0])
 def test_a_first_wave_does_not_look_ever_closer_at_a_window_end_that_moves(
     round_time: float,
