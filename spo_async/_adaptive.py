@@ -159,8 +159,8 @@ _WIDEST = 4.0
 _STALLED = 1.5
 #: How far the learnt range's slow end gives way to a task whose looks show it slower
 #: than nearly all of the range: the range's ratio (max / min) to this power over the
-#: number of finished tasks it was learnt from (a quarter for one task, almost nothing
-#: for thirty). See ``_pace``.
+#: number of tasks it was learnt from (a quarter for one task, almost nothing for
+#: thirty); past the end, to this power whatever the number. See ``_pace``.
 _SOFT_EDGE = 0.25
 #: How much more rarely than the scout the other tasks of a model never seen look, in
 #: completion mode (in progress mode each round counts as much as the end: all search).
@@ -707,21 +707,26 @@ class AdaptiveSchedule:
         a task past it is then searched for from scratch (on a model known from one
         task, the tasks over half as slow again as it, one in twelve, took ten looks
         and saw their rounds a quarter of a round late). Instead the end stays a
-        little ahead of the task's own lower bound.
+        little ahead of the task's own lower bound. Past the end, the window reaches
+        as far beyond that bound as for a range from one task, however many made it:
+        each miss then moves it on by a factor, where a window reaching only a hair
+        beyond would creep along (a range from thirty tasks gives way by 0.6 %).
+        ``learnt_from`` counts the finished tasks and the running ones sharing a pace.
         """
         if prior is None:
             return own
-        if prior[0] > 0 and own[0] > 0:
-            ahead = own[0] * (prior[1] / prior[0]) ** (_SOFT_EDGE / max(learnt_from, 1))
-            prior = (prior[0], max(prior[1], ahead))
+        # (A range from tasks far apart in pace is widened by at most a factor of four.)
+        ratio = min(prior[1] / prior[0], _WIDEST) if prior[0] > 0 else 2.0
+        if own[0] > 0:
+            # Inside the range its slow end gives way, less the more tasks made it; past
+            # the end (a task slower than any seen) the window reaches ratio ** _SOFT_EDGE
+            # beyond the task's own bound, so that each miss moves it on by that factor.
+            soft = _SOFT_EDGE if own[0] > prior[1] else _SOFT_EDGE / max(learnt_from, 1)
+            prior = (prior[0], max(prior[1], own[0] * ratio**soft))
         lo, hi = max(own[0], prior[0]), min(own[1], prior[1])
         if lo <= hi:
             return lo, hi
-        # Outside everything seen: keep the prior's relative width beside the task's bounds
-        # (up to a factor of four: one task far faster than the others makes it huge).
-        ratio = min(prior[1] / prior[0], _WIDEST) if prior[0] > 0 else 2.0
-        if own[0] > prior[1]:
-            return own[0], min(own[1], own[0] * ratio)
+        # Faster than everything seen: keep the prior's relative width below its bounds.
         return max(own[0], own[1] / ratio), own[1]
 
     # -- planning ----------------------------------------------------------------------------
@@ -754,7 +759,7 @@ class AdaptiveSchedule:
         prior = model.prior(shape[0])
         if prior is not None and track.explore:
             prior = (prior[0] * (1 - _EXPLORE_BY), prior[1])
-        pace = self._pace(own, prior, learnt_from=len(model.tasks))
+        pace = self._pace(own, prior, learnt_from=len(model.tasks) + len(model.live))
         progress = state.mode is PollMode.PROGRESS
         marked = self._marked(track, model, shape, queue) if share and progress else None
         if (pace[1] == _INF or pace[1] <= 0) and marked is None:

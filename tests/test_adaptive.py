@@ -489,13 +489,33 @@ def test_a_task_slower_than_the_one_task_a_model_showed_is_still_seen_soon(
     with up to a dozen looks.
     """
     schedule = adaptive()
-    simulate(schedule, FakeTask(0.0, tuple(first_pace * (k + 1 / 3) for k in range(4))))
+    first = FakeTask(0.0, tuple(first_pace * (k + 1 / 3) for k in range(4)))
+    simulate(schedule, first, mode=PollMode.PROGRESS)
     pace = first_pace * slower
     slow = FakeTask(0.0, tuple(pace * (k + 1 / 3) for k in range(4)))
     looks = simulate(schedule, slow, mode=PollMode.PROGRESS).looks
     lags = [min(t for t in looks if t >= end) - end for end in slow.finishes]
     assert max(lags) <= 0.2 * pace, [round(lag / pace, 3) for lag in lags]
     assert len(looks) <= 10
+
+
+@pytest.mark.parametrize("mode", list(PollMode))
+@pytest.mark.parametrize("slower", [1.8, 2.5])
+def test_a_task_slower_than_every_task_of_a_well_known_model_is_not_crept_up_on(
+    mode: PollMode, slower: float
+) -> None:
+    """Past the slow end of a range learnt from many tasks, each miss moves the window on.
+
+    Inside such a range its end hardly gives way (thirty tasks vouch for it). Past it,
+    a window reaching only as far beyond the task's own bound crept along: looks a
+    hundredth of a round apart, sixty to a hundred of them.
+    """
+    schedule = adaptive()
+    run_many(schedule, 30, mode=mode)
+    task = FakeTask(0.0, tuple(slower * (k + 1 / 3) for k in range(4)))
+    outcome = simulate(schedule, task, mode=mode)
+    assert outcome.polls <= 14, outcome.looks
+    assert outcome.lag <= 0.2 * slower
 
 
 @pytest.mark.parametrize("round_time", [2.0, 30.0])
