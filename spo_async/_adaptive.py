@@ -705,8 +705,8 @@ class AdaptiveSchedule:
         that chance is no longer small. Held hard, the end draws each look closer to
         it, miss after miss (a window that shrinks puts its look nearer its end), and
         a task past it is then searched for from scratch (on a model known from one
-        task, the tasks over half as slow again as it, one in twelve, took ten looks
-        and saw their rounds a quarter of a round late). Instead the end stays a
+        task, the tasks more than 1.5 times slower than it, one in twelve, took ten
+        looks and saw their rounds a quarter of a round late). Instead the end stays a
         little ahead of the task's own lower bound. Past the end, the window reaches
         as far beyond that bound as for a range from one task, however many made it:
         each miss then moves it on by a factor, where a window reaching only a hair
