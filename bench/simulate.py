@@ -220,18 +220,30 @@ def waves(
     return out
 
 
-def second_process(*, seed: int, scale: float, mode: PollMode, budget: bool = True) -> list[Any]:
-    """A wave with a cache file, then three single tasks, each on a new schedule reading it."""
+def second_process(
+    *,
+    seed: int,
+    scale: float,
+    mode: PollMode,
+    budget: bool = True,
+    learnt: int = 20,
+    singles: int = 3,
+) -> list[Any]:
+    """A wave of ``learnt`` tasks with a cache file, then single tasks on new schedules reading it.
+
+    The defaults are a batch run, then three runs of ``spo-async optimize``;
+    :func:`after_one_task` is ``spo-async optimize`` run twice.
+    """
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as folder:
         cache = Path(folder) / "schedule.json"
         first = AdaptiveSchedule(persist=cache, rng=random.Random(seed))
-        batch = [Task(0.0, scale * rng.uniform(0.7, 1.3), 4, 0.0) for _ in range(20)]
+        batch = [Task(0.0, scale * rng.uniform(0.7, 1.3), 4, 0.0) for _ in range(learnt)]
         gate = Budget() if budget else NoBudget()
-        names = [f"a{i}" for i in range(20)]
+        names = [f"a{i}" for i in range(learnt)]
         run_wave(first, batch, names, mode=mode, latency=0.002 * scale, budget=gate)
         t, out = max(task.ends for task in batch) + 0.05 * scale, []
-        for k in range(3):
+        for k in range(singles):
             fresh = AdaptiveSchedule(persist=cache, rng=random.Random(seed * 10 + k))
             task = Task(t, scale * rng.uniform(0.7, 1.3), 4, 0.0)
             gate = Budget() if budget else NoBudget()
@@ -242,24 +254,8 @@ def second_process(*, seed: int, scale: float, mode: PollMode, budget: bool = Tr
 
 
 def after_one_task(*, seed: int, scale: float, mode: PollMode, budget: bool = True) -> list[Any]:
-    """One task alone with a cache file, then one more, on a new schedule reading it.
-
-    Running ``spo-async optimize`` twice: the second task's record (what one task taught).
-    """
-    rng = random.Random(seed)
-    with tempfile.TemporaryDirectory() as folder:
-        cache = Path(folder) / "schedule.json"
-        t, out = 0.0, []
-        for k in range(2):
-            schedule = AdaptiveSchedule(persist=cache, rng=random.Random(seed * 10 + k))
-            task = Task(t, scale * rng.uniform(0.7, 1.3), 4, 0.0)
-            gate = Budget() if budget else NoBudget()
-            res = run_wave(
-                schedule, [task], [f"c{k}"], mode=mode, latency=0.002 * scale, budget=gate
-            )
-            out = [{"gets": r["gets"], "lag": r["lag"] / scale} for r in res]
-            t = task.ends + 0.05 * scale
-    return out
+    """One task alone with a cache file, then one more on a new schedule reading it."""
+    return second_process(seed=seed, scale=scale, mode=mode, budget=budget, learnt=1, singles=1)
 
 
 def _cell(records: list[dict[str, float]]) -> str:
