@@ -892,9 +892,9 @@ class AdaptiveSchedule:
 
         The middle of the last middle round's window wider than a step, if it comes no
         later than ``by``, the next look through the end's window (then it is worth
-        more: it may see the end as well); else ``None``. (A
-        split held back to the start of the end's window chose round 2 or round 3 on a
-        knife's edge, by how wide the learnt range came out: a look more a task, or not.)
+        more: it may see the end as well); else ``None``. (A split held back to the
+        start of the end's window chose round 2 or round 3 on a knife's edge, by how
+        wide the learnt range came out: a look more a task, or not.)
         """
         split = None
         for j in range(max(track.stage + 1, 1), rounds):
