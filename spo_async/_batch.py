@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Final, Self, TypeAlias
 
 import attrs
 
-from ._checks import check_callable, check_count, check_flag, check_seconds
+from ._checks import check_callable, check_count, check_flag, check_poll_mode, check_seconds
 from ._errors import ConfigurationError, RequestValidationError, SPOError, SubmitOutcomeUnknownError
 from ._events import (
     AnyOutcome,
@@ -76,6 +76,7 @@ from ._journal_pg import (
 )
 from ._models import OptimizationRequest, TaskResult
 from ._polling import Retry
+from ._schedules import PollMode
 from ._stream import EventStream, as_stream
 
 if TYPE_CHECKING:
@@ -207,6 +208,8 @@ class BatchOptions:
     #: Each task's wait deadline (``None``: none), already resolved from the client's.
     timeout: float | None
     on_event: EventCallback | EventStream | None = attrs.field(eq=False)
+    #: What each task's looks are for (``None``: every round when someone is told).
+    poll_mode: PollMode | None = None
 
     @classmethod
     def checked(
@@ -219,6 +222,7 @@ class BatchOptions:
         resubmit_unknown: object,
         timeout: object,
         on_event: object,
+        poll_mode: object,
     ) -> BatchOptions:
         """Check every option as given to ``optimize_many``; refuse with ConfigurationError."""
         from ._client import UNSET  # noqa: PLC0415 - the client imports this module lazily
@@ -251,6 +255,7 @@ class BatchOptions:
             resubmit_unknown=check_flag("resubmit_unknown", resubmit_unknown),
             timeout=client.timeout if timeout is UNSET else check_seconds("timeout", timeout),
             on_event=on_event,  # type: ignore[arg-type]
+            poll_mode=check_poll_mode(poll_mode),
         )
 
 
@@ -776,6 +781,7 @@ class Batch:
                 observer=observer,
                 max_rounds=item.request.max_rounds,
                 raise_on_failure=False,
+                poll_mode=self._options.poll_mode,
             )
         except JournalError:
             raise

@@ -14,8 +14,9 @@ import math
 from typing import TypeVar
 
 from ._errors import ConfigurationError
+from ._schedules import PollMode
 
-__all__ = ["check_callable", "check_count", "check_flag", "check_seconds"]
+__all__ = ["check_callable", "check_count", "check_flag", "check_poll_mode", "check_seconds"]
 
 T = TypeVar("T")
 
@@ -58,6 +59,18 @@ def check_count(
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigurationError(f"{name} must be an int >= {minimum}, got {_describe(value)}")
     return value
+
+
+def check_poll_mode(value: object) -> PollMode | None:
+    """A :class:`PollMode` (or its value, ``"progress"`` or ``"completion"``), or ``None``."""
+    if value is None or isinstance(value, PollMode):
+        return value
+    if isinstance(value, str) and value in {m.value for m in PollMode}:
+        return PollMode(value)
+    modes = " or ".join(repr(m.value) for m in PollMode)
+    raise ConfigurationError(
+        f"poll_mode must be a PollMode ({modes}) or None, got {_describe(value)}"
+    )
 
 
 def check_callable(name: str, value: T) -> T:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal, Self
 
 import attrs
 
-from ._checks import check_count, check_flag, check_seconds
+from ._checks import check_count, check_flag, check_poll_mode, check_seconds
 from ._core import (
     UNSET,
     Core,
@@ -579,6 +579,7 @@ class AsyncSPOClient:
         on_event: OnEvent = None,
         max_rounds: int | None = None,
         raise_on_failure: bool = True,
+        poll_mode: PollMode | None = None,
     ) -> TaskResult:
         """Poll the task until it finishes and return its final snapshot.
 
@@ -595,7 +596,11 @@ class AsyncSPOClient:
         ``raise_on_failure`` is false. Any error that escapes carries ``task_id``.
 
         ``max_rounds`` gives the number of rounds of a task this client did not
-        submit. Cancelling the caller stops only its own polling, at once.
+        submit. ``poll_mode`` says what the looks are for: every round as it lands
+        (``PollMode.PROGRESS``, the default with ``on_event``) or only the end
+        (``PollMode.COMPLETION``, the default without; an ``on_event`` still gets
+        each round, when a look sees it). Cancelling the caller stops only its own
+        polling, at once.
         """
         core = self._core
         core.check_usable()
@@ -603,6 +608,7 @@ class AsyncSPOClient:
         seconds, deadline = self._deadline(timeout)
         rounds = check_count("max_rounds", max_rounds, allow_none=True)
         check_flag("raise_on_failure", raise_on_failure)
+        mode = check_poll_mode(poll_mode)
         async with Watching(on_event, deadline=deadline, clock=core.clock) as watching:
             reporter = watching.reporter(total=self._facts(task_id, rounds)[0])
             try:
@@ -613,6 +619,7 @@ class AsyncSPOClient:
                     observer=reporter,
                     max_rounds=rounds,
                     raise_on_failure=raise_on_failure,
+                    poll_mode=mode,
                 )
             except BaseException as exc:
                 watching.ended(task_id=task_id, error=exc)
@@ -641,14 +648,23 @@ class AsyncSPOClient:
         observer: Observer | None,
         max_rounds: int | None,
         raise_on_failure: bool,
+        poll_mode: PollMode | None,
     ) -> TaskResult:
-        """The shared poll loop behind every wait, with this view's policy."""
+        """The shared poll loop behind every wait, with this view's policy.
+
+        ``poll_mode`` ``None`` looks at every round when there is an ``observer`` to tell.
+        """
         core = self._core
         rounds, facts = self._facts(task_id, max_rounds)
         http = build_task_request(core.base_url, core.api_key, task_id, lang=core.lang)
         run = _TaskPoll(self, task_id, rounds=rounds, facts=facts, http=http, timeout=timeout)
+        if poll_mode is None:
+            poll_mode = PollMode.COMPLETION if observer is None else PollMode.PROGRESS
         waiter = Waiter(
-            timeout=timeout, deadline=deadline, observer=observer, progress=observer is not None
+            timeout=timeout,
+            deadline=deadline,
+            observer=observer,
+            progress=poll_mode is PollMode.PROGRESS,
         )
         try:
             result = await core.shared.wait(
@@ -672,6 +688,7 @@ class AsyncSPOClient:
         timeout: float | Unset | None = UNSET,
         on_event: OnEvent = None,
         raise_on_failure: bool = True,
+        poll_mode: PollMode | None = None,
     ) -> TaskResult:
         """Submit ``request`` and wait for its result, all within ``timeout`` seconds.
 
@@ -690,6 +707,7 @@ class AsyncSPOClient:
         request = check_request(request)
         seconds, deadline = self._deadline(timeout)
         check_flag("raise_on_failure", raise_on_failure)
+        mode = check_poll_mode(poll_mode)
         async with Watching(on_event, deadline=deadline, clock=core.clock) as watching:
             reporter = watching.reporter(total=request.max_rounds)
             task_id: str | None = None
@@ -706,6 +724,7 @@ class AsyncSPOClient:
                     observer=reporter,
                     max_rounds=request.max_rounds,
                     raise_on_failure=raise_on_failure,
+                    poll_mode=mode,
                 )
             except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError):
@@ -733,6 +752,7 @@ class AsyncSPOClient:
         resubmit_unknown: bool = False,
         timeout: float | Unset | None = UNSET,
         on_event: OnEvent = None,
+        poll_mode: PollMode | None = None,
     ) -> Batch:
         """Optimize many requests at once; a :class:`~spo_async.Batch` yields each outcome.
 
@@ -747,7 +767,10 @@ class AsyncSPOClient:
         shares the batch with every process that runs it on that database
         (``spo-async[postgres]``). ``timeout`` is each task's
         wait deadline (by default the client's); ``on_event`` gets every task's
-        events and :class:`~spo_async.BatchProgress`.
+        events and :class:`~spo_async.BatchProgress`. ``poll_mode`` is
+        :meth:`wait_for_result`'s, for every task; by default each round is looked
+        for when ``on_event`` or a journal is there to be told of it, and
+        ``PollMode.COMPLETION`` saves those looks when only the outcomes matter.
 
         Everything, the whole input included, is checked here, before anything
         is sent. Nothing starts until the batch is iterated or entered::
@@ -771,6 +794,7 @@ class AsyncSPOClient:
             resubmit_unknown=resubmit_unknown,
             timeout=timeout,
             on_event=on_event,
+            poll_mode=poll_mode,
         )
         return Batch._prepare(self, requests, options, keys)
 
@@ -784,6 +808,7 @@ class AsyncSPOClient:
         resubmit_unknown: bool = False,
         timeout: float | Unset | None = UNSET,
         on_event: OnEvent = None,
+        poll_mode: PollMode | None = None,
     ) -> list[Outcome]:
         """Optimize many requests and return every :class:`~spo_async.Outcome` in input order.
 
@@ -797,6 +822,7 @@ class AsyncSPOClient:
             resubmit_unknown=resubmit_unknown,
             timeout=timeout,
             on_event=on_event,
+            poll_mode=poll_mode,
         )
         async with batch:
             outcomes: list[Outcome] = [outcome async for outcome in batch]

@@ -39,7 +39,7 @@ from spo_async import (
     TaskSubmitted,
     WaitTimeoutError,
 )
-from spo_async.polling import FixedSchedule
+from spo_async.polling import FixedSchedule, PollMode, PollState
 from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind
 
 from .conftest import ClientFactory, make_request, until
@@ -118,6 +118,63 @@ async def test_retries_reach_on_event_as_task_retrying(
     assert [r.operation.split()[0] for r in retries] == ["POST", "GET"]
     assert retries[0].task_id is None
     assert retries[1].task_id is not None
+
+
+def modes_seen(client: AsyncSPOClient) -> tuple[AsyncSPOClient, list[PollMode]]:
+    """A view whose schedule records the mode of every look it plans."""
+    modes: list[PollMode] = []
+
+    def schedule(state: PollState) -> float:
+        modes.append(state.mode)
+        return 0.001
+
+    return client.with_options(schedule=schedule), modes
+
+
+@pytest.mark.parametrize(
+    ("watched", "poll_mode", "expected"),
+    [
+        (False, None, PollMode.COMPLETION),
+        (True, None, PollMode.PROGRESS),
+        (True, PollMode.COMPLETION, PollMode.COMPLETION),
+        (True, "completion", PollMode.COMPLETION),
+        (False, PollMode.PROGRESS, PollMode.PROGRESS),
+    ],
+)
+async def test_poll_mode_says_what_the_looks_are_for_whoever_listens(
+    client: AsyncSPOClient, watched: bool, poll_mode: PollMode | None, expected: PollMode
+) -> None:
+    """``on_event`` asks for every round by default; ``poll_mode`` says otherwise."""
+    view, modes = modes_seen(client)
+    events: list[Event] = []
+    result = await view.optimize(
+        make_request(max_rounds=3),
+        on_event=events.append if watched else None,
+        poll_mode=poll_mode,
+    )
+    assert result.succeeded
+    assert modes
+    assert set(modes) == {expected}
+    if watched:  # looking for the end only still reports every round a look saw
+        assert [e.number for e in events if isinstance(e, RoundCompleted)] == [1, 2, 3]
+
+
+async def test_a_batch_polls_for_the_end_when_told_even_with_a_journal(
+    client: AsyncSPOClient, tmp_path: pathlib.Path
+) -> None:
+    """A batch with a journal looks for every round unless ``poll_mode`` says the end."""
+    for poll_mode, expected in [
+        (None, PollMode.PROGRESS),
+        (PollMode.COMPLETION, PollMode.COMPLETION),
+    ]:
+        view, modes = modes_seen(client)
+        outcomes = await view.optimize_all(
+            [make_request(max_rounds=2)] * 3,
+            journal=tmp_path / f"{poll_mode}.db",
+            poll_mode=poll_mode,
+        )
+        assert all(o.ok for o in outcomes)
+        assert set(modes) == {expected}
 
 
 # -- 3. per-call policy through with_options ------------------------------------------------
@@ -206,6 +263,17 @@ BAD_CALLS: list[tuple[str, Callable[[Any], Any], type[Exception]]] = [
     ("wait max_rounds=0", lambda c: c.wait_for_result("t", max_rounds=0), ConfigurationError),
     ("wait on_event='x'", lambda c: c.wait_for_result("t", on_event="x"), ConfigurationError),
     ("get_task max_rounds=True", lambda c: c.get_task("t", max_rounds=True), ConfigurationError),
+    (
+        "optimize poll_mode='fast'",
+        lambda c: c.optimize(make_request(), poll_mode="fast"),
+        ConfigurationError,
+    ),
+    ("wait poll_mode=True", lambda c: c.wait_for_result("t", poll_mode=True), ConfigurationError),
+    (
+        "optimize_all poll_mode='rounds'",
+        lambda c: c.optimize_all([make_request()], poll_mode="rounds"),
+        ConfigurationError,
+    ),
     (
         "optimize_all on_event=42",
         lambda c: c.optimize_all([make_request()], on_event=42),

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
+import io
 import subprocess
 import sys
 from pathlib import Path
 
 import attrs
 import pytest
+from rich.console import Console
 from spo_async import (
     AuthenticationError,
     ConfigurationError,
@@ -18,6 +21,7 @@ from spo_async import (
     NotFoundError,
     OptimizationRequest,
     ProtocolError,
+    QAPair,
     QuotaExceededError,
     RateLimitError,
     RequestValidationError,
@@ -29,6 +33,7 @@ from spo_async import (
     TransportError,
     WaitTimeoutError,
 )
+from spo_async.cli._commands import _follow
 from spo_async.cli._diff import best_before, change_summary, word_diff
 from spo_async.cli._exit import (
     EPILOG,
@@ -45,11 +50,14 @@ from spo_async.cli._exit import (
 )
 from spo_async.cli._parser import library_default
 from spo_async.cli._render import final_report
-from spo_async.cli._runtime import API_KEY_VARIABLES
+from spo_async.cli._report import RunState
+from spo_async.cli._runtime import API_KEY_VARIABLES, Output
 from spo_async.cli._safe import printable, short_id
 from spo_async.cli._settings import Overrides, load_batch, load_settings
+from spo_async.polling import PollState
 
 from tests.cli_helpers import EXAMPLES, ROOT
+from tests.conftest import ClientFactory
 
 NAVIGATE = """\
 prompt: |
@@ -340,3 +348,25 @@ def test_printable_keeps_newlines_of_a_block_and_short_ids_stay_whole() -> None:
     long = short_id("spo-" + "x" * 10_000)
     assert long.endswith("(10004 characters)")
     assert len(long) < 60
+
+
+@pytest.mark.parametrize(("animate", "expected"), [(True, "progress"), (False, "completion")])
+async def test_optimize_looks_at_every_round_only_while_it_draws_the_live_view(
+    make_client: ClientFactory, animate: bool, expected: str
+) -> None:
+    """Plain lines, ``--quiet`` and ``--json`` need the result on time, not each round."""
+    modes: set[str] = set()
+
+    def schedule(state: PollState) -> float:
+        modes.add(state.mode.value)
+        return 0.001
+
+    quiet = Console(file=io.StringIO())
+    output = Output(out=quiet, err=quiet, animate=animate, json=False, quiet=False)
+    args = argparse.Namespace(timeout=None, max_rounds=None)
+    request = OptimizationRequest(
+        prompt="Answer briefly.", qa=[QAPair("q", "a")], model="gpt-4o-mini", max_rounds=3
+    )
+    client = make_client(schedule=schedule)
+    assert await _follow(client, args, output, RunState(), request=(request, "given")) == OK
+    assert modes == {expected}

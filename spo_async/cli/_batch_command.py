@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from spo_async import Batch, BatchProgress, Event, JournalError, Outcome
+from spo_async.polling import PollMode
 
 from ._batch_files import OutputError, Sink, check_paths
 from ._batch_view import BatchView, Tally, outcome_record, row_code, summary_table
@@ -303,6 +304,8 @@ async def batch(args: argparse.Namespace, output: Output, state: RunState) -> in
             work = client.optimize_many(
                 [(row.key, row.request) for row in rows],
                 on_event=run.on_event,
+                # The view counts finished tasks, not rounds: look for each task's end.
+                poll_mode=PollMode.COMPLETION,
                 **_batch_options(args),
             )
             run.work = work

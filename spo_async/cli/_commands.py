@@ -29,6 +29,7 @@ from spo_async import (
     TaskQueued,
     TaskResult,
 )
+from spo_async.polling import PollMode
 
 from ._exit import OK, InputError
 from ._render import LiveView, final_report, round_line, snapshot_report
@@ -149,6 +150,9 @@ async def _follow(
             on_event=_on_event(watch, state),
             max_rounds=max_rounds,
             raise_on_failure=False,
+            # Someone watches the live view round by round; plain lines, a log or
+            # --quiet need only the result on time, and each round when a look sees it.
+            poll_mode=None if view is not None else PollMode.COMPLETION,
             **timeout_option(args),
         )
     state.last = result
