@@ -3,7 +3,8 @@
 ``python bench/_server.py --round-seconds S --queue-seconds Q --jitter J --task-jitter T --seed N``
 serves :class:`spo_async.testing.Emulator` on a free loopback port, plus a second
 port that answers ``GET /truth`` with every task's true timeline (when it left
-the queue, when each round finished, when it ended, how many GETs it got).
+the queue, when each round finished, when it ended, how many GETs it got and when
+the last one came).
 ``--jitter`` draws every duration on its own (±J); ``--task-jitter`` draws one pace
 per task (±T) that all its rounds keep, as a task on a busy or a quiet backend
 would (round 1 still takes the emulator's third of a round).
@@ -16,13 +17,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import random
 import signal
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 from spo_async.testing import Emulator, EmulatorConfig, TaskOutcome
+
+
+class _TimedCounter(collections.Counter[str]):
+    """The emulator's GET counter, noting when each task was last looked at.
+
+    A finished task's last GET is the one that saw its end: the lag of a client
+    whose own end time cannot be read (the command line, in a process of its own).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: dict[str, float] = {}
+
+    def __setitem__(self, key: str, value: int) -> None:
+        self.last[key] = time.monotonic()
+        super().__setitem__(key, value)
 
 
 async def main() -> None:
@@ -50,6 +69,7 @@ async def main() -> None:
         outcome_for=pace,
     )
     emulator = Emulator(config)
+    emulator.task_gets = _TimedCounter()
     await emulator.start()
 
     async def truth(_request: web.Request) -> web.Response:
@@ -60,6 +80,7 @@ async def main() -> None:
                 "rounds": [r.finishes_at for r in task.rounds],
                 "ends_at": task.ends_at,
                 "gets": emulator.task_gets[task_id],
+                "last_get_at": emulator.task_gets.last.get(task_id),
             }
             for task_id, task in emulator.tasks.items()
         }

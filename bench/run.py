@@ -14,6 +14,7 @@ those ratios is reported. Raw results go to ``bench/results/latest.json``.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
@@ -31,9 +32,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from spo_async.testing import DEFAULT_API_KEY
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PY = sys.executable
+#: The command line's console script, installed next to the interpreter (``.[cli]``).
+CLI = str(Path(PY).parent / "spo-async")
 PIN = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
 
 
@@ -191,6 +196,8 @@ def tables_of(results: dict[str, Any]) -> list[str]:
         tables.append("The default's first wave, every repeat:\n\n" + cold)
     if "second" in results:
         tables.append("### A second process\n\n" + second_process_table(results["second"]))
+    if "cli" in results:
+        tables.append("### `spo-async optimize`, again and again\n\n" + cli_table(results["cli"]))
     if "overhead" in results:
         tables.append("### Client overhead\n\n" + overhead_table(results["overhead"]))
         tables.append("Per task:\n\n" + per_task_table(results["overhead"]))
@@ -432,6 +439,88 @@ def second_process_table(data: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+# -- the command line, run again and again ----------------------------------------------------
+
+#: The runs of one chain: ``spo-async optimize`` with nothing learnt, then after one
+#: earlier run, then after two, each a new process on the chain's own cache folder.
+CLI_RUNS = ("nothing learnt", "after one run", "after two runs")
+#: Chains side by side (each on its own cache folder, all on one emulator).
+CLI_AT_ONCE = 4
+
+
+def _cli_chain(base: str, folder: Path, settings: Path, runs: int) -> list[dict[str, Any]]:
+    """One chain's ``spo-async optimize`` runs, one after the other: their task ids."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(folder), "AI302_API_KEY": DEFAULT_API_KEY}
+    env.pop("NO_COLOR", None)
+    out = []
+    for _ in range(runs):
+        done = subprocess.run(  # noqa: S603 - our own console script and arguments
+            pinned(0, [CLI, "optimize", str(settings), f"--base-url={base}", "--json"]),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+            env=env,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"spo-async optimize failed: {done.stderr[-3000:]}")
+        out.append({"task_id": json.loads(done.stdout)["task_id"]})
+    return out
+
+
+def bench_cli(chains: int) -> dict[str, Any]:
+    """``spo-async optimize`` of one model run three times in a row, as a user would.
+
+    The real command, in a new process each time, its output piped (so it prints plain
+    lines and looks for the end): on rounds of 2 s real time (the command cannot scale
+    its clock), each task's pace within ±30 %, four rounds. A chain has a cache folder
+    of its own (``XDG_CACHE_HOME``); ``chains`` chains run, ``CLI_AT_ONCE`` at a time.
+    The lag is from the task's true end to the GET that saw it.
+    """
+    task = {**SCHED_TASK, "round_seconds": 2.0}
+    records: dict[str, list[dict[str, Any]]] = {run: [] for run in CLI_RUNS}
+    with tempfile.TemporaryDirectory() as folder:
+        settings = Path(folder) / "settings.json"
+        settings.write_text(
+            json.dumps(
+                {
+                    "prompt": "Summarize the ticket in one sentence.",
+                    "qa": [{"question": "I want my money back for order #9.", "answer": "[ask]"}],
+                    "model": "bench-model",
+                    "max_rounds": SCHED_ROUNDS,
+                    "language": "en",
+                }
+            )
+        )
+        with (
+            emulator(seed=500, **task) as (base, truth_url),
+            concurrent.futures.ThreadPoolExecutor(CLI_AT_ONCE) as pool,
+        ):
+            homes = [Path(folder) / f"chain-{n}" for n in range(chains)]
+            ran = list(pool.map(lambda h: _cli_chain(base, h, settings, len(CLI_RUNS)), homes))
+            known = truth(truth_url)
+    for chain in ran:
+        for run, record in zip(CLI_RUNS, chain, strict=True):
+            facts = known[record["task_id"]]
+            records[run].append(
+                {
+                    "gets": facts["gets"],
+                    "lag": (facts["last_get_at"] - facts["ends_at"]) / task["round_seconds"],
+                }
+            )
+    print(f"  cli: {json.dumps(records)}", file=sys.stderr)
+    return {"task": task, "rounds": SCHED_ROUNDS, "runs": records}
+
+
+def cli_table(data: dict[str, Any]) -> str:
+    rows = ["| `spo-async optimize` | GETs per task | lag, rounds | tasks |", "|---|---|---|---|"]
+    for run, records in data["runs"].items():
+        gets = statistics.fmean(x["gets"] for x in records)
+        lag = statistics.fmean(x["lag"] for x in records)
+        rows.append(f"| {run} | {gets:.2f} | {lag:.3f} | {len(records)} |")
+    return "\n".join(rows)
+
+
 # -- import time ---------------------------------------------------------------------------
 
 
@@ -571,7 +660,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--only", default="overhead,schedules,second,import,plot,profile")
+    parser.add_argument("--only", default="overhead,schedules,second,cli,import,plot,profile")
     parser.add_argument(
         "--cells",
         default=",".join(f"{s} {m}" for s in SCHED_SCALES for m in ("completion", "progress")),
@@ -612,6 +701,9 @@ def main() -> None:
     if "second" in only:
         second_repeats = args.repeats or (1 if args.quick else 2)
         results["second"] = bench_second_process(second_repeats, SCHED_TASKS, cells)
+        save(results)
+    if "cli" in only:
+        results["cli"] = bench_cli(4 if args.quick else CLI_AT_ONCE * repeats)
         save(results)
     if "overhead" in only:
         results["overhead"] = bench_overhead(repeats, shrink)
