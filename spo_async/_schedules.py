@@ -32,9 +32,10 @@ __all__ = [
 class PollMode(enum.StrEnum):
     """What the caller wants to see of a task, which decides how often to look."""
 
-    #: Every round as it lands (someone passed ``on_event``).
+    #: Every round as it lands (the default when someone passed ``on_event``).
     PROGRESS = "progress"
-    #: Only the final result: looks at middle rounds can be skipped.
+    #: Only the final result: looks at middle rounds can be skipped (``poll_mode=``
+    #: picks either for a call).
     COMPLETION = "completion"
 
 
