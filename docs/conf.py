@@ -74,6 +74,7 @@ spo_type_aliases = {
         "spo_async.polling.PollSchedule"
         " | collections.abc.Callable[[spo_async.polling.PollState], float]"
     ),
+    "PollModeLike": "spo_async.polling.PollMode | typing.Literal['progress', 'completion']",
     "KeyFunction": "collections.abc.Callable[[spo_async.OptimizationRequest], str | int]",
     "BatchInput": (
         "collections.abc.Iterable[spo_async.OptimizationRequest"

@@ -74,7 +74,7 @@ from ._sansio import (
     quote_task_id,
     redact_response,
 )
-from ._schedules import PollMode, PollSchedule, ScheduleLike
+from ._schedules import PollMode, PollModeLike, PollSchedule, ScheduleLike
 from ._settings import DEFAULT_CONCURRENCY, resolve_api_key, resolve_base_url
 from ._sharing import Waiter
 from ._stream import OnEvent, Watching
@@ -579,7 +579,7 @@ class AsyncSPOClient:
         on_event: OnEvent = None,
         max_rounds: int | None = None,
         raise_on_failure: bool = True,
-        poll_mode: PollMode | None = None,
+        poll_mode: PollModeLike | None = None,
     ) -> TaskResult:
         """Poll the task until it finishes and return its final snapshot.
 
@@ -597,10 +597,12 @@ class AsyncSPOClient:
 
         ``max_rounds`` gives the number of rounds of a task this client did not
         submit. ``poll_mode`` says what the looks are for: every round as it lands
-        (``PollMode.PROGRESS``, the default with ``on_event``) or only the end
-        (``PollMode.COMPLETION``, the default without; an ``on_event`` still gets
-        each round, when a look sees it). Cancelling the caller stops only its own
-        polling, at once.
+        (``"progress"``, the default with ``on_event``) or only the end
+        (``"completion"``, the default without; an ``on_event`` still gets each
+        round, when a look sees it, and a failure mid-way is seen at the look
+        planned for the end). Waits of one task in one client share one loop, which
+        looks for every round while any of them asks for it. Cancelling the caller
+        stops only its own polling, at once.
         """
         core = self._core
         core.check_usable()
@@ -688,7 +690,7 @@ class AsyncSPOClient:
         timeout: float | Unset | None = UNSET,
         on_event: OnEvent = None,
         raise_on_failure: bool = True,
-        poll_mode: PollMode | None = None,
+        poll_mode: PollModeLike | None = None,
     ) -> TaskResult:
         """Submit ``request`` and wait for its result, all within ``timeout`` seconds.
 
@@ -752,7 +754,7 @@ class AsyncSPOClient:
         resubmit_unknown: bool = False,
         timeout: float | Unset | None = UNSET,
         on_event: OnEvent = None,
-        poll_mode: PollMode | None = None,
+        poll_mode: PollModeLike | None = None,
     ) -> Batch:
         """Optimize many requests at once; a :class:`~spo_async.Batch` yields each outcome.
 
@@ -808,7 +810,7 @@ class AsyncSPOClient:
         resubmit_unknown: bool = False,
         timeout: float | Unset | None = UNSET,
         on_event: OnEvent = None,
-        poll_mode: PollMode | None = None,
+        poll_mode: PollModeLike | None = None,
     ) -> list[Outcome]:
         """Optimize many requests and return every :class:`~spo_async.Outcome` in input order.
 

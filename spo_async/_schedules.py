@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import random
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import attrs
 
@@ -23,6 +23,7 @@ __all__ = [
     "ExponentialSchedule",
     "FixedSchedule",
     "PollMode",
+    "PollModeLike",
     "PollSchedule",
     "PollState",
     "ScheduleLike",
@@ -37,6 +38,10 @@ class PollMode(enum.StrEnum):
     #: Only the final result: looks at middle rounds can be skipped (``poll_mode=``
     #: picks either for a call).
     COMPLETION = "completion"
+
+
+#: What ``poll_mode=`` accepts: a :class:`PollMode` or its value as a plain string.
+PollModeLike = PollMode | Literal["progress", "completion"]
 
 
 @attrs.frozen(kw_only=True)

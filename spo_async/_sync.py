@@ -31,7 +31,7 @@ from ._limiter import RequestLimiter
 from ._models import OptimizationRequest, TaskResult
 from ._polling import DEFAULT_WAIT_TIMEOUT
 from ._retry import RetryPolicy
-from ._schedules import PollMode, ScheduleLike
+from ._schedules import PollModeLike, ScheduleLike
 from ._settings import DEFAULT_CONCURRENCY
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES
 
@@ -310,7 +310,7 @@ class SPOClient:
         on_event: EventCallback | None = None,
         max_rounds: int | None = None,
         raise_on_failure: bool = True,
-        poll_mode: PollMode | None = None,
+        poll_mode: PollModeLike | None = None,
     ) -> TaskResult:
         """Poll the task until it finishes; see :meth:`AsyncSPOClient.wait_for_result`."""
         return self._call(
@@ -331,7 +331,7 @@ class SPOClient:
         timeout: float | Unset | None = UNSET,
         on_event: EventCallback | None = None,
         raise_on_failure: bool = True,
-        poll_mode: PollMode | None = None,
+        poll_mode: PollModeLike | None = None,
     ) -> TaskResult:
         """Submit and wait, within ``timeout``; see :meth:`AsyncSPOClient.optimize`."""
         return self._call(
@@ -354,7 +354,7 @@ class SPOClient:
         resubmit_unknown: bool = False,
         timeout: float | Unset | None = UNSET,
         on_event: EventCallback | None = None,
-        poll_mode: PollMode | None = None,
+        poll_mode: PollModeLike | None = None,
     ) -> list[Outcome]:
         """Run a batch; every outcome in input order (see :meth:`AsyncSPOClient.optimize_all`)."""
         return self._call(

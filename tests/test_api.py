@@ -39,6 +39,7 @@ from spo_async import (
     TaskSubmitted,
     WaitTimeoutError,
 )
+from spo_async._schedules import PollModeLike
 from spo_async.polling import FixedSchedule, PollMode, PollState
 from spo_async.testing import Emulator, EmulatorConfig, Fault, FaultKind
 
@@ -142,7 +143,7 @@ def modes_seen(client: AsyncSPOClient) -> tuple[AsyncSPOClient, list[PollMode]]:
     ],
 )
 async def test_poll_mode_says_what_the_looks_are_for_whoever_listens(
-    client: AsyncSPOClient, watched: bool, poll_mode: PollMode | None, expected: PollMode
+    client: AsyncSPOClient, watched: bool, poll_mode: PollModeLike | None, expected: PollMode
 ) -> None:
     """``on_event`` asks for every round by default; ``poll_mode`` says otherwise."""
     view, modes = modes_seen(client)
@@ -157,6 +158,37 @@ async def test_poll_mode_says_what_the_looks_are_for_whoever_listens(
     assert set(modes) == {expected}
     if watched:  # looking for the end only still reports every round a look saw
         assert [e.number for e in events if isinstance(e, RoundCompleted)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        ("completion", "completion", PollMode.COMPLETION),
+        ("completion", "progress", PollMode.PROGRESS),
+        ("completion", None, PollMode.PROGRESS),  # the second passes on_event
+    ],
+)
+async def test_waits_sharing_one_loop_look_for_every_round_while_any_asks(
+    client: AsyncSPOClient,
+    first: PollModeLike,
+    second: PollModeLike | None,
+    expected: PollMode,
+) -> None:
+    """One task's waits share one loop; it looks for rounds while any waiter asks for them."""
+    view, modes = modes_seen(client)
+    task_id = await view.submit(make_request(max_rounds=3))
+    seen: list[list[int]] = [[], []]
+
+    def rounds(k: int) -> Callable[[Event], None]:
+        return lambda e: seen[k].append(e.number) if isinstance(e, RoundCompleted) else None
+
+    await asyncio.gather(
+        view.wait_for_result(task_id, on_event=rounds(0), poll_mode=first),
+        view.wait_for_result(task_id, on_event=rounds(1), poll_mode=second),
+    )
+    # The first delay is planned before the second waiter joins; every later one with both.
+    assert set(modes[1:]) == {expected}
+    assert seen == [[1, 2, 3], [1, 2, 3]]
 
 
 async def test_a_batch_polls_for_the_end_when_told_even_with_a_journal(
@@ -269,6 +301,11 @@ BAD_CALLS: list[tuple[str, Callable[[Any], Any], type[Exception]]] = [
         ConfigurationError,
     ),
     ("wait poll_mode=True", lambda c: c.wait_for_result("t", poll_mode=True), ConfigurationError),
+    (
+        "optimize_many poll_mode=2",
+        lambda c: c.optimize_many([make_request()], poll_mode=2),
+        ConfigurationError,
+    ),
     (
         "optimize_all poll_mode='rounds'",
         lambda c: c.optimize_all([make_request()], poll_mode="rounds"),

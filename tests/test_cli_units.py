@@ -45,10 +45,11 @@ from spo_async.cli._exit import (
     TIMEOUT,
     USAGE,
     InputError,
+    UsageError,
     batch_exit_code,
     exit_code_for,
 )
-from spo_async.cli._parser import library_default
+from spo_async.cli._parser import build_parser, library_default
 from spo_async.cli._render import final_report
 from spo_async.cli._report import RunState
 from spo_async.cli._runtime import API_KEY_VARIABLES, Output
@@ -350,11 +351,19 @@ def test_printable_keeps_newlines_of_a_block_and_short_ids_stay_whole() -> None:
     assert len(long) < 60
 
 
-@pytest.mark.parametrize(("animate", "expected"), [(True, "progress"), (False, "completion")])
+@pytest.mark.parametrize(
+    ("animate", "flag", "expected"),
+    [
+        (True, None, "progress"),
+        (False, None, "completion"),
+        (False, "progress", "progress"),
+        (True, "completion", "completion"),
+    ],
+)
 async def test_optimize_looks_at_every_round_only_while_it_draws_the_live_view(
-    make_client: ClientFactory, animate: bool, expected: str
+    make_client: ClientFactory, animate: bool, flag: str | None, expected: str
 ) -> None:
-    """Plain lines, ``--quiet`` and ``--json`` need the result on time, not each round."""
+    """Plain lines, ``--quiet`` and ``--json`` need the result on time; ``--poll-mode`` wins."""
     modes: set[str] = set()
 
     def schedule(state: PollState) -> float:
@@ -363,10 +372,21 @@ async def test_optimize_looks_at_every_round_only_while_it_draws_the_live_view(
 
     quiet = Console(file=io.StringIO())
     output = Output(out=quiet, err=quiet, animate=animate, json=False, quiet=False)
-    args = argparse.Namespace(timeout=None, max_rounds=None)
+    args = argparse.Namespace(timeout=None, max_rounds=None, poll_mode=flag)
     request = OptimizationRequest(
         prompt="Answer briefly.", qa=[QAPair("q", "a")], model="gpt-4o-mini", max_rounds=3
     )
     client = make_client(schedule=schedule)
     assert await _follow(client, args, output, RunState(), request=(request, "given")) == OK
     assert modes == {expected}
+
+
+def test_poll_mode_is_an_option_of_every_command_that_waits() -> None:
+    """``--poll-mode`` on ``optimize``, ``wait`` and ``batch``; any other word is refused."""
+    parser = build_parser(emulator_options=False)
+    for argv in (["optimize", "s.yaml"], ["wait", "spo-1"], ["batch", "in.jsonl", "-o", "o"]):
+        assert parser.parse_args(argv).poll_mode is None
+        assert parser.parse_args([*argv, "--poll-mode", "progress"]).poll_mode == "progress"
+        with pytest.raises(UsageError, match="invalid choice: 'rounds'"):
+            parser.parse_args([*argv, "--poll-mode", "rounds"])
+    assert not hasattr(parser.parse_args(["status", "spo-1"]), "poll_mode")

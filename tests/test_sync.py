@@ -16,7 +16,7 @@ from spo_async import (
     TaskFailedError,
     WaitTimeoutError,
 )
-from spo_async.polling import FixedSchedule
+from spo_async.polling import FixedSchedule, PollState
 from spo_async.testing import EmulatorConfig, TaskOutcome, ThreadedEmulator
 
 from .conftest import make_request
@@ -88,3 +88,26 @@ def test_a_forgotten_client_warns_once_and_stops_its_thread(emu: ThreadedEmulato
     unclosed = [w for w in caught if "unclosed" in str(w.message) and "SPOClient" in str(w.message)]
     assert len(unclosed) == 1
     assert set(threading.enumerate()) <= before
+
+
+def test_poll_mode_reaches_the_wait_from_each_blocking_call(emu: ThreadedEmulator) -> None:
+    """``poll_mode`` of the sync calls is the async client's, passed through unchanged."""
+    modes: list[str] = []
+
+    def schedule(state: PollState) -> float:
+        modes.append(state.mode.value)
+        return 0.002
+
+    with SPOClient(emu.api_key, base_url=emu.base_url, schedule=schedule) as client:
+        watched: list[object] = []
+        result = client.optimize(make_request(), on_event=watched.append, poll_mode="completion")
+        assert result.succeeded
+        assert set(modes) == {"completion"}
+        modes.clear()
+        task_id = client.submit(make_request())
+        assert client.wait_for_result(task_id, poll_mode="progress").succeeded
+        assert set(modes) == {"progress"}
+        modes.clear()
+        outcomes = client.optimize_all([make_request()], poll_mode="progress")
+        assert [o.ok for o in outcomes] == [True]
+        assert set(modes) == {"progress"}

@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from spo_async import Batch, BatchProgress, Event, JournalError, Outcome
-from spo_async.polling import PollMode
 
 from ._batch_files import OutputError, Sink, check_paths
 from ._batch_view import BatchView, Tally, outcome_record, row_code, summary_table
-from ._commands import overrides, timeout_option
+from ._commands import overrides, poll_mode, timeout_option
 from ._exit import ERROR, INTERRUPTED, batch_exit_code, exit_code_for
 from ._report import RunState, describe, error_object, print_json, program, say, show_command
 from ._runtime import Output, open_client
@@ -305,7 +304,7 @@ async def batch(args: argparse.Namespace, output: Output, state: RunState) -> in
                 [(row.key, row.request) for row in rows],
                 on_event=run.on_event,
                 # The view counts finished tasks, not rounds: look for each task's end.
-                poll_mode=PollMode.COMPLETION,
+                poll_mode=poll_mode(args, watched=False),
                 **_batch_options(args),
             )
             run.work = work

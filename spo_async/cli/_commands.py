@@ -53,6 +53,17 @@ def overrides(args: argparse.Namespace) -> Overrides:
     )
 
 
+def poll_mode(args: argparse.Namespace, *, watched: bool) -> PollMode:
+    """``--poll-mode``, else every round while someone watches them go by, else the end.
+
+    Plain lines, a log or ``--quiet`` need the result on time, and each round only when a
+    look sees it.
+    """
+    if args.poll_mode is not None:
+        return PollMode(args.poll_mode)
+    return PollMode.PROGRESS if watched else PollMode.COMPLETION
+
+
 def timeout_option(args: argparse.Namespace) -> dict[str, Any]:
     """``--timeout`` as a keyword argument, only when given: else the library's default."""
     return {} if args.timeout is None else {"timeout": args.timeout}
@@ -150,9 +161,7 @@ async def _follow(
             on_event=_on_event(watch, state),
             max_rounds=max_rounds,
             raise_on_failure=False,
-            # Someone watches the live view round by round; plain lines, a log or
-            # --quiet need only the result on time, and each round when a look sees it.
-            poll_mode=None if view is not None else PollMode.COMPLETION,
+            poll_mode=poll_mode(args, watched=view is not None),
             **timeout_option(args),
         )
     state.last = result
