@@ -43,6 +43,10 @@ class _TimedCounter(collections.Counter[str]):
         self.last[key] = time.monotonic()
         super().__setitem__(key, value)
 
+    def clear(self) -> None:
+        self.last.clear()
+        super().clear()
+
 
 async def main() -> None:
     parser = argparse.ArgumentParser()

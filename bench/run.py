@@ -32,8 +32,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from spo_async.testing import DEFAULT_API_KEY
-
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PY = sys.executable
@@ -450,8 +448,9 @@ CLI_AT_ONCE = 4
 
 def _cli_chain(base: str, folder: Path, settings: Path, runs: int) -> list[dict[str, Any]]:
     """One chain's ``spo-async optimize`` runs, one after the other: their task ids."""
+    from spo_async.testing import DEFAULT_API_KEY  # here: --tables needs no SDK
+
     env = {**os.environ, "XDG_CACHE_HOME": str(folder), "AI302_API_KEY": DEFAULT_API_KEY}
-    env.pop("NO_COLOR", None)
     out = []
     for _ in range(runs):
         done = subprocess.run(  # noqa: S603 - our own console script and arguments
@@ -502,6 +501,8 @@ def bench_cli(chains: int) -> dict[str, Any]:
     for chain in ran:
         for run, record in zip(CLI_RUNS, chain, strict=True):
             facts = known[record["task_id"]]
+            if facts["last_get_at"] is None:
+                raise RuntimeError(f"task {record['task_id']} was never looked at")
             records[run].append(
                 {
                     "gets": facts["gets"],
