@@ -176,12 +176,14 @@ def _output_options(*, wait: bool, batch: bool = False) -> _Parser:
         "-q", "--quiet", action="store_true", help="no progress, only the result and errors"
     )
     if wait:
-        following = "each task's end" if batch else "every round while the live view is drawn"
+        default = (
+            "completion" if batch else "progress while the live view is drawn, else completion"
+        )
         group.add_argument(
             "--poll-mode",
             choices=["progress", "completion"],
             help="look for every round (progress) or only for the end (completion); "
-            f"default: {following}, else the end",
+            f"default: {default}",
         )
         group.add_argument(
             "--timeout",
