@@ -22,6 +22,7 @@ import attrs
 
 from spo_async import AsyncSPOClient, OptimizationRequest, QAPair, RequestValidationError
 from spo_async import __version__ as version
+from spo_async.polling import PollMode
 
 from ._exit import EPILOG, UsageError
 from ._settings import DEFAULT_MODEL
@@ -181,7 +182,7 @@ def _output_options(*, wait: bool, batch: bool = False) -> _Parser:
         )
         group.add_argument(
             "--poll-mode",
-            choices=["progress", "completion"],
+            choices=[mode.value for mode in PollMode],
             help="look for every round (progress) or only for the end (completion); "
             f"default: {default}",
         )
